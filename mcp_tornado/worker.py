@@ -7,9 +7,10 @@ Usage::
 Several workers can share one port (``SO_REUSEPORT``); a worker starts
 listening once the router has welcomed it.  Each holds its clients'
 sockets and forwards their frames through its :class:`~mcp_tornado.router_link.RouterLink`.
-On SIGTERM a worker stops accepting, closes every client with 1001 (going
-away), lets queued messages drain to the router, and exits within
-``shutdown_timeout`` seconds.
+On SIGTERM a worker stops accepting, keeps relaying for a quarter second so
+messages in flight arrive, closes every client with 1001 (going away), lets
+queued messages drain to the router, and exits within ``shutdown_timeout``
+seconds.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
 from tornado.iostream import StreamClosedError
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler, StaticFileHandler
@@ -32,6 +35,8 @@ from mcp_tornado import protocol
 from mcp_tornado.router_link import LinkConfig, RouterLink
 
 log = logging.getLogger("mcp_tornado.worker")
+
+_DRAIN_PERIOD = 0.25  # seconds of relaying after SIGTERM before clients are closed
 
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parent.parent / "frontend" / "dist"
 
@@ -60,6 +65,7 @@ class SignalHandler(WebSocketHandler):
         self.room = protocol.DEFAULT_ROOM
         self.paired = False
         self.peer_id: int | None = None
+        self.last_pong = time.monotonic()
 
     def check_origin(self, origin: str) -> bool:
         return True
@@ -85,6 +91,9 @@ class SignalHandler(WebSocketHandler):
             self.send_text(protocol.encode_event(error))
         elif not self.link.relay(self.peer_id, message):
             self.send_text(_ROUTER_DOWN_EVENT)
+
+    def on_pong(self, data: bytes) -> None:
+        self.last_pong = time.monotonic()
 
     def on_close(self) -> None:
         if self.peer_id is not None:
@@ -122,6 +131,44 @@ _ROUTER_DOWN_EVENT = protocol.encode_event(
 _BINARY_EVENT = protocol.encode_event(
     protocol.Error(protocol.ErrorCode.INVALID_MESSAGE, "Binary frames must hold UTF-8 JSON")
 )
+
+
+class _Pinger:
+    """Finds clients that vanished without a close frame (their network went away).
+
+    One timer for the whole worker, instead of Tornado's ping task per
+    connection: every ``interval`` seconds each client is pinged, and one that
+    has not answered any ping for ``interval + timeout`` seconds is dropped at
+    once (no closing handshake with a peer that cannot answer), which frees
+    its slot and tells its partner.
+    """
+
+    def __init__(self, link: RouterLink, interval: float, timeout: float) -> None:
+        self.link = link
+        self.interval = interval
+        self.timeout = timeout
+        self._timer = PeriodicCallback(self._sweep, interval * 1000)
+
+    def start(self) -> None:
+        if self.interval > 0:
+            self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+    def _sweep(self) -> None:
+        deadline = time.monotonic() - self.interval - self.timeout
+        for peer in list(self.link.peers.values()):
+            if not isinstance(peer, SignalHandler) or peer.ws_connection is None:
+                continue
+            if peer.last_pong < deadline:
+                log.info("worker: peer %s stopped answering pings; dropping it", peer.peer_id)
+                stream = peer.ws_connection.stream
+                if stream is not None:
+                    stream.close()
+            else:
+                with contextlib.suppress(WebSocketClosedError):
+                    peer.ping()
 
 
 class HealthHandler(RequestHandler):
@@ -164,8 +211,6 @@ def make_app(config: WorkerConfig, link: RouterLink) -> Application:
     return Application(
         routes,
         websocket_max_message_size=config.max_message_size,
-        websocket_ping_interval=config.ping_interval,
-        websocket_ping_timeout=config.ping_timeout,
     )
 
 
@@ -187,10 +232,15 @@ async def serve_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
     server = HTTPServer(app, xheaders=False)
     server.add_sockets(bind_sockets(config.port, config.host, reuse_port=True))
     log.info("worker %s serving on %s:%d", link.name, config.host, config.port)
+    pinger = _Pinger(link, config.ping_interval, config.ping_timeout)
+    pinger.start()
     await stopped
+    pinger.stop()
 
     log.info("worker %s shutting down", link.name)
     server.stop()
+    # Keep relaying briefly so messages already on their way reach their peers.
+    await asyncio.sleep(min(_DRAIN_PERIOD, config.shutdown_timeout / 2))
     handlers = [p for p in link.peers.values() if isinstance(p, SignalHandler)]
     for handler in handlers:
         handler.close(protocol.CloseCode.GOING_AWAY, "server shutting down")
