@@ -123,6 +123,9 @@ class Cluster:
         return base if room is None else f"{base}?room={room}"
 
     def stop(self) -> None:
+        for process in self.workers:  # all at once: each may take a moment to drain
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         for process in self.workers:
             stop(process)
         if self.router is not None:

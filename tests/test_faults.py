@@ -21,7 +21,7 @@ MakeCluster = Callable[..., Cluster]
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
+def make_cluster(tmp_path: Path, io_loop: object) -> Iterator[MakeCluster]:
     made: list[Cluster] = []
 
     def make(workers: int = 2, worker_args: tuple[str, ...] = ()) -> Cluster:
@@ -31,6 +31,7 @@ def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
         return cluster.start()
 
     yield make
+    Client.close_all()  # first, so workers are not left waiting for closing handshakes
     for cluster in made:
         cluster.stop()
 

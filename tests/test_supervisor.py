@@ -38,11 +38,12 @@ class Service:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
+def service(tmp_path: Path, io_loop: object) -> Iterator[Service]:
     svc = Service(tmp_path)
     try:
         yield svc
     finally:
+        Client.close_all()
         stop(svc.process)
 
 
