@@ -46,6 +46,8 @@ from router.rooms import Departure, PeerKey, RoomTable
 
 log = logging.getLogger("mcp_tornado.router")
 
+_PROBE_INTERVAL = 0.02  # seconds between extra pings after a worker's connection dropped
+
 
 @dataclass(frozen=True)
 class RouterConfig:
@@ -129,6 +131,7 @@ class Router:
         now = time.monotonic()
         self._grace_until = now + cfg.resync_grace
         next_beat = now
+        probes = 0
         log.info("router %s listening on %s", self.epoch, self.bound_endpoint)
         monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         poller = zmq.Poller()
@@ -149,7 +152,10 @@ class Router:
                     self._read_all(sock)
                 if monitor in ready:
                     self._drain_monitor(monitor)
-                    next_beat = now  # ping everyone now: the dead one is unroutable
+                    # Ping everyone now, and twice more shortly: ZeroMQ may take
+                    # a moment to forget the dead worker's routing id.
+                    next_beat = now
+                    probes = 3
             now = time.monotonic()
             if self._in_grace and self._grace_over(now):
                 self._end_grace()
@@ -157,7 +163,8 @@ class Router:
             if now >= next_beat:
                 self._heartbeat(now)
                 self._flush(sock, now)
-                next_beat = now + cfg.heartbeat_interval
+                probes -= 1
+                next_beat = now + (_PROBE_INTERVAL if probes > 0 else cfg.heartbeat_interval)
             if self._unreachable:
                 self._drop_unreachable()
                 self._flush(sock, now)

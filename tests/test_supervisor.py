@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mcp_tornado.supervisor import Supervisor
 from tests.support import FAST, Client, free_port, healthy, spawn, stop, wait_until
 
 pytestmark = [pytest.mark.gen_test(timeout=30), pytest.mark.usefixtures("close_clients")]
@@ -94,3 +97,21 @@ async def test_sigterm_closes_clients_with_going_away_and_exits(service: Service
     assert service.process.wait(10) == 0
     assert time.monotonic() - started < 5
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+
+
+def test_a_child_that_keeps_dying_is_restarted_with_backoff() -> None:
+    crashing = [sys.executable, "-c", "raise SystemExit(3)"]
+    sleeping = [sys.executable, "-c", "import time; time.sleep(60)"]
+    supervisor = Supervisor(router=sleeping, workers=[crashing], shutdown_timeout=2)
+    thread = threading.Thread(target=supervisor.run)
+    thread.start()
+    try:
+        time.sleep(2.5)
+    finally:
+        supervisor.stop()
+        thread.join(10)
+    # Backoff doubles from 0.2 s: about 3-4 restarts in 2.5 s, where a tight loop would do ~50.
+    assert 2 <= supervisor.workers[0].restarts <= 5
+    assert supervisor.router.restarts == 0
+    router = supervisor.router.process
+    assert router is not None and router.poll() is not None, "stop() ends every child"
