@@ -213,3 +213,15 @@ async def test_numbered_messages_survive_a_worker_kill_in_order_exactly_once(
     ]
     for orphan in orphans:
         assert (await orphan.recv_type("peer-left", timeout=5))["peers"] == 1
+
+
+async def test_sigterm_to_one_worker_closes_its_clients_with_going_away(
+    make_cluster: MakeCluster,
+) -> None:
+    cluster = make_cluster(workers=2)
+    name = room()
+    stays, goes = await pair(cluster, name, 0, 1)
+    cluster.workers[1].send_signal(signal.SIGTERM)
+    assert await goes.closed() == 1001
+    assert cluster.workers[1].wait(5) == 0
+    assert (await stays.recv_type("leave")) == {"type": "leave"}

@@ -90,8 +90,11 @@ async def test_sigterm_closes_clients_with_going_away_and_exits(service: Service
     b = await Client.connect(service.url(room))
     await a.recv_type("peer-joined")
     children = service.children()
+    for n in range(100):  # in flight when the signal lands: all must arrive
+        a.send({"type": "candidate", "n": n})
     started = time.monotonic()
     service.process.send_signal(signal.SIGTERM)
+    assert [(await b.recv_type("candidate"))["n"] for _ in range(100)] == list(range(100))
     assert await a.closed(10) == 1001
     assert await b.closed(10) == 1001
     assert service.process.wait(10) == 0
