@@ -24,12 +24,14 @@ Usage::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Final, NamedTuple
 from urllib.parse import urlsplit
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+_HOST: Final = re.compile(r"[a-z0-9._:-]+")  # browsers send IDN hosts as punycode
 
 
 class _Origin(NamedTuple):
@@ -49,7 +51,13 @@ def _parse(origin: str) -> _Origin | None:
     except ValueError:
         return None
     host = parts.hostname
-    if not host or parts.path not in ("", "/") or parts.query or parts.username is not None:
+    if (
+        not host
+        or not _HOST.fullmatch(host)
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.username is not None
+    ):
         return None
     if port is None and parts.scheme:
         port = _DEFAULT_PORTS.get(parts.scheme)
