@@ -22,6 +22,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
+from tornado.log import access_log
+from tornado.web import RequestHandler
 from tornado.websocket import WebSocketProtocol
 
 from mcp_tornado import protocol, tokens
@@ -196,3 +198,18 @@ def pending_bytes(connection: WebSocketProtocol | None) -> int:
         return 0
     buffer = getattr(stream, "_write_buffer", None)  # Tornado 6.x IOStream internals
     return len(buffer) if buffer is not None else 0
+
+
+def log_request(handler: RequestHandler) -> None:
+    """Tornado's access log line without the query string: room tokens travel there."""
+    status = handler.get_status()
+    method = access_log.info if status < 400 else access_log.warning
+    request = handler.request
+    method(
+        "%d %s %s (%s) %.2fms",
+        status,
+        request.method,
+        request.path,
+        request.remote_ip,
+        1000.0 * request.request_time(),
+    )

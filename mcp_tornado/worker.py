@@ -214,6 +214,7 @@ def make_app(config: WorkerConfig, link: RouterLink) -> Application:
         websocket_max_message_size=config.max_message_size,
         websocket_ping_interval=config.ping_interval,
         websocket_ping_timeout=config.ping_timeout,
+        log_function=limits.log_request,
     )
 
 
