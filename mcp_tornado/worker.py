@@ -20,7 +20,7 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler, StaticFileHandler
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from mcp_tornado import protocol
+from mcp_tornado import limits, protocol
+from mcp_tornado.limits import Gatekeeper, Limits, Refusal, TokenBucket
 from mcp_tornado.router_link import LinkConfig, RouterLink
 
 log = logging.getLogger("mcp_tornado.worker")
@@ -49,10 +50,13 @@ class WorkerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     static_dir: Path | None = DEFAULT_STATIC_DIR
-    max_message_size: int = 64 * 1024
+    max_message_size: int = limits.DEFAULT_MAX_MESSAGE_SIZE  # Tornado closes bigger with 1009
     ping_interval: float = 20.0  # WebSocket pings, to find clients that vanished
     ping_timeout: float = 20.0
     shutdown_timeout: float = 10.0
+    limits: Limits = field(
+        default_factory=Limits
+    )  # rate, room names, connections, slow readers, origins, tokens
 
 
 class SignalHandler(WebSocketHandler):
@@ -60,19 +64,35 @@ class SignalHandler(WebSocketHandler):
 
     link: RouterLink
 
-    def initialize(self, link: RouterLink) -> None:
+    def initialize(self, link: RouterLink, gate: Gatekeeper) -> None:
         self.link = link
+        self.gate = gate
         self.room = protocol.DEFAULT_ROOM
         self.paired = False
         self.peer_id: int | None = None
         self.last_pong = time.monotonic()
+        self.bucket: TokenBucket | None = None
+        self.counted = False
+
+    def prepare(self) -> None:
+        if self.gate.full():  # refused before the upgrade: cheaper than a WebSocket close
+            self.set_status(503)
+            self.set_header("Retry-After", "5")
+            self.finish("server full, try again later\n")
 
     def check_origin(self, origin: str) -> bool:
-        return True
+        return self.gate.origins.allows(origin, self.request.headers.get("Host", ""))
 
     def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)
-        self.room = self.get_query_argument("room", protocol.DEFAULT_ROOM) or protocol.DEFAULT_ROOM
+        self.gate.connections += 1
+        self.counted = True
+        admission = self.gate.admit(self.request.query_arguments)
+        if isinstance(admission, Refusal):
+            self.refuse(admission.event, admission.close_code)
+            return
+        self.room = admission.room
+        self.bucket = self.gate.bucket(time.monotonic())
         self.peer_id = self.link.join(self)
         if self.peer_id is None:
             self.refuse(_ROUTER_DOWN_EVENT, protocol.CloseCode.TRY_AGAIN_LATER)
@@ -80,6 +100,11 @@ class SignalHandler(WebSocketHandler):
     def on_message(self, message: str | bytes) -> None:
         if self.peer_id is None:
             return
+        if self.bucket is not None:
+            verdict = self.bucket.take(time.monotonic())
+            if verdict:
+                self.over_rate(verdict)
+                return
         if isinstance(message, bytes):
             try:
                 message = message.decode()
@@ -96,9 +121,19 @@ class SignalHandler(WebSocketHandler):
         self.last_pong = time.monotonic()
 
     def on_close(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.gate.connections -= 1
         if self.peer_id is not None:
             self.link.leave(self.peer_id)
             self.peer_id = None
+
+    def over_rate(self, verdict: int) -> None:
+        if verdict == limits.DROP_AND_WARN:
+            self.send_text(_RATE_LIMITED_EVENT)
+        elif verdict == limits.CLOSE:
+            self.on_close()  # free the room slot now, not after the close handshake
+            self.refuse(_RATE_LIMITED_EVENT, protocol.CloseCode.RATE_LIMITED)
 
     # --- called by the router link ------------------------------------------
 
@@ -107,6 +142,14 @@ class SignalHandler(WebSocketHandler):
             return
         with contextlib.suppress(WebSocketClosedError):
             self.write_message(text).add_done_callback(_ignore_closed)
+        cap = self.gate.limits.max_pending_bytes
+        if cap and limits.pending_bytes(self.ws_connection) > cap:
+            # It stopped reading: drop it rather than buffer without bound.
+            log.info("worker: dropping a client that stopped reading (room %r)", self.room)
+            self.on_close()
+            self.close(
+                protocol.CloseCode.TOO_SLOW, protocol.close_reason(protocol.CloseCode.TOO_SLOW)
+            )
 
     def refuse(self, text: str, close_code: int) -> None:
         self.send_text(text)
@@ -127,6 +170,9 @@ _ROUTER_DOWN_EVENT = protocol.encode_event(
         protocol.ErrorCode.ROUTER_UNAVAILABLE,
         "Signaling router unavailable; retry shortly",
     )
+)
+_RATE_LIMITED_EVENT = protocol.encode_event(
+    protocol.Error(protocol.ErrorCode.RATE_LIMITED, "Too many messages; slow down")
 )
 _BINARY_EVENT = protocol.encode_event(
     protocol.Error(protocol.ErrorCode.INVALID_MESSAGE, "Binary frames must hold UTF-8 JSON")
@@ -194,8 +240,9 @@ class _NoFrontendHandler(RequestHandler):
 
 def make_app(config: WorkerConfig, link: RouterLink) -> Application:
     """The Tornado application a worker serves."""
+    gate = Gatekeeper(config.limits)
     routes: list[Any] = [
-        (r"/ws/signal/?", SignalHandler, {"link": link}),
+        (r"/ws/signal/?", SignalHandler, {"link": link, "gate": gate}),
         (r"/healthz", HealthHandler, {"link": link}),
     ]
     if config.static_dir is not None and (config.static_dir / "index.html").is_file():
@@ -211,6 +258,7 @@ def make_app(config: WorkerConfig, link: RouterLink) -> Application:
     return Application(
         routes,
         websocket_max_message_size=config.max_message_size,
+        log_function=limits.log_request,
     )
 
 
