@@ -183,7 +183,7 @@ class RouterLink:
         if not self._outbox:
             return
         try:
-            self._sock.send(wire.encode_batch(self._outbox), zmq.NOBLOCK, copy=False)
+            self._sock.send(wire.encode_batch(self._outbox), zmq.NOBLOCK)
         except zmq.Again:
             # Router not connected, or its pipe is full: keep the batch, retry shortly.
             self._flush_scheduled = True

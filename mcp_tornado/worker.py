@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +29,15 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import StreamClosedError
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler, StaticFileHandler
-from tornado.websocket import WebSocketClosedError, WebSocketHandler
+from tornado.websocket import (
+    WebSocketClosedError,
+    WebSocketHandler,
+    WebSocketProtocol,
+    _WebSocketParams,
+)
 
 from mcp_tornado import limits, protocol
+from mcp_tornado.frames import BulkReadProtocol, text_frame_header
 from mcp_tornado.limits import Gatekeeper, Limits, Refusal, TokenBucket
 from mcp_tornado.router_link import LinkConfig, RouterLink
 
@@ -82,6 +87,12 @@ class SignalHandler(WebSocketHandler):
             self.set_status(503)
             self.set_header("Retry-After", "5")
             self.finish("server full, try again later\n")
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        if self.request.headers.get("Sec-WebSocket-Version") != "13":
+            return None
+        params = _WebSocketParams(max_message_size=self.max_message_size)
+        return BulkReadProtocol(self, False, params)
 
     def check_origin(self, origin: str) -> bool:
         return self.gate.origins.allows(origin, self.request.headers.get("Host", ""))
@@ -149,7 +160,7 @@ class SignalHandler(WebSocketHandler):
             out = self._out = []
             self.writes.mark(self)
         data = text.encode()
-        out.append(_text_frame_header(len(data)))
+        out.append(text_frame_header(len(data)))
         out.append(data)
 
     def write_queued(self) -> None:
@@ -181,20 +192,6 @@ class SignalHandler(WebSocketHandler):
         self.send_text(text)
         self.peer_id = None
         self.close(close_code, protocol.close_reason(close_code))
-
-
-_SHORT_HEADERS = [bytes((0x81, n)) for n in range(126)]
-_pack_header16 = struct.Struct("!BBH").pack
-_pack_header64 = struct.Struct("!BBQ").pack
-
-
-def _text_frame_header(length: int) -> bytes:
-    """The header of an unmasked, final WebSocket text frame (RFC 6455 5.2)."""
-    if length < 126:
-        return _SHORT_HEADERS[length]
-    if length < 0x10000:
-        return _pack_header16(0x81, 126, length)
-    return _pack_header64(0x81, 127, length)
 
 
 class _Writes:

@@ -17,6 +17,7 @@ import struct
 import time
 from typing import Any, Final, NamedTuple
 
+CONTINUATION: Final = 0x0
 TEXT: Final = 0x1
 BINARY: Final = 0x2
 CLOSE: Final = 0x8
@@ -155,20 +156,24 @@ class RawWebSocket:
         data, self._buffer = self._buffer[:n], self._buffer[n:]
         return data
 
+    def recv_frame_raw(self, timeout: float = 5.0) -> Frame:
+        """The next frame as it came, control frames included."""
+        deadline = time.monotonic() + timeout
+        b0, b1 = self._read(2, deadline)
+        size = b1 & 0x7F
+        if size == 126:
+            size = struct.unpack("!H", self._read(2, deadline))[0]
+        elif size == 127:
+            size = struct.unpack("!Q", self._read(8, deadline))[0]
+        return Frame(b0 & 0x0F, self._read(size, deadline))
+
     def recv_frame(self, timeout: float = 5.0) -> Frame:
         """The next frame (answering pings); raises :class:`Closed` after a close frame or EOF."""
         deadline = time.monotonic() + timeout
         while True:
-            b0, b1 = self._read(2, deadline)
-            size = b1 & 0x7F
-            if size == 126:
-                size = struct.unpack("!H", self._read(2, deadline))[0]
-            elif size == 127:
-                size = struct.unpack("!Q", self._read(8, deadline))[0]
-            payload = self._read(size, deadline)
-            frame = Frame(b0 & 0x0F, payload)
+            frame = self.recv_frame_raw(max(0.0, deadline - time.monotonic()))
             if frame.opcode == PING:
-                self.send_raw(encode_frame(PONG, payload))
+                self.send_raw(encode_frame(PONG, frame.payload))
                 continue
             if frame.opcode == CLOSE:
                 self.close_code = frame.close_code
