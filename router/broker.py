@@ -46,6 +46,8 @@ from router.rooms import Departure, PeerKey, RoomTable
 
 log = logging.getLogger("mcp_tornado.router")
 
+_MAX_BATCH = 512  # messages in one batch to a worker; more go in further batches
+_BIG_PAYLOAD = 8 * 1024  # a payload this large is sent at once instead of batched
 _PROBE_INTERVAL = 0.02  # seconds between extra pings after a worker's connection dropped
 
 
@@ -222,6 +224,9 @@ class Router:
             partner = self.rooms.partner(key)
             if partner is not None:
                 self._send(partner[0], wire.Deliver(partner[1], msg.payload))
+                if len(msg.payload) > _BIG_PAYLOAD and self._sock is not None:
+                    box = self._outbox.pop(partner[0])  # big frames travel alone
+                    self._flush_worker(self._sock, partner[0], box, time.monotonic())
             elif key in self._deferred_peers:
                 self._deferred.append((worker, msg))
             elif self.rooms.room_of(key) is not None:
@@ -331,21 +336,29 @@ class Router:
             self._outbox[worker] = [msg]
         else:
             box.append(msg)
+            if len(box) >= _MAX_BATCH and self._sock is not None:
+                # Bounds a batch, and the memory a worker needs to decode it.
+                self._flush_worker(self._sock, worker, self._outbox.pop(worker), time.monotonic())
 
     def _flush(self, sock: zmq.Socket[bytes], now: float) -> None:
         if not self._outbox:
             return
         outbox, self._outbox = self._outbox, {}
         for worker, batch in outbox.items():
-            frame = wire.encode_batch(batch)
-            waiting = self._pending.get(worker)
-            if waiting is not None:  # keep order behind what a full pipe already refused
-                waiting.append(frame)
-            elif worker in self._unreachable:
-                continue
-            elif not self._send_frame(sock, worker, frame):
-                self._pending[worker] = [frame]
-                self._mark_stalled(worker, now)
+            self._flush_worker(sock, worker, batch, now)
+
+    def _flush_worker(
+        self, sock: zmq.Socket[bytes], worker: bytes, batch: list[wire.ToWorker], now: float
+    ) -> None:
+        frame = wire.encode_batch(batch)
+        waiting = self._pending.get(worker)
+        if waiting is not None:  # keep order behind what a full pipe already refused
+            waiting.append(frame)
+        elif worker in self._unreachable:
+            return
+        elif not self._send_frame(sock, worker, frame):
+            self._pending[worker] = [frame]
+            self._mark_stalled(worker, now)
 
     def _retry_pending(self, sock: zmq.Socket[bytes], now: float) -> None:
         limit = self.config.heartbeat_interval * self.config.heartbeat_liveness

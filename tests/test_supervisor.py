@@ -27,7 +27,11 @@ class Service:
             "serve", "--workers", "2", "--port", str(self.port), "--shutdown-timeout", "3", *FAST,
             log=self.log,
         )  # fmt: skip
-        wait_until(lambda: healthy(self.port), 15, "serve to answer")
+        try:
+            wait_until(lambda: healthy(self.port), 15, "serve to answer")
+        except BaseException:
+            stop(self.process)
+            raise
 
     def url(self, room: str) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/signal/?room={room}"
