@@ -96,7 +96,7 @@ export function ChatRoom({ room, onLeave, onRoomFull }: Props) {
           type="text"
           autoComplete="off"
           maxLength={4000}
-          placeholder={canSend ? "Type a message and press Enter" : "Waiting for the chat to connect…"}
+          placeholder={canSend ? "Type a message" : "Waiting for the chat to connect"}
           value={draft}
           disabled={!canSend}
           onChange={(e) => setDraft(e.target.value)}

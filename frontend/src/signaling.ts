@@ -544,8 +544,11 @@ export class SignalingClient {
 
   private attachChannel(session: PeerSession, ch: DataChannelLike): void {
     session.channel = ch;
+    let opened = false;
     ch.onopen = () => {
-      if (this.session !== session) return;
+      // Chromium may hand over an already-open channel and still fire "open".
+      if (this.session !== session || opened) return;
+      opened = true;
       this.update({ status: "connected", canSend: true, error: null });
       this.addMessage("system", "Connected to peer");
     };

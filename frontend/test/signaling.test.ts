@@ -7,7 +7,7 @@ import {
   signalUrl,
   type ClientOptions,
 } from "../src/signaling";
-import { FakePeerConnection, FakeSocket, FakeTimers, settle } from "./fakes";
+import { FakeChannel, FakePeerConnection, FakeSocket, FakeTimers, settle } from "./fakes";
 
 interface Harness {
   client: SignalingClient;
@@ -460,5 +460,23 @@ describe("SignalingClient", () => {
     h.ws().receive({ type: "joined", room: "r1", peers: 2, initiator: true });
     await settle();
     expect(h.pc().config).toEqual({ iceServers });
+  });
+});
+
+describe("SignalingClient channel handover", () => {
+  it("an already-open channel that also fires open is reported once", async () => {
+    const h = setup();
+    h.client.start();
+    h.ws().open();
+    h.ws().receive({ type: "joined", room: "r1", peers: 1, initiator: false });
+    h.ws().receive({ type: "offer", sdp: "v=0 offer" });
+    await settle();
+    const pc = h.pc();
+    const ch = new FakeChannel("chat");
+    ch.readyState = "open";
+    pc.ondatachannel?.({ channel: ch });
+    ch.fireOpen();
+    expect(h.client.getState().status).toBe("connected");
+    expect(h.client.getState().messages.filter((m) => m.text === "Connected to peer")).toHaveLength(1);
   });
 });
