@@ -144,44 +144,89 @@ class Server:
         return f"ws://{self.host}:{self.port}/ws/signal/?room={room}"
 
 
+class ServerProcess:
+    """``mcp-tornado serve --workers 2`` on a loopback port, as a subprocess.
+
+    Output goes to ``test-artifacts/<name>.log``. ``stop()`` terminates the
+    whole process group, then kills it after a timeout.
+    """
+
+    def __init__(self, name: str, port: int | None = None, workers: int = 2) -> None:
+        self.name = name
+        self.host = "127.0.0.1"
+        self.port = port if port is not None else free_port()
+        self.workers = workers
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = ARTIFACTS / f"{name}.log"
+        self._log: IO[bytes] | None = None
+
+    @property
+    def info(self) -> Server:
+        return Server(base_url=f"http://{self.host}:{self.port}", host=self.host, port=self.port)
+
+    def start(self, timeout: float = 30.0) -> Server:
+        ARTIFACTS.mkdir(exist_ok=True)
+        cmd = [
+            *server_command(),
+            "serve",
+            "--workers",
+            str(self.workers),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        health = f"{self.info.base_url}/healthz"
+        while True:
+            if self.proc.poll() is not None:
+                self.stop()
+                pytest.fail(f"server exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(health, timeout=1) as resp:
+                    if resp.status == 200:
+                        return self.info
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass  # not listening yet, or 503 until the workers reach the router
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"server not healthy after {timeout}s; see {self.log_path}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
 @pytest.fixture(scope="session")
 def server(frontend_dist: Path) -> Iterator[Server]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    host, port = "127.0.0.1", free_port()
-    cmd = [
-        *server_command(),
-        "serve",
-        "--workers",
-        "2",
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    log_path = ARTIFACTS / "e2e-server.log"
-    log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    """One server shared by the tests of a session (each test uses its own room)."""
+    proc = ServerProcess("e2e-server")
+    if proc.log_path.exists():
+        proc.log_path.unlink()
     try:
-        base = f"http://{host}:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}; see {log_path}")
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not healthy after 30s; see {log_path}")
-            time.sleep(0.1)
-        yield Server(base_url=base, host=host, port=port)
+        yield proc.start()
     finally:
-        stop_process(proc)
-        log.close()
+        proc.stop()
+
+
+@pytest.fixture
+def own_server(frontend_dist: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """A server of the test's own, not started yet, that the test may stop and restart."""
+    proc = ServerProcess(f"e2e-server-{request.node.name}")
+    if proc.log_path.exists():
+        proc.log_path.unlink()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="session")
