@@ -18,7 +18,11 @@ function useSignaling(room: string): [ClientState | null, SignalingClient | null
     setClient(c);
     setState(c.getState());
     c.start();
+    // Closing the tab or navigating away: leave at once so the peer sees it.
+    const onPageHide = () => c.leave();
+    window.addEventListener("pagehide", onPageHide);
     return () => {
+      window.removeEventListener("pagehide", onPageHide);
       unsubscribe();
       c.leave();
     };

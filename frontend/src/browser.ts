@@ -14,7 +14,10 @@ export function createBrowserClient(room: string): SignalingClient {
     iceServers: configuredIceServers(),
     createSocket: (url) => new WebSocket(url) as unknown as SocketLike,
     createPeerConnection: (config) => new RTCPeerConnection(config) as unknown as PeerConnectionLike,
-    log: import.meta.env.DEV ? (...args: unknown[]) => console.debug("[mcp]", ...args) : undefined,
+    // Add ?debug to the page URL to log signaling to the console.
+    log: new URLSearchParams(window.location.search).has("debug")
+      ? (...args: unknown[]) => console.debug("[mcp]", ...args)
+      : undefined,
   });
 }
 
