@@ -469,8 +469,10 @@ export class SignalingClient {
       }
       case "leave":
       case "peer-left": {
+        // Announce once, even if the DataChannel already reported the loss.
         const wasPeer =
-          this.session !== null || this.state.status === "connected" || this.state.status === "peer-connecting";
+          this.state.status !== "peer-left" &&
+          (this.session !== null || this.state.status === "connected" || this.state.status === "peer-connecting");
         this.closePeer();
         this.earlyCandidates = [];
         if (wasPeer) this.addMessage("system", "Peer left the room");

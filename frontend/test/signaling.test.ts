@@ -360,6 +360,11 @@ describe("SignalingClient", () => {
     ch.fireOpen();
     ch.fireClose();
     expect(h.client.getState().status).toBe("peer-left");
+    // The server's leave/peer-left that follow do not announce it again.
+    h.ws().receive({ type: "leave" });
+    h.ws().receive({ type: "peer-left", room: "r1", peers: 1 });
+    await settle();
+    expect(h.client.getState().messages.filter((m) => m.text === "Peer left the room")).toHaveLength(1);
   });
 
   it("reconnects with exponential backoff when the socket drops, then rejoins", async () => {
