@@ -34,7 +34,7 @@ export function ChatRoom({ room, onLeave, onRoomFull }: Props) {
   const [state, client] = useSignaling(room);
   const [draft, setDraft] = useState("");
   const inputRef = useRef<HTMLInputElement>(null);
-  const logRef = useRef<HTMLOListElement>(null);
+  const logRef = useRef<HTMLDivElement>(null);
   const id = useId();
 
   const status = state?.status ?? "connecting";
@@ -81,15 +81,20 @@ export function ChatRoom({ room, onLeave, onRoomFull }: Props) {
           {state.error}
         </p>
       )}
-      <ol className="messages" ref={logRef} role="log" aria-live="polite" aria-label="Chat messages" tabIndex={0}>
-        {messages.length === 0 && <li className="empty">No messages yet.</li>}
-        {messages.map((m) => (
-          <li key={m.id} className={`msg msg-${m.from}`} data-from={m.from}>
-            {m.from !== "system" && <span className="who">{m.from === "me" ? "You" : "Peer"}</span>}
-            <span className="text">{m.text}</span>
-          </li>
-        ))}
-      </ol>
+      <div className="messages" ref={logRef} role="log" aria-live="polite" aria-label="Chat messages" tabIndex={0}>
+        {messages.length === 0 ? (
+          <p className="empty">No messages yet.</p>
+        ) : (
+          <ol>
+            {messages.map((m) => (
+              <li key={m.id} className={`msg msg-${m.from}`} data-from={m.from}>
+                {m.from !== "system" && <span className="who">{m.from === "me" ? "You" : "Peer"}</span>}
+                <span className="text">{m.text}</span>
+              </li>
+            ))}
+          </ol>
+        )}
+      </div>
       <form className="composer" onSubmit={send}>
         <label htmlFor={`${id}-msg`} className="visually-hidden">
           Message
