@@ -108,7 +108,7 @@ def server_command() -> list[str]:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def frontend_dist() -> Path:
     """Make sure the built client exists (the server serves frontend/dist)."""
     dist = FRONTEND / "dist"
@@ -205,9 +205,9 @@ class ServerProcess:
             self._log = None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(frontend_dist: Path) -> Iterator[Server]:
-    """One server shared by the tests of a session (each test uses its own room)."""
+    """One server shared by the e2e tests (each test uses its own room)."""
     proc = ServerProcess("e2e-server")
     if proc.log_path.exists():
         proc.log_path.unlink()
@@ -229,7 +229,10 @@ def own_server(frontend_dist: Path, request: pytest.FixtureRequest) -> Iterator[
         proc.stop()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps its asyncio loop marked
+# as running in the main thread until stopped, which breaks tests that run their
+# own loop (pytest-tornado) if they come after us in the same session.
+@pytest.fixture(scope="package")
 def playwright_instance() -> Iterator[Playwright]:
     if sync_playwright is None:
         pytest.skip("pip package 'playwright' is not installed")
@@ -242,7 +245,7 @@ def playwright_instance() -> Iterator[Playwright]:
         pw.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_instance: Playwright) -> Iterator[Browser]:
     b = playwright_instance.chromium.launch(
         executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
