@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 import pytest
 
@@ -69,6 +69,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
+
+
+def missing(reason: str, *, module_level: bool = False) -> NoReturn:
+    """Skip when a browser-test prerequisite is missing; fail instead under CI=true."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"e2e prerequisite missing: {reason}")
+    pytest.skip(reason, allow_module_level=module_level)
 
 
 def free_port() -> int:
@@ -235,9 +242,9 @@ def own_server(frontend_dist: Path, request: pytest.FixtureRequest) -> Iterator[
 @pytest.fixture(scope="package")
 def playwright_instance() -> Iterator[Playwright]:
     if sync_playwright is None:
-        pytest.skip("pip package 'playwright' is not installed")
+        missing("pip package 'playwright' is not installed")
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found (apt-get install -y chromium)")
+        missing(f"{CHROMIUM} not found (apt-get install -y chromium)")
     pw = sync_playwright().start()
     try:
         yield pw

@@ -14,10 +14,13 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import REPO_ROOT, PageFactory, Server
+from .conftest import REPO_ROOT, PageFactory, Server, missing
 from .pages import expect_message, expect_status, send_with_enter
 
-pytest.importorskip("aiortc")
+try:
+    import aiortc  # noqa: F401 - only checking that it is installed
+except ImportError:
+    missing("pip package 'aiortc' is not installed", module_level=True)
 
 
 def load_example() -> ModuleType:
