@@ -20,9 +20,13 @@ function useSignaling(room: string): [ClientState | null, SignalingClient | null
     c.start();
     // Closing the tab or navigating away: leave at once so the peer sees it.
     const onPageHide = () => c.leave();
+    // Back online after a network outage: do not wait for the backoff timer.
+    const onOnline = () => c.retryNow();
     window.addEventListener("pagehide", onPageHide);
+    window.addEventListener("online", onOnline);
     return () => {
       window.removeEventListener("pagehide", onPageHide);
+      window.removeEventListener("online", onOnline);
       unsubscribe();
       c.leave();
     };
@@ -76,6 +80,13 @@ export function ChatRoom({ room, onLeave, onRoomFull }: Props) {
         <span className="dot" aria-hidden="true" />
         {statusText}
       </p>
+      {status === "reconnecting" && (
+        <p className="retry">
+          <button type="button" className="secondary" onClick={() => client?.retryNow()}>
+            Retry now
+          </button>
+        </p>
+      )}
       {state?.error && status !== "room-full" && (
         <p className="alert" role="alert">
           {state.error}

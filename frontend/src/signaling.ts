@@ -298,6 +298,13 @@ export class SignalingClient {
     return true;
   }
 
+  /** While reconnecting, skip the rest of the backoff delay and retry now. */
+  retryNow(): void {
+    if (this.stopped || this.retryTimer === null) return;
+    this.cancelRetry();
+    this.openSocket();
+  }
+
   /** Leave the room: tell the peer, close the peer connection and the socket. */
   leave(): void {
     if (this.stopped) return;

@@ -104,6 +104,31 @@ describe("App", () => {
     expect(latest().url).toContain("room=quiet");
   });
 
+  it("shows reconnecting with a Retry now button when the socket drops", async () => {
+    window.history.replaceState(null, "", "/?room=lobby");
+    render(<App />);
+    await flush();
+    act(() => {
+      latest().open();
+      latest().receive({ type: "joined", room: "lobby", peers: 1, initiator: false });
+    });
+    await flush();
+    act(() => latest().serverClose(1006));
+    await flush();
+    expect(screen.getByRole("status").textContent).toContain("reconnecting");
+    const count = sockets.length;
+    fireEvent.click(screen.getByRole("button", { name: "Retry now" }));
+    await flush();
+    expect(sockets).toHaveLength(count + 1);
+    act(() => {
+      latest().open();
+      latest().receive({ type: "joined", room: "lobby", peers: 1, initiator: false });
+    });
+    await flush();
+    expect(screen.getByRole("status").textContent).toContain("Waiting for a peer");
+    expect(screen.queryByRole("button", { name: "Retry now" })).toBeNull();
+  });
+
   it("Leave closes the socket cleanly and returns to the form", async () => {
     window.history.replaceState(null, "", "/?room=lobby");
     render(<App />);

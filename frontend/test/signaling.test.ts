@@ -446,6 +446,23 @@ describe("SignalingClient", () => {
     expect(h.client.getState().status).toBe("disconnected");
   });
 
+  it("retryNow skips the backoff delay while reconnecting, and is a no-op otherwise", async () => {
+    const h = setup();
+    h.client.start();
+    h.client.retryNow();
+    expect(h.sockets).toHaveLength(1);
+    h.ws().serverClose(1013);
+    await settle();
+    expect(h.timers.pending.size).toBe(1);
+    h.client.retryNow();
+    expect(h.timers.pending.size).toBe(0);
+    expect(h.sockets).toHaveLength(2);
+    h.ws().open();
+    h.ws().receive({ type: "joined", room: "r1", peers: 1, initiator: false });
+    await settle();
+    expect(h.client.getState().status).toBe("waiting");
+  });
+
   it("leave while reconnecting cancels the retry", async () => {
     const h = setup();
     h.client.start();

@@ -19,9 +19,16 @@ def test_server_restart_reconnects(
     expect_status(b, "reconnecting", timeout=10_000)
     expect(message_input(a)).to_be_disabled()
     expect(a.get_by_role("status")).to_contain_text("reconnecting")
+    expect(a.get_by_role("button", name="Retry now")).to_be_visible()
 
     # Same port again: both pages rejoin on their own, one of them offers.
     own_server.start()
+    # A skips the rest of its backoff delay (if its timer has not fired yet);
+    # B waits for its timer.
+    a.evaluate(
+        """() => [...document.querySelectorAll("button")]
+            .find((b) => b.textContent === "Retry now")?.click()"""
+    )
     expect_status(a, "connected", timeout=30_000)
     expect_status(b, "connected", timeout=30_000)
     send_with_enter(a, "after the restart")
