@@ -44,6 +44,7 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 log = logging.getLogger("aiortc_peer")
 
@@ -127,7 +128,7 @@ class AiortcPeer:
         self._pc: RTCPeerConnection | None = None
         self._channel: RTCDataChannel | None = None
         self._pending: list[RTCIceCandidate] = []
-        self._closing = False
+        self._room_full = False
 
     # -- public API ---------------------------------------------------------
 
@@ -158,15 +159,18 @@ class AiortcPeer:
                         continue
                     if isinstance(msg, dict) and isinstance(msg.get("type"), str):
                         await self._handle(msg)
+            except ConnectionClosed as exc:
+                if self._room_full or (exc.rcvd is not None and exc.rcvd.code == CLOSE_ROOM_FULL):
+                    raise RoomFullError("Room is full") from exc
+                raise
             finally:
                 self._ws = None
                 await self._close_peer()
-        if ws.close_code == CLOSE_ROOM_FULL:
+        if self._room_full or ws.close_code == CLOSE_ROOM_FULL:
             raise RoomFullError("Room is full")
 
     async def close(self) -> None:
         """Leave the room cleanly: tell the peer, close the connection and socket."""
-        self._closing = True
         ws = self._ws
         if ws is not None:
             with contextlib.suppress(Exception):
@@ -211,8 +215,10 @@ class AiortcPeer:
                 await self._pc.addIceCandidate(candidate)
         elif kind == "error":
             log.warning("server error: %s", msg.get("message"))
-            if msg.get("code") == "room_full" and self._ws is not None:
-                await self._ws.close()
+            if msg.get("code") == "room_full":
+                self._room_full = True
+                if self._ws is not None:
+                    await self._ws.close()
         else:
             log.debug("ignoring %s", kind)
 

@@ -147,3 +147,27 @@ def test_parse_browser_candidate_shapes() -> None:
     assert aiortc_peer.parse_candidate({"candidate": None}) is None
     assert aiortc_peer.extract_sdp({"type": "offer", "offer": {"sdp": "v=0"}}, "offer") == "v=0"
     assert aiortc_peer.extract_sdp({"type": "offer", "sdp": "v=0"}, "offer") == "v=0"
+
+
+def test_aiortc_peer_reports_room_full(server: Server, new_page: PageFactory, room: str) -> None:
+    a = new_page(server.page_url(room))
+    b = new_page(server.page_url(room))
+    expect_status(a, "connected")
+    expect_status(b, "connected")
+
+    outcome: list[BaseException | None] = []
+
+    def run_bot() -> None:
+        peer = aiortc_peer.AiortcPeer(server.ws_url(room))
+        try:
+            asyncio.run(asyncio.wait_for(peer.run(), 15))
+            outcome.append(None)
+        except BaseException as exc:  # examined below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run_bot, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], aiortc_peer.RoomFullError)
+    expect_status(a, "connected")
