@@ -7,9 +7,10 @@ Usage::
 Several workers can share one port (``SO_REUSEPORT``); a worker starts
 listening once the router has welcomed it.  Each holds its clients'
 sockets and forwards their frames through its :class:`~mcp_tornado.router_link.RouterLink`.
-On SIGTERM a worker stops accepting, closes every client with 1001 (going
-away), lets queued messages drain to the router, and exits within
-``shutdown_timeout`` seconds.
+On SIGTERM a worker stops accepting, keeps relaying for a quarter second so
+messages in flight arrive, closes every client with 1001 (going away), lets
+queued messages drain to the router, and exits within ``shutdown_timeout``
+seconds.
 """
 
 from __future__ import annotations
@@ -18,20 +19,25 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
 from tornado.iostream import StreamClosedError
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler, StaticFileHandler
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from mcp_tornado import protocol
+from mcp_tornado import limits, protocol
+from mcp_tornado.limits import Gatekeeper, Limits, Refusal, TokenBucket
 from mcp_tornado.router_link import LinkConfig, RouterLink
 
 log = logging.getLogger("mcp_tornado.worker")
+
+_DRAIN_PERIOD = 0.25  # seconds of relaying after SIGTERM before clients are closed
 
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parent.parent / "frontend" / "dist"
 
@@ -44,10 +50,13 @@ class WorkerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     static_dir: Path | None = DEFAULT_STATIC_DIR
-    max_message_size: int = 64 * 1024
+    max_message_size: int = limits.DEFAULT_MAX_MESSAGE_SIZE  # Tornado closes bigger with 1009
     ping_interval: float = 20.0  # WebSocket pings, to find clients that vanished
     ping_timeout: float = 20.0
     shutdown_timeout: float = 10.0
+    limits: Limits = field(
+        default_factory=Limits
+    )  # rate, room names, connections, slow readers, origins, tokens
 
 
 class SignalHandler(WebSocketHandler):
@@ -55,18 +64,35 @@ class SignalHandler(WebSocketHandler):
 
     link: RouterLink
 
-    def initialize(self, link: RouterLink) -> None:
+    def initialize(self, link: RouterLink, gate: Gatekeeper) -> None:
         self.link = link
+        self.gate = gate
         self.room = protocol.DEFAULT_ROOM
         self.paired = False
         self.peer_id: int | None = None
+        self.last_pong = time.monotonic()
+        self.bucket: TokenBucket | None = None
+        self.counted = False
+
+    def prepare(self) -> None:
+        if self.gate.full():  # refused before the upgrade: cheaper than a WebSocket close
+            self.set_status(503)
+            self.set_header("Retry-After", "5")
+            self.finish("server full, try again later\n")
 
     def check_origin(self, origin: str) -> bool:
-        return True
+        return self.gate.origins.allows(origin, self.request.headers.get("Host", ""))
 
     def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)
-        self.room = self.get_query_argument("room", protocol.DEFAULT_ROOM) or protocol.DEFAULT_ROOM
+        self.gate.connections += 1
+        self.counted = True
+        admission = self.gate.admit(self.request.query_arguments)
+        if isinstance(admission, Refusal):
+            self.refuse(admission.event, admission.close_code)
+            return
+        self.room = admission.room
+        self.bucket = self.gate.bucket(time.monotonic())
         self.peer_id = self.link.join(self)
         if self.peer_id is None:
             self.refuse(_ROUTER_DOWN_EVENT, protocol.CloseCode.TRY_AGAIN_LATER)
@@ -74,6 +100,11 @@ class SignalHandler(WebSocketHandler):
     def on_message(self, message: str | bytes) -> None:
         if self.peer_id is None:
             return
+        if self.bucket is not None:
+            verdict = self.bucket.take(time.monotonic())
+            if verdict:
+                self.over_rate(verdict)
+                return
         if isinstance(message, bytes):
             try:
                 message = message.decode()
@@ -86,10 +117,23 @@ class SignalHandler(WebSocketHandler):
         elif not self.link.relay(self.peer_id, message):
             self.send_text(_ROUTER_DOWN_EVENT)
 
+    def on_pong(self, data: bytes) -> None:
+        self.last_pong = time.monotonic()
+
     def on_close(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.gate.connections -= 1
         if self.peer_id is not None:
             self.link.leave(self.peer_id)
             self.peer_id = None
+
+    def over_rate(self, verdict: int) -> None:
+        if verdict == limits.DROP_AND_WARN:
+            self.send_text(_RATE_LIMITED_EVENT)
+        elif verdict == limits.CLOSE:
+            self.on_close()  # free the room slot now, not after the close handshake
+            self.refuse(_RATE_LIMITED_EVENT, protocol.CloseCode.RATE_LIMITED)
 
     # --- called by the router link ------------------------------------------
 
@@ -98,6 +142,14 @@ class SignalHandler(WebSocketHandler):
             return
         with contextlib.suppress(WebSocketClosedError):
             self.write_message(text).add_done_callback(_ignore_closed)
+        cap = self.gate.limits.max_pending_bytes
+        if cap and limits.pending_bytes(self.ws_connection) > cap:
+            # It stopped reading: drop it rather than buffer without bound.
+            log.info("worker: dropping a client that stopped reading (room %r)", self.room)
+            self.on_close()
+            self.close(
+                protocol.CloseCode.TOO_SLOW, protocol.close_reason(protocol.CloseCode.TOO_SLOW)
+            )
 
     def refuse(self, text: str, close_code: int) -> None:
         self.send_text(text)
@@ -119,9 +171,50 @@ _ROUTER_DOWN_EVENT = protocol.encode_event(
         "Signaling router unavailable; retry shortly",
     )
 )
+_RATE_LIMITED_EVENT = protocol.encode_event(
+    protocol.Error(protocol.ErrorCode.RATE_LIMITED, "Too many messages; slow down")
+)
 _BINARY_EVENT = protocol.encode_event(
     protocol.Error(protocol.ErrorCode.INVALID_MESSAGE, "Binary frames must hold UTF-8 JSON")
 )
+
+
+class _Pinger:
+    """Finds clients that vanished without a close frame (their network went away).
+
+    One timer for the whole worker, instead of Tornado's ping task per
+    connection: every ``interval`` seconds each client is pinged, and one that
+    has not answered any ping for ``interval + timeout`` seconds is dropped at
+    once (no closing handshake with a peer that cannot answer), which frees
+    its slot and tells its partner.
+    """
+
+    def __init__(self, link: RouterLink, interval: float, timeout: float) -> None:
+        self.link = link
+        self.interval = interval
+        self.timeout = timeout
+        self._timer = PeriodicCallback(self._sweep, interval * 1000)
+
+    def start(self) -> None:
+        if self.interval > 0:
+            self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+    def _sweep(self) -> None:
+        deadline = time.monotonic() - self.interval - self.timeout
+        for peer in list(self.link.peers.values()):
+            if not isinstance(peer, SignalHandler) or peer.ws_connection is None:
+                continue
+            if peer.last_pong < deadline:
+                log.info("worker: peer %s stopped answering pings; dropping it", peer.peer_id)
+                stream = peer.ws_connection.stream
+                if stream is not None:
+                    stream.close()
+            else:
+                with contextlib.suppress(WebSocketClosedError):
+                    peer.ping()
 
 
 class HealthHandler(RequestHandler):
@@ -147,8 +240,9 @@ class _NoFrontendHandler(RequestHandler):
 
 def make_app(config: WorkerConfig, link: RouterLink) -> Application:
     """The Tornado application a worker serves."""
+    gate = Gatekeeper(config.limits)
     routes: list[Any] = [
-        (r"/ws/signal/?", SignalHandler, {"link": link}),
+        (r"/ws/signal/?", SignalHandler, {"link": link, "gate": gate}),
         (r"/healthz", HealthHandler, {"link": link}),
     ]
     if config.static_dir is not None and (config.static_dir / "index.html").is_file():
@@ -164,8 +258,7 @@ def make_app(config: WorkerConfig, link: RouterLink) -> Application:
     return Application(
         routes,
         websocket_max_message_size=config.max_message_size,
-        websocket_ping_interval=config.ping_interval,
-        websocket_ping_timeout=config.ping_timeout,
+        log_function=limits.log_request,
     )
 
 
@@ -187,10 +280,15 @@ async def serve_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
     server = HTTPServer(app, xheaders=False)
     server.add_sockets(bind_sockets(config.port, config.host, reuse_port=True))
     log.info("worker %s serving on %s:%d", link.name, config.host, config.port)
+    pinger = _Pinger(link, config.ping_interval, config.ping_timeout)
+    pinger.start()
     await stopped
+    pinger.stop()
 
     log.info("worker %s shutting down", link.name)
     server.stop()
+    # Keep relaying briefly so messages already on their way reach their peers.
+    await asyncio.sleep(min(_DRAIN_PERIOD, config.shutdown_timeout / 2))
     handlers = [p for p in link.peers.values() if isinstance(p, SignalHandler)]
     for handler in handlers:
         handler.close(protocol.CloseCode.GOING_AWAY, "server shutting down")
