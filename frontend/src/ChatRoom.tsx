@@ -4,16 +4,19 @@ import { STATUS_TEXT, type ClientState, type SignalingClient } from "./signaling
 
 interface Props {
   room: string;
+  /** Room token from the page link (servers started with a token secret need it). */
+  token: string | null;
   onLeave: () => void;
-  onRoomFull: (room: string, message: string) => void;
+  /** The server refused us for good: room full, invalid room name or token. */
+  onRefused: (room: string, status: "room-full" | "refused", message: string) => void;
 }
 
 /** Creates a SignalingClient for the room and tracks its state. */
-function useSignaling(room: string): [ClientState | null, SignalingClient | null] {
+function useSignaling(room: string, token: string | null): [ClientState | null, SignalingClient | null] {
   const [client, setClient] = useState<SignalingClient | null>(null);
   const [state, setState] = useState<ClientState | null>(null);
   useEffect(() => {
-    const c = createBrowserClient(room);
+    const c = createBrowserClient(room, token);
     const unsubscribe = c.subscribe(setState);
     setClient(c);
     setState(c.getState());
@@ -30,12 +33,12 @@ function useSignaling(room: string): [ClientState | null, SignalingClient | null
       unsubscribe();
       c.leave();
     };
-  }, [room]);
+  }, [room, token]);
   return [state, client];
 }
 
-export function ChatRoom({ room, onLeave, onRoomFull }: Props) {
-  const [state, client] = useSignaling(room);
+export function ChatRoom({ room, token, onLeave, onRefused }: Props) {
+  const [state, client] = useSignaling(room, token);
   const [draft, setDraft] = useState("");
   const inputRef = useRef<HTMLInputElement>(null);
   const logRef = useRef<HTMLDivElement>(null);
@@ -46,8 +49,10 @@ export function ChatRoom({ room, onLeave, onRoomFull }: Props) {
   const messages = state?.messages ?? [];
 
   useEffect(() => {
-    if (status === "room-full") onRoomFull(room, state?.error ?? "Room is full");
-  }, [status, room, state?.error, onRoomFull]);
+    if (status === "room-full" || status === "refused") {
+      onRefused(room, status, state?.error ?? STATUS_TEXT[status]);
+    }
+  }, [status, room, state?.error, onRefused]);
 
   useEffect(() => {
     if (canSend) inputRef.current?.focus();
@@ -87,7 +92,7 @@ export function ChatRoom({ room, onLeave, onRoomFull }: Props) {
           </button>
         </p>
       )}
-      {state?.error && status !== "room-full" && (
+      {state?.error && (
         <p className="alert" role="alert">
           {state.error}
         </p>

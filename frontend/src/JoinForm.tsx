@@ -59,7 +59,7 @@ export function JoinForm({ initialRoom, error, onJoin }: Props) {
         </div>
         <p id={`${id}-hint`} className={invalid ? "hint hint-error" : "hint"}>
           {invalid
-            ? "Enter a room name (1–64 characters)."
+            ? "Enter a room name: 1–64 letters, digits, punctuation or spaces."
             : "Two people in the same room can chat. Share the page link to invite someone."}
         </p>
       </form>

@@ -19,6 +19,7 @@ export type Status =
   | "peer-left" // the other peer went away; waiting for a new one
   | "reconnecting" // socket dropped, retrying with backoff
   | "room-full" // server refused: room has two peers already
+  | "refused" // server refused for good: bad room name, bad/expired token, rate limit
   | "disconnected"; // user left (or gave up)
 
 export const STATUS_TEXT: Record<Status, string> = {
@@ -30,6 +31,7 @@ export const STATUS_TEXT: Record<Status, string> = {
   "peer-left": "Peer left — waiting for a new peer",
   reconnecting: "Connection lost — reconnecting…",
   "room-full": "Room is full",
+  refused: "Refused by the server",
   disconnected: "Disconnected",
 };
 
@@ -144,6 +146,21 @@ export interface ClientOptions {
 
 export const CLOSE_ROOM_FULL = 4409;
 export const CLOSE_TRY_AGAIN_LATER = 1013;
+
+/**
+ * Close codes after which retrying cannot help: the user has to change
+ * something (another room, a new link/token). Every other close, including
+ * 1013 (try again later), 1001 (going away) and 4008 (too slow), is retried.
+ */
+export const FATAL_CLOSE_CODES: Readonly<Record<number, string>> = {
+  4400: "Invalid room name",
+  4401: "Invalid or expired room token",
+  4409: "Room is full",
+  4429: "Too many messages",
+};
+
+/** Error codes after which the server closes the socket for good. */
+const FATAL_ERROR_CODES = new Set(["room_full", "invalid_room", "invalid_token", "token_expired"]);
 export const DATA_CHANNEL_LABEL = "chat";
 const SOCKET_OPEN = 1;
 
@@ -153,16 +170,27 @@ const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 10_000, factor:
 export function signalUrl(
   location: { protocol: string; host: string },
   room: string,
+  token?: string | null,
 ): string {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}/ws/signal/?room=${encodeURIComponent(room)}`;
+  let url = `${scheme}//${location.host}/ws/signal/?room=${encodeURIComponent(room)}`;
+  if (token) url += `&token=${encodeURIComponent(token)}`;
+  return url;
 }
 
-/** Room names: trimmed, non-empty, at most 64 chars. Returns null if invalid. */
+/** Letters, marks, numbers, punctuation, symbols and spaces (the server's rule). */
+const ROOM_CHARS = /^[\p{L}\p{M}\p{N}\p{P}\p{S} ]+$/u;
+export const MAX_ROOM_LENGTH = 64;
+
+/**
+ * Room names as the server accepts them: trimmed, 1-64 characters, no control
+ * or invisible characters. Returns null if invalid.
+ */
 export function normaliseRoom(raw: string | null | undefined): string | null {
   if (raw == null) return null;
   const room = raw.trim();
-  if (room.length === 0 || room.length > 64) return null;
+  const length = [...room].length;
+  if (length === 0 || length > MAX_ROOM_LENGTH || !ROOM_CHARS.test(room)) return null;
   return room;
 }
 
@@ -240,7 +268,8 @@ export class SignalingClient {
   private retryTimer: unknown = null;
   private attempts = 0;
   private stopped = false;
-  private roomFull = false;
+  /** Set when the server refused us for good (room full, bad token...). */
+  private refusal: { status: "room-full" | "refused"; message: string } | null = null;
   private nextMessageId = 1;
   /** Incoming signaling messages are handled strictly one after another. */
   private chain: Promise<void> = Promise.resolve();
@@ -328,7 +357,7 @@ export class SignalingClient {
         /* ignore */
       }
     }
-    this.update({ status: this.roomFull ? "room-full" : "disconnected", canSend: false, attempt: 0 });
+    this.update({ status: this.refusal?.status ?? "disconnected", canSend: false, attempt: 0 });
   }
 
   // -- state ----------------------------------------------------------------
@@ -368,6 +397,12 @@ export class SignalingClient {
         return;
       }
       if (!isObject(msg) || typeof msg.type !== "string") return;
+      if (msg.type === "error" && typeof msg.code === "string" && FATAL_ERROR_CODES.has(msg.code)) {
+        // At once, not queued: a refusal is followed by the close, and the
+        // close must find the server's reason already recorded.
+        this.onError(msg);
+        return;
+      }
       const m = msg;
       this.chain = this.chain
         .then(() => this.handle(m))
@@ -396,15 +431,16 @@ export class SignalingClient {
 
   private onSocketClosed(code: number): void {
     if (this.stopped) return;
-    if (this.roomFull || code === CLOSE_ROOM_FULL) {
-      this.roomFull = true;
+    const fatal = FATAL_CLOSE_CODES[code];
+    if (this.refusal || fatal !== undefined) {
+      const refusal = this.refusal ?? {
+        status: code === CLOSE_ROOM_FULL ? ("room-full" as const) : ("refused" as const),
+        message: fatal ?? "Refused by the server",
+      };
+      this.refusal = refusal;
       this.stopped = true;
       this.closePeer();
-      this.update({
-        status: "room-full",
-        canSend: false,
-        error: this.state.error ?? "Room is full",
-      });
+      this.update({ status: refusal.status, canSend: false, error: refusal.message });
       return;
     }
     // Unexpected drop (including 1013 "try again later" and 1001 going away):
@@ -495,30 +531,36 @@ export class SignalingClient {
       case "candidate":
         await this.onCandidate(msg);
         return;
-      case "error": {
-        const text = typeof msg.message === "string" ? msg.message : "Server error";
-        if (msg.code === "room_full") {
-          this.roomFull = true;
-          this.update({ status: "room-full", error: text, canSend: false });
-          // The server closes with 4409; close from our side too, in case.
-          const ws = this.socket;
-          if (ws) {
-            try {
-              ws.close(1000, "room full");
-            } catch {
-              /* ignore */
-            }
-          }
-        } else {
-          this.update({ error: text });
-        }
+      case "error":
+        this.onError(msg);
         return;
-      }
       case "info":
         this.log("server info", msg);
         return;
       default:
         this.log("ignoring unknown message type", msg.type);
+    }
+  }
+
+  private onError(msg: Json): void {
+    if (this.stopped) return;
+    const text = typeof msg.message === "string" ? msg.message : "Server error";
+    if (typeof msg.code === "string" && FATAL_ERROR_CODES.has(msg.code)) {
+      const status = msg.code === "room_full" ? "room-full" : "refused";
+      this.refusal = { status, message: text };
+      this.closePeer();
+      this.update({ status, error: text, canSend: false });
+      // The server closes the socket (4409, 4400, 4401); close from our side too.
+      const ws = this.socket;
+      if (ws) {
+        try {
+          ws.close(1000, "refused");
+        } catch {
+          /* ignore */
+        }
+      }
+    } else {
+      this.update({ error: text });
     }
   }
 

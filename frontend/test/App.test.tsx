@@ -129,6 +129,34 @@ describe("App", () => {
     expect(screen.queryByRole("button", { name: "Retry now" })).toBeNull();
   });
 
+  it("passes the link's room token to the socket, and drops it for another room", async () => {
+    window.history.replaceState(null, "", "/?room=lobby&token=v1.abc.def");
+    render(<App />);
+    await flush();
+    expect(latest().url).toBe(`ws://${window.location.host}/ws/signal/?room=lobby&token=v1.abc.def`);
+    act(() => {
+      latest().open();
+      latest().receive({ type: "error", code: "token_expired", message: "Room token expired" });
+      latest().serverClose(4401);
+    });
+    await flush();
+    expect(screen.getByRole("alert").textContent).toContain("Room token expired");
+    expect(window.location.search).toBe("");
+    const input = screen.getByLabelText("Room name");
+    fireEvent.change(input, { target: { value: "elsewhere" } });
+    fireEvent.submit(input.closest("form")!);
+    await flush();
+    expect(latest().url).toBe(`ws://${window.location.host}/ws/signal/?room=elsewhere`);
+  });
+
+  it("an invalid room in the link is not joined", async () => {
+    window.history.replaceState(null, "", "/?room=%20%20");
+    render(<App />);
+    await flush();
+    expect(sockets).toHaveLength(0);
+    expect(screen.getByRole("alert").textContent).toContain("not valid");
+  });
+
   it("Leave closes the socket cleanly and returns to the form", async () => {
     window.history.replaceState(null, "", "/?room=lobby");
     render(<App />);

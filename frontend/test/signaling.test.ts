@@ -58,6 +58,9 @@ describe("helpers", () => {
     expect(signalUrl({ protocol: "https:", host: "chat.example.org" }, "a&b")).toBe(
       "wss://chat.example.org/ws/signal/?room=a%26b",
     );
+    expect(signalUrl({ protocol: "http:", host: "h" }, "r", "v1.a+b/c")).toBe(
+      "ws://h/ws/signal/?room=r&token=v1.a%2Bb%2Fc",
+    );
   });
 
   it("normalises room names", () => {
@@ -65,6 +68,11 @@ describe("helpers", () => {
     expect(normaliseRoom("   ")).toBeNull();
     expect(normaliseRoom(null)).toBeNull();
     expect(normaliseRoom("x".repeat(65))).toBeNull();
+    expect(normaliseRoom("x".repeat(64))).toBe("x".repeat(64));
+    expect(normaliseRoom("tab\there")).toBeNull();
+    expect(normaliseRoom("zero\u200bwidth")).toBeNull();
+    expect(normaliseRoom("café ☕ #1")).toBe("café ☕ #1");
+    expect(normaliseRoom("😀".repeat(64))).toBe("😀".repeat(64));
   });
 
   it("accepts both offer shapes", () => {
@@ -500,5 +508,57 @@ describe("SignalingClient channel handover", () => {
     ch.fireOpen();
     expect(h.client.getState().status).toBe("connected");
     expect(h.client.getState().messages.filter((m) => m.text === "Connected to peer")).toHaveLength(1);
+  });
+});
+
+describe("SignalingClient refusals", () => {
+  it.each([
+    [4400, "invalid_room", "Invalid room name: the room name is empty"],
+    [4401, "invalid_token", "Invalid room token"],
+    [4401, "token_expired", "Room token expired"],
+  ])("close %i after %s: refused for good, error shown, no retry", async (code, errCode, message) => {
+    const h = setup();
+    h.client.start();
+    h.ws().open();
+    h.ws().receive({ type: "error", code: errCode, message });
+    h.ws().serverClose(code);
+    await settle();
+    expect(h.client.getState().status).toBe("refused");
+    expect(h.client.getState().error).toBe(message);
+    expect(h.timers.pending.size).toBe(0);
+  });
+
+  it.each([4400, 4401, 4429])("close %i alone is fatal too", async (code) => {
+    const h = setup();
+    h.client.start();
+    h.ws().open();
+    h.ws().serverClose(code);
+    await settle();
+    expect(h.client.getState().status).toBe("refused");
+    expect(h.client.getState().error).toBeTruthy();
+    expect(h.timers.pending.size).toBe(0);
+  });
+
+  it.each([1001, 1006, 1009, 1011, 1013, 4008])("close %i is retried", async (code) => {
+    const h = setup();
+    h.client.start();
+    h.ws().open();
+    h.ws().receive({ type: "joined", room: "r1", peers: 1, initiator: false });
+    await settle();
+    h.ws().serverClose(code);
+    await settle();
+    expect(h.client.getState().status).toBe("reconnecting");
+    expect(h.timers.pending.size).toBe(1);
+  });
+
+  it("a rate_limited warning keeps the session", async () => {
+    const h = setup();
+    h.client.start();
+    h.ws().open();
+    h.ws().receive({ type: "joined", room: "r1", peers: 1, initiator: false });
+    h.ws().receive({ type: "error", code: "rate_limited", message: "Too many messages; slow down" });
+    await settle();
+    expect(h.client.getState().status).toBe("waiting");
+    expect(h.client.getState().error).toBe("Too many messages; slow down");
   });
 });

@@ -25,10 +25,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 
 import pytest
 
@@ -158,8 +158,17 @@ class ServerProcess:
     whole process group, then kills it after a timeout.
     """
 
-    def __init__(self, name: str, port: int | None = None, workers: int = 2) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: int | None = None,
+        workers: int = 2,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
+        self.extra_args = list(extra_args)
+        self.env = dict(env) if env is not None else None
         self.host = "127.0.0.1"
         self.port = port if port is not None else free_port()
         self.workers = workers
@@ -182,10 +191,16 @@ class ServerProcess:
             self.host,
             "--port",
             str(self.port),
+            *self.extra_args,
         ]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=REPO_ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **self.env} if self.env is not None else None,
         )
         deadline = time.monotonic() + timeout
         health = f"{self.info.base_url}/healthz"
@@ -224,16 +239,34 @@ def server(frontend_dist: Path) -> Iterator[Server]:
         proc.stop()
 
 
+ServerFactory = Callable[..., ServerProcess]
+
+
 @pytest.fixture
-def own_server(frontend_dist: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    """A server of the test's own, not started yet, that the test may stop and restart."""
-    proc = ServerProcess(f"e2e-server-{request.node.name}")
-    if proc.log_path.exists():
-        proc.log_path.unlink()
+def own_server_factory(
+    frontend_dist: Path, request: pytest.FixtureRequest
+) -> Iterator[ServerFactory]:
+    """Servers of the test's own, not started yet, that the test may stop and restart."""
+    made: list[ServerProcess] = []
+
+    def make(**kwargs: Any) -> ServerProcess:
+        proc = ServerProcess(f"e2e-server-{request.node.name}-{len(made)}", **kwargs)
+        if proc.log_path.exists():
+            proc.log_path.unlink()
+        made.append(proc)
+        return proc
+
     try:
-        yield proc
+        yield make
     finally:
-        proc.stop()
+        for proc in made:
+            proc.stop()
+
+
+@pytest.fixture
+def own_server(own_server_factory: ServerFactory) -> ServerProcess:
+    """A server of the test's own (default options), not started yet."""
+    return own_server_factory()
 
 
 # Package scope, not session: Playwright's sync API keeps its asyncio loop marked
