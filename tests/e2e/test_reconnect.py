@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from .conftest import PageFactory, ServerProcess
+from .conftest import ARTIFACTS, PageFactory, ServerProcess
 from .pages import connect_pair, expect_message, expect_status, message_input, send_with_enter
 
 
@@ -20,6 +20,8 @@ def test_server_restart_reconnects(
     expect(message_input(a)).to_be_disabled()
     expect(a.get_by_role("status")).to_contain_text("reconnecting")
     expect(a.get_by_role("button", name="Retry now")).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    a.screenshot(path=str(ARTIFACTS / "reconnecting.png"))
 
     # Same port again: both pages rejoin on their own, one of them offers.
     own_server.start()
