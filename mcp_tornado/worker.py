@@ -50,9 +50,8 @@ class WorkerConfig:
     ping_interval: float = 20.0  # WebSocket pings, to find clients that vanished
     ping_timeout: float = 20.0
     shutdown_timeout: float = 10.0
-    limits: Limits = field(
-        default_factory=Limits
-    )  # rate, room names, connections, slow readers, origins, tokens
+    # Rate, room names, connections, slow readers, origins, tokens: see mcp_tornado.limits.
+    limits: Limits = field(default_factory=Limits)
 
 
 class SignalHandler(WebSocketHandler):
@@ -67,6 +66,7 @@ class SignalHandler(WebSocketHandler):
         self.paired = False
         self.peer_id: int | None = None
         self.bucket: TokenBucket | None = None
+        self.max_pending = gate.limits.max_pending_bytes
         self.counted = False
 
     def prepare(self) -> None:
@@ -87,6 +87,8 @@ class SignalHandler(WebSocketHandler):
             self.refuse(admission.event, admission.close_code)
             return
         self.room = admission.room
+        if admission.peer is not None:
+            log.debug("worker: %r joins %r with a token", admission.peer, admission.room)
         self.bucket = self.gate.bucket(time.monotonic())
         self.peer_id = self.link.join(self)
         if self.peer_id is None:
@@ -134,14 +136,14 @@ class SignalHandler(WebSocketHandler):
             return
         with contextlib.suppress(WebSocketClosedError):
             self.write_message(text).add_done_callback(_ignore_closed)
-        cap = self.gate.limits.max_pending_bytes
-        if cap and limits.pending_bytes(self.ws_connection) > cap:
-            # It stopped reading: drop it rather than buffer without bound.
-            log.info("worker: dropping a client that stopped reading (room %r)", self.room)
-            self.on_close()
-            self.close(
-                protocol.CloseCode.TOO_SLOW, protocol.close_reason(protocol.CloseCode.TOO_SLOW)
-            )
+        if self.max_pending and limits.pending_bytes(self.ws_connection) > self.max_pending:
+            self.drop_slow_reader()
+
+    def drop_slow_reader(self) -> None:
+        """It stopped reading: drop it rather than buffer for it without bound."""
+        log.info("worker: dropping a client that stopped reading (room %r)", self.room)
+        self.on_close()  # free the room slot now; the partner is told at once
+        self.close(protocol.CloseCode.TOO_SLOW, protocol.close_reason(protocol.CloseCode.TOO_SLOW))
 
     def refuse(self, text: str, close_code: int) -> None:
         self.send_text(text)
