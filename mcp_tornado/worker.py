@@ -66,7 +66,6 @@ class SignalHandler(WebSocketHandler):
         self.paired = False
         self.peer_id: int | None = None
         self.bucket: TokenBucket | None = None
-        self.max_pending = gate.limits.max_pending_bytes
         self.counted = False
 
     def prepare(self) -> None:
@@ -136,14 +135,14 @@ class SignalHandler(WebSocketHandler):
             return
         with contextlib.suppress(WebSocketClosedError):
             self.write_message(text).add_done_callback(_ignore_closed)
-        if self.max_pending and limits.pending_bytes(self.ws_connection) > self.max_pending:
-            self.drop_slow_reader()
-
-    def drop_slow_reader(self) -> None:
-        """It stopped reading: drop it rather than buffer for it without bound."""
-        log.info("worker: dropping a client that stopped reading (room %r)", self.room)
-        self.on_close()  # free the room slot now; the partner is told at once
-        self.close(protocol.CloseCode.TOO_SLOW, protocol.close_reason(protocol.CloseCode.TOO_SLOW))
+        cap = self.gate.limits.max_pending_bytes
+        if cap and limits.pending_bytes(self.ws_connection) > cap:
+            # It stopped reading: drop it rather than buffer without bound.
+            log.info("worker: dropping a client that stopped reading (room %r)", self.room)
+            self.on_close()
+            self.close(
+                protocol.CloseCode.TOO_SLOW, protocol.close_reason(protocol.CloseCode.TOO_SLOW)
+            )
 
     def refuse(self, text: str, close_code: int) -> None:
         self.send_text(text)
