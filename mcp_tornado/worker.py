@@ -113,6 +113,16 @@ class SignalHandler(WebSocketHandler):
         elif not self.link.relay(self.peer_id, message):
             self.send_text(_ROUTER_DOWN_EVENT)
 
+    def on_ping(self, data: bytes) -> None:
+        # Pings are frames too: they count against the rate limit (Tornado answers
+        # them itself, keeping at most one pong queued).
+        if self.bucket is not None and self.peer_id is not None:
+            verdict = self.bucket.take(time.monotonic())
+            if verdict:
+                self.over_rate(verdict)
+
+    on_pong = on_ping
+
     def on_close(self) -> None:
         if self.counted:
             self.counted = False

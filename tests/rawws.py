@@ -156,7 +156,7 @@ class RawWebSocket:
         return data
 
     def recv_frame(self, timeout: float = 5.0) -> Frame:
-        """The next frame (answering pings); raises :class:`Closed` after a close frame or EOF."""
+        """The next data frame (pings answered, pongs skipped); raises :class:`Closed` at end."""
         deadline = time.monotonic() + timeout
         while True:
             b0, b1 = self._read(2, deadline)
@@ -169,6 +169,8 @@ class RawWebSocket:
             frame = Frame(b0 & 0x0F, payload)
             if frame.opcode == PING:
                 self.send_raw(encode_frame(PONG, payload))
+                continue
+            if frame.opcode == PONG:
                 continue
             if frame.opcode == CLOSE:
                 self.close_code = frame.close_code

@@ -13,7 +13,7 @@ import pytest
 from mcp_tornado import limits, protocol
 from mcp_tornado.limits import Admission, Gatekeeper, Limits, Refusal, TokenBucket
 from tests.hardening_support import LimitedCluster, limited_cluster
-from tests.rawws import RawWebSocket
+from tests.rawws import PING, RawWebSocket, encode_frame
 from tests.support import wait_until
 
 # --- the token bucket -------------------------------------------------------------
@@ -175,6 +175,16 @@ def test_rate_limit_at_and_over_the_burst(slow_rate: LimitedCluster) -> None:
             ws.recv_frame(timeout=0.3)
         ws.send_json({"type": "candidate"})  # BURST frames over the allowance: closed
         assert ws.recv_json()["code"] == "rate_limited"
+        assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
+
+
+def test_pings_count_against_the_rate_limit(slow_rate: LimitedCluster) -> None:
+    with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
+        joined(ws)
+        for _ in range(2 * BURST - 1):
+            ws.send_raw(encode_frame(PING, b"p"))
+        assert ws.recv_json()["code"] == "rate_limited"
+        ws.send_raw(encode_frame(PING, b"p"))
         assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
 
 
