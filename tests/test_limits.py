@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mcp_tornado import limits, protocol
 from mcp_tornado.limits import Admission, Gatekeeper, Limits, Refusal, TokenBucket
@@ -254,3 +256,19 @@ def test_limits_are_validated_at_startup(tmp_path: Path) -> None:
     process = spawn("worker", "--allowed-origin", "not an origin", log=tmp_path / "w.log")
     assert process.wait(10) != 0
     assert "not an origin" in (tmp_path / "w.log").read_text()
+
+
+@settings(deadline=None, derandomize=True, database=None, max_examples=300)
+@given(
+    query=st.dictionaries(
+        st.sampled_from(["room", "token", "x"]), st.lists(st.binary(max_size=80), max_size=3)
+    ),
+    secret=st.sampled_from([None, b"s" * 16]),
+)
+def test_admission_never_crashes(query: dict[str, list[bytes]], secret: bytes | None) -> None:
+    verdict = Gatekeeper(Limits(token_secret=secret)).admit(query)
+    if isinstance(verdict, Refusal):
+        assert verdict.close_code in {4400, 4401}
+        assert json.loads(verdict.event)["code"] in protocol.ERROR_CODES
+    else:
+        assert limits.room_name_problem(verdict.room) is None and secret is None
