@@ -113,16 +113,6 @@ class SignalHandler(WebSocketHandler):
         elif not self.link.relay(self.peer_id, message):
             self.send_text(_ROUTER_DOWN_EVENT)
 
-    def on_ping(self, data: bytes) -> None:
-        # Pings are frames too: they count against the rate limit (Tornado answers
-        # them itself, keeping at most one pong queued).
-        if self.bucket is not None and self.peer_id is not None:
-            verdict = self.bucket.take(time.monotonic())
-            if verdict:
-                self.over_rate(verdict)
-
-    on_pong = on_ping
-
     def on_close(self) -> None:
         if self.counted:
             self.counted = False
@@ -137,6 +127,14 @@ class SignalHandler(WebSocketHandler):
         elif verdict == limits.CLOSE:
             self.on_close()  # free the room slot now, not after the close handshake
             self.refuse(_RATE_LIMITED_EVENT, protocol.CloseCode.RATE_LIMITED)
+
+    def on_ping(self, data: bytes) -> None:
+        # Pings are frames too, and each one makes Tornado write a pong: they count
+        # against the rate limit.
+        if self.bucket is not None and self.peer_id is not None:
+            verdict = self.bucket.take(time.monotonic())
+            if verdict:
+                self.over_rate(verdict)
 
     # --- called by the router link ------------------------------------------
 
