@@ -237,19 +237,18 @@ def _limits(args: argparse.Namespace) -> Limits:
     from mcp_tornado.origins import OriginPolicy
 
     try:
-        secret = tokens.load_secret(args.token_secret_file)
         OriginPolicy(args.allowed_origin)
+        return Limits(
+            rate=args.rate_limit,
+            burst=args.rate_burst,
+            max_room_length=args.max_room_length,
+            max_connections=args.max_connections,
+            max_pending_bytes=args.max_pending_bytes,
+            allowed_origins=tuple(args.allowed_origin),
+            token_secret=tokens.load_secret(args.token_secret_file),
+        )
     except (OSError, ValueError) as exc:
         sys.exit(f"mcp-tornado: {exc}")
-    return Limits(
-        rate=args.rate_limit,
-        burst=args.rate_burst,
-        max_room_length=args.max_room_length,
-        max_connections=args.max_connections,
-        max_pending_bytes=args.max_pending_bytes,
-        allowed_origins=tuple(args.allowed_origin),
-        token_secret=secret,
-    )
 
 
 def _heartbeat_flags(args: argparse.Namespace) -> list[str]:

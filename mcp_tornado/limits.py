@@ -51,6 +51,20 @@ class Limits:
     allowed_origins: tuple[str, ...] = ()  # empty: same host and localhost
     token_secret: bytes | None = field(default=None, repr=False)  # None: tokens off
 
+    def __post_init__(self) -> None:
+        numbers = {
+            "rate": self.rate,
+            "max-connections": self.max_connections,
+            "max-pending-bytes": self.max_pending_bytes,
+        }
+        for name, value in numbers.items():
+            if not value >= 0:  # also refuses NaN
+                raise ValueError(f"--{name} must be 0 (off) or positive, not {value}")
+        if self.rate > 0 and self.burst < 1:
+            raise ValueError(f"--rate-burst must be at least 1, not {self.burst}")
+        if self.max_room_length < 1:
+            raise ValueError(f"--max-room-length must be at least 1, not {self.max_room_length}")
+
 
 # --- rate ---------------------------------------------------------------------
 
