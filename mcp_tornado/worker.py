@@ -242,7 +242,7 @@ async def serve_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         ready.cancel()
         link.close()
         return
-    server = HTTPServer(app, xheaders=False)
+    server = HTTPServer(app, xheaders=False, **limits.http_server_options(config.limits))
     server.add_sockets(bind_sockets(config.port, config.host, reuse_port=True))
     log.info("worker %s serving on %s:%d", link.name, config.host, config.port)
     await stopped

@@ -19,7 +19,7 @@ def test_defaults() -> None:
 def test_serve_passes_every_limit_to_its_workers() -> None:
     flags = [
         "--rate-limit", "7.5", "--rate-burst", "9", "--max-room-length", "20",
-        "--max-connections", "33", "--max-pending-bytes", "4096",
+        "--max-connections", "33", "--max-pending-bytes", "4096", "--handshake-timeout", "2.5",
         "--allowed-origin", "https://a.example", "--allowed-origin", "b.example,c.example",
     ]  # fmt: skip
     serve_args = cli._parser().parse_args(["serve", *flags])
@@ -31,6 +31,7 @@ def test_serve_passes_every_limit_to_its_workers() -> None:
         max_room_length=20,
         max_connections=33,
         max_pending_bytes=4096,
+        handshake_timeout=2.5,
         allowed_origins=("https://a.example", "b.example,c.example"),
     )
 
@@ -44,6 +45,7 @@ def test_serve_passes_every_limit_to_its_workers() -> None:
         ["--max-room-length", "0"],
         ["--max-connections", "-5"],
         ["--max-pending-bytes", "-1"],
+        ["--handshake-timeout", "-1"],
         ["--allowed-origin", "https://a.example/path"],
     ],
 )

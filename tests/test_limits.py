@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -272,3 +275,31 @@ def test_admission_never_crashes(query: dict[str, list[bytes]], secret: bytes | 
         assert json.loads(verdict.event)["code"] in protocol.ERROR_CODES
     else:
         assert limits.room_name_problem(verdict.room) is None and secret is None
+
+
+def test_half_sent_requests_and_big_bodies_are_cut_off(tmp_path: Path) -> None:
+    with limited_cluster(tmp_path, 1, "--handshake-timeout", "1") as cluster:
+        port = cluster.ports[0]
+        with RawWebSocket.connect(port, f"?room={room()}") as idle_ws:
+            joined(idle_ws)
+            slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+            slow.sendall(b"GET /ws/signal/ HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+            started = time.monotonic()
+            assert slow.recv(1024) == b""  # closed by the server
+            assert 0.5 < time.monotonic() - started < 4
+            slow.close()
+            big = socket.create_connection(("127.0.0.1", port), timeout=5)
+            big.sendall(
+                b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
+                + b"x" * 65536
+            )
+            reply = b""
+            with contextlib.suppress(OSError):
+                while chunk := big.recv(65536):
+                    reply += chunk
+            big.close()
+            assert not reply.startswith(b"HTTP/1.1 2"), reply[:80]
+            # An upgraded WebSocket is not subject to the header deadline.
+            time.sleep(0.5)
+            idle_ws.send_json({"type": "leave"})
+            assert idle_ws.recv_json()["code"] == "no_peer"
