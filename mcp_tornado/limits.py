@@ -1,9 +1,9 @@
 """Per-worker limits and admission: what a client may ask for, and how much.
 
 Everything a client sends is hostile until checked.  This module holds the
-policy; :class:`~mcp_tornado.worker.SignalHandler` calls it at three points:
+policy; the worker applies it at four points:
 
-* the connection: :meth:`http_server_options` (``--handshake-timeout``, a cap on
+* the connection: :func:`http_server_options` (``--handshake-timeout``, a cap on
   request bodies), so idle or half-sent requests cannot pile up;
 * the handshake: :meth:`Gatekeeper.full` (``--max-connections``, HTTP 503) and
   the origin allow-list (:mod:`mcp_tornado.origins`, HTTP 403);
@@ -58,7 +58,7 @@ class Limits:
 
     def __post_init__(self) -> None:
         numbers = {
-            "rate": self.rate,
+            "rate-limit": self.rate,
             "max-connections": self.max_connections,
             "max-pending-bytes": self.max_pending_bytes,
             "handshake-timeout": self.handshake_timeout,
