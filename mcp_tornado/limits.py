@@ -222,6 +222,8 @@ class Gatekeeper:
             grant = tokens.verify(secret, _last_value(query, "token") or "", room, now)
         except tokens.TokenError as exc:
             return _refusal(exc.code, exc.message, protocol.CloseCode.INVALID_TOKEN)
+        if grant.peer is not None:
+            log.debug("worker: %r joins %r with a token", grant.peer, room)
         return Admission(room, grant.peer)
 
 

@@ -86,8 +86,6 @@ class SignalHandler(WebSocketHandler):
             self.refuse(admission.event, admission.close_code)
             return
         self.room = admission.room
-        if admission.peer is not None:
-            log.debug("worker: %r joins %r with a token", admission.peer, admission.room)
         self.bucket = self.gate.bucket(time.monotonic())
         self.peer_id = self.link.join(self)
         if self.peer_id is None:
