@@ -129,6 +129,13 @@ def _add_limit_args(parser: argparse.ArgumentParser) -> None:
         f"0: unlimited (default: {limits.DEFAULT_MAX_PENDING_BYTES})",
     )
     group.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=limits.DEFAULT_HANDSHAKE_TIMEOUT,
+        help="seconds a connection may take to send its HTTP request headers "
+        f"(default: {limits.DEFAULT_HANDSHAKE_TIMEOUT:g})",
+    )
+    group.add_argument(
         "--allowed-origin",
         action="append",
         default=[],
@@ -223,6 +230,7 @@ def _worker_flags(args: argparse.Namespace) -> list[str]:
         "--max-room-length", str(args.max_room_length),
         "--max-connections", str(args.max_connections),
         "--max-pending-bytes", str(args.max_pending_bytes),
+        "--handshake-timeout", str(args.handshake_timeout),
     ]  # fmt: skip
     for origin in args.allowed_origin:
         flags += ["--allowed-origin", origin]
@@ -237,19 +245,19 @@ def _limits(args: argparse.Namespace) -> Limits:
     from mcp_tornado.origins import OriginPolicy
 
     try:
-        secret = tokens.load_secret(args.token_secret_file)
         OriginPolicy(args.allowed_origin)
+        return Limits(
+            rate=args.rate_limit,
+            burst=args.rate_burst,
+            max_room_length=args.max_room_length,
+            max_connections=args.max_connections,
+            max_pending_bytes=args.max_pending_bytes,
+            handshake_timeout=args.handshake_timeout,
+            allowed_origins=tuple(args.allowed_origin),
+            token_secret=tokens.load_secret(args.token_secret_file),
+        )
     except (OSError, ValueError) as exc:
         sys.exit(f"mcp-tornado: {exc}")
-    return Limits(
-        rate=args.rate_limit,
-        burst=args.rate_burst,
-        max_room_length=args.max_room_length,
-        max_connections=args.max_connections,
-        max_pending_bytes=args.max_pending_bytes,
-        allowed_origins=tuple(args.allowed_origin),
-        token_secret=secret,
-    )
 
 
 def _heartbeat_flags(args: argparse.Namespace) -> list[str]:

@@ -1,8 +1,10 @@
 """Per-worker limits and admission: what a client may ask for, and how much.
 
 Everything a client sends is hostile until checked.  This module holds the
-policy; :class:`~mcp_tornado.worker.SignalHandler` calls it at three points:
+policy; the worker applies it at four points:
 
+* the connection: :func:`http_server_options` (``--handshake-timeout``, a cap on
+  request bodies), so idle or half-sent requests cannot pile up;
 * the handshake: :meth:`Gatekeeper.full` (``--max-connections``, HTTP 503) and
   the origin allow-list (:mod:`mcp_tornado.origins`, HTTP 403);
 * the socket opening: :meth:`Gatekeeper.admit` checks the room name and, when a
@@ -20,7 +22,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from tornado.log import access_log
 from tornado.web import RequestHandler
@@ -37,6 +39,8 @@ DEFAULT_BURST: Final = 200
 DEFAULT_MAX_ROOM_LENGTH: Final = 64
 DEFAULT_MAX_CONNECTIONS: Final = 10_000
 DEFAULT_MAX_PENDING_BYTES: Final = 1024 * 1024
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+MAX_BODY_SIZE: Final = 64 * 1024  # no endpoint takes a request body; Tornado's default is 100 MB
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,38 @@ class Limits:
     max_room_length: int = DEFAULT_MAX_ROOM_LENGTH  # characters
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # per worker; 0: unlimited
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES  # queued for one client; 0: unlimited
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT  # seconds to send the HTTP headers
     allowed_origins: tuple[str, ...] = ()  # empty: same host and localhost
     token_secret: bytes | None = field(default=None, repr=False)  # None: tokens off
+
+    def __post_init__(self) -> None:
+        numbers = {
+            "rate-limit": self.rate,
+            "max-connections": self.max_connections,
+            "max-pending-bytes": self.max_pending_bytes,
+            "handshake-timeout": self.handshake_timeout,
+        }
+        for name, value in numbers.items():
+            if not value >= 0:  # also refuses NaN
+                raise ValueError(f"--{name} must be 0 (off) or positive, not {value}")
+        if self.rate > 0 and self.burst < 1:
+            raise ValueError(f"--rate-burst must be at least 1, not {self.burst}")
+        if self.max_room_length < 1:
+            raise ValueError(f"--max-room-length must be at least 1, not {self.max_room_length}")
+
+
+def http_server_options(limits: Limits) -> dict[str, Any]:
+    """Keyword arguments for Tornado's ``HTTPServer``: header deadline and body cap.
+
+    A connection that has not sent its request headers within
+    ``handshake_timeout`` seconds is closed (Tornado's default is an hour), and a
+    request body over :data:`MAX_BODY_SIZE` is refused before it is read.
+    Upgraded WebSockets are not affected (their liveness is the ping timeout).
+    """
+    return {
+        "idle_connection_timeout": limits.handshake_timeout or None,
+        "max_body_size": MAX_BODY_SIZE,
+    }
 
 
 # --- rate ---------------------------------------------------------------------
@@ -188,6 +222,8 @@ class Gatekeeper:
             grant = tokens.verify(secret, _last_value(query, "token") or "", room, now)
         except tokens.TokenError as exc:
             return _refusal(exc.code, exc.message, protocol.CloseCode.INVALID_TOKEN)
+        if grant.peer is not None:
+            log.debug("worker: %r joins %r with a token", grant.peer, room)
         return Admission(room, grant.peer)
 
 

@@ -61,9 +61,8 @@ class WorkerConfig:
     ping_interval: float = 20.0  # WebSocket pings, to find clients that vanished
     ping_timeout: float = 20.0
     shutdown_timeout: float = 10.0
-    limits: Limits = field(
-        default_factory=Limits
-    )  # rate, room names, connections, slow readers, origins, tokens
+    # Rate, room names, connections, slow readers, origins, tokens: see mcp_tornado.limits.
+    limits: Limits = field(default_factory=Limits)
 
 
 class SignalHandler(WebSocketHandler):
@@ -158,6 +157,14 @@ class SignalHandler(WebSocketHandler):
         elif verdict == limits.CLOSE:
             self.on_close()  # free the room slot now, not after the close handshake
             self.refuse(_RATE_LIMITED_EVENT, protocol.CloseCode.RATE_LIMITED)
+
+    def on_ping(self, data: bytes) -> None:
+        # Pings are frames too, and each one makes Tornado write a pong: they count
+        # against the rate limit.
+        if self.bucket is not None and self.peer_id is not None:
+            verdict = self.bucket.take(time.monotonic())
+            if verdict:
+                self.over_rate(verdict)
 
     # --- called by the router link ------------------------------------------
 
@@ -348,7 +355,7 @@ async def serve_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         ready.cancel()
         link.close()
         return
-    server = HTTPServer(app, xheaders=False)
+    server = HTTPServer(app, xheaders=False, **limits.http_server_options(config.limits))
     server.add_sockets(bind_sockets(config.port, config.host, reuse_port=True))
     log.info("worker %s serving on %s:%d", link.name, config.host, config.port)
     pinger = _Pinger(link, config.ping_interval, config.ping_timeout)

@@ -168,12 +168,14 @@ class RawWebSocket:
         return Frame(b0 & 0x0F, self._read(size, deadline))
 
     def recv_frame(self, timeout: float = 5.0) -> Frame:
-        """The next frame (answering pings); raises :class:`Closed` after a close frame or EOF."""
+        """The next data frame (pings answered, pongs skipped); raises :class:`Closed` at end."""
         deadline = time.monotonic() + timeout
         while True:
             frame = self.recv_frame_raw(max(0.0, deadline - time.monotonic()))
             if frame.opcode == PING:
                 self.send_raw(encode_frame(PONG, frame.payload))
+                continue
+            if frame.opcode == PONG:
                 continue
             if frame.opcode == CLOSE:
                 self.close_code = frame.close_code

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mcp_tornado import limits, protocol
 from mcp_tornado.limits import Admission, Gatekeeper, Limits, Refusal, TokenBucket
 from tests.hardening_support import LimitedCluster, limited_cluster
-from tests.rawws import RawWebSocket
+from tests.rawws import PING, RawWebSocket, encode_frame
 from tests.support import wait_until
 
 # --- the token bucket -------------------------------------------------------------
@@ -178,6 +183,16 @@ def test_rate_limit_at_and_over_the_burst(slow_rate: LimitedCluster) -> None:
         assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
 
 
+def test_pings_count_against_the_rate_limit(slow_rate: LimitedCluster) -> None:
+    with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
+        joined(ws)
+        for _ in range(2 * BURST - 1):
+            ws.send_raw(encode_frame(PING, b"p"))
+        assert ws.recv_json()["code"] == "rate_limited"
+        ws.send_raw(encode_frame(PING, b"p"))
+        assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
+
+
 def test_rate_limited_client_frees_its_room_slot(slow_rate: LimitedCluster) -> None:
     name = room()
     with RawWebSocket.connect(slow_rate.ports[0], f"?room={name}") as a:
@@ -244,3 +259,47 @@ def test_limits_are_validated_at_startup(tmp_path: Path) -> None:
     process = spawn("worker", "--allowed-origin", "not an origin", log=tmp_path / "w.log")
     assert process.wait(10) != 0
     assert "not an origin" in (tmp_path / "w.log").read_text()
+
+
+@settings(deadline=None, derandomize=True, database=None, max_examples=300)
+@given(
+    query=st.dictionaries(
+        st.sampled_from(["room", "token", "x"]), st.lists(st.binary(max_size=80), max_size=3)
+    ),
+    secret=st.sampled_from([None, b"s" * 16]),
+)
+def test_admission_never_crashes(query: dict[str, list[bytes]], secret: bytes | None) -> None:
+    verdict = Gatekeeper(Limits(token_secret=secret)).admit(query)
+    if isinstance(verdict, Refusal):
+        assert verdict.close_code in {4400, 4401}
+        assert json.loads(verdict.event)["code"] in protocol.ERROR_CODES
+    else:
+        assert limits.room_name_problem(verdict.room) is None and secret is None
+
+
+def test_half_sent_requests_and_big_bodies_are_cut_off(tmp_path: Path) -> None:
+    with limited_cluster(tmp_path, 1, "--handshake-timeout", "1") as cluster:
+        port = cluster.ports[0]
+        with RawWebSocket.connect(port, f"?room={room()}") as idle_ws:
+            joined(idle_ws)
+            slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+            slow.sendall(b"GET /ws/signal/ HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+            started = time.monotonic()
+            assert slow.recv(1024) == b""  # closed by the server
+            assert 0.5 < time.monotonic() - started < 4
+            slow.close()
+            big = socket.create_connection(("127.0.0.1", port), timeout=5)
+            big.sendall(
+                b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
+                + b"x" * 65536
+            )
+            reply = b""
+            with contextlib.suppress(OSError):
+                while chunk := big.recv(65536):
+                    reply += chunk
+            big.close()
+            assert not reply.startswith(b"HTTP/1.1 2"), reply[:80]
+            # An upgraded WebSocket is not subject to the header deadline.
+            time.sleep(0.5)
+            idle_ws.send_json({"type": "leave"})
+            assert idle_ws.recv_json()["code"] == "no_peer"

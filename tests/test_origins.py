@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mcp_tornado.origins import OriginPolicy, split_origins
 from tests.hardening_support import LimitedCluster, limited_cluster
@@ -121,3 +123,10 @@ def test_default_policy_at_a_real_worker(tmp_path: Path) -> None:
     with limited_cluster(tmp_path, 1) as cluster:
         assert status(cluster, {"Origin": "http://localhost:5173"}) == 101
         assert status(cluster, {"Origin": "https://evil.example.com"}) == 403
+
+
+@settings(deadline=None, derandomize=True, database=None, max_examples=300)
+@given(origin=st.text(max_size=60), host=st.text(max_size=30))
+def test_random_origins_never_crash_the_policy(origin: str, host: str) -> None:
+    for policy in (OriginPolicy(), OriginPolicy(["https://app.example.com", "*.x.org"])):
+        assert isinstance(policy.allows(origin, host), bool)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mcp_tornado import tokens
 from mcp_tornado.tokens import TokenError
@@ -180,3 +182,16 @@ def test_serve_hands_the_secret_to_workers_off_the_command_line(tmp_path: Path) 
             assert ws.recv_json()["code"] == "invalid_token"
     finally:
         stop(server)
+
+
+@settings(deadline=None, derandomize=True, database=None, max_examples=300)
+@given(token=st.text(max_size=200) | st.from_regex(r"v1\.[A-Za-z0-9_-]{0,60}\.[A-Za-z0-9_-]{0,50}"))
+def test_random_tokens_are_refused_never_crash(token: str) -> None:
+    assert _error(token, "lobby") in {"invalid_token", "token_expired"}
+
+
+@settings(deadline=None, derandomize=True, database=None, max_examples=100)
+@given(room=st.text(max_size=64), ttl=st.integers(1, 10**6), peer=st.none() | st.text(max_size=20))
+def test_any_room_and_peer_round_trip(room: str, ttl: int, peer: str | None) -> None:
+    token = tokens.mint(SECRET, room, ttl=ttl, peer=peer, now=NOW)
+    assert tokens.verify(SECRET, token, room, NOW) == (room, int(NOW) + ttl, peer)
