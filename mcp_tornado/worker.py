@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop, PeriodicCallback
@@ -378,7 +379,11 @@ async def serve_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
 
 
 def run_worker(config: WorkerConfig) -> None:
-    """Run a worker until SIGTERM or SIGINT."""
+    """Run a worker until SIGTERM or SIGINT, on uvloop.
+
+    Tornado runs on any asyncio loop; libuv's makes the per-read and per-write
+    bookkeeping of thousands of sockets markedly cheaper than the selector loop.
+    """
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -387,4 +392,5 @@ def run_worker(config: WorkerConfig) -> None:
             loop.add_signal_handler(signum, stop.set)
         await serve_worker(config, stop)
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
