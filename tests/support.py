@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,7 +31,9 @@ def free_port() -> int:
         return port
 
 
-def spawn(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    *args: str, log: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start ``mcp-tornado ARGS`` in its own process group (so cleanup reaches its children)."""
     with open(log if log is not None else os.devnull, "ab") as out:
         return subprocess.Popen(
@@ -39,6 +41,7 @@ def spawn(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
 
 
@@ -78,6 +81,7 @@ class Cluster:
         workers: int = 2,
         router_args: tuple[str, ...] = (),
         worker_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.endpoint = f"ipc://{tmp}/router.ipc"
@@ -85,6 +89,7 @@ class Cluster:
         self.ports = [free_port() for _ in range(workers)]
         self.router_args = router_args
         self.worker_args = worker_args
+        self.env = env  # added to the workers' environment (e.g. a token secret)
         self.router: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
 
@@ -97,7 +102,7 @@ class Cluster:
     def start_worker(self, index: int) -> subprocess.Popen[bytes]:
         process = spawn(
             "worker", "--router", self.endpoint, "--port", str(self.ports[index]), *FAST,
-            "--shutdown-timeout", "3", *self.worker_args, log=self.log,
+            "--shutdown-timeout", "3", *self.worker_args, log=self.log, env=self.env,
         )  # fmt: skip
         if index < len(self.workers):
             self.workers[index] = process
@@ -122,6 +127,10 @@ class Cluster:
             return base + query
         return base if room is None else f"{base}?room={room}"
 
+    def alive(self) -> bool:
+        processes = [self.router, *self.workers]
+        return all(p is not None and p.poll() is None for p in processes)
+
     def stop(self) -> None:
         for process in self.workers:  # all at once: each may take a moment to drain
             with contextlib.suppress(ProcessLookupError):
@@ -133,6 +142,18 @@ class Cluster:
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@contextlib.contextmanager
+def running_cluster(
+    tmp: Path, workers: int = 1, *worker_args: str, env: dict[str, str] | None = None
+) -> Iterator[Cluster]:
+    """A started :class:`Cluster` whose workers take ``worker_args``; stopped on exit."""
+    cluster = Cluster(tmp, workers, worker_args=worker_args, env=env)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 class Client:

@@ -34,8 +34,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mcp_tornado import protocol
-from tests.hardening_support import LimitedCluster
 from tests.rawws import BINARY, TEXT, Closed, RawWebSocket, encode_frame
+from tests.support import Cluster
 
 settings.register_profile(
     "hardening-fuzz",
@@ -55,7 +55,7 @@ ANSWERS: Counter[str] = Counter()
 class Pair:
     """Two clients in their own room, on different workers, that must keep talking."""
 
-    def __init__(self, cluster: LimitedCluster) -> None:
+    def __init__(self, cluster: Cluster) -> None:
         self.room = f"clean-{uuid.uuid4().hex[:8]}"
         self.a = RawWebSocket.connect(cluster.ports[0], f"?room={self.room}")
         assert self.a.recv_json()["type"] == "joined"
@@ -76,9 +76,9 @@ class Pair:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedCluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp: Path = tmp_path_factory.mktemp("fuzz")
-    c = LimitedCluster(tmp, 2, ("--rate-limit", "1000", "--rate-burst", "1000"))
+    c = Cluster(tmp, 2, worker_args=("--rate-limit", "1000", "--rate-burst", "1000"))
     try:
         c.start()
         yield c
@@ -91,7 +91,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedCluster
 
 
 @pytest.fixture(scope="module")
-def pair(cluster: LimitedCluster) -> Iterator[Pair]:
+def pair(cluster: Cluster) -> Iterator[Pair]:
     p = Pair(cluster)
     yield p
     p.check()
@@ -212,7 +212,7 @@ def expect_answer(ws: RawWebSocket, frame: bytes, opcode: int) -> str:
     worker=st.integers(0, 1),
 )
 def test_hostile_frames_get_answers_and_never_disturb_others(
-    cluster: LimitedCluster, pair: Pair, batch: list[tuple[bytes, int]], worker: int
+    cluster: Cluster, pair: Pair, batch: list[tuple[bytes, int]], worker: int
 ) -> None:
     EXAMPLES["frames"] += 1
     with RawWebSocket.connect(cluster.ports[worker], f"?room={fresh_room()}") as ws:
@@ -240,7 +240,7 @@ def room_rule(name: str) -> str | None:
 @settings(FUZZ, max_examples=150)
 @given(name=st.text(max_size=80) | st.text(st.characters(codec="ascii"), max_size=70))
 def test_room_names_are_joined_or_refused_with_4400(
-    cluster: LimitedCluster, pair: Pair, name: str
+    cluster: Cluster, pair: Pair, name: str
 ) -> None:
     EXAMPLES["room names"] += 1
     encoded = urllib.parse.quote(name.encode("utf-8", "surrogatepass"), safe="")
@@ -266,7 +266,7 @@ query_chars = st.characters(codec="ascii", categories=["L", "N", "P", "S"], excl
 
 @settings(FUZZ, max_examples=100)
 @given(query=st.text(query_chars, max_size=120))
-def test_random_query_strings(cluster: LimitedCluster, pair: Pair, query: str) -> None:
+def test_random_query_strings(cluster: Cluster, pair: Pair, query: str) -> None:
     EXAMPLES["query strings"] += 1
     ws = RawWebSocket.handshake(cluster.ports[1], "/ws/signal/?" + query)
     try:
@@ -287,7 +287,7 @@ def test_random_query_strings(cluster: LimitedCluster, pair: Pair, query: str) -
 @settings(FUZZ, max_examples=60)
 @given(origin=st.text(st.characters(codec="latin-1", exclude_characters="\r\n\x00"), max_size=60))
 def test_random_origins_are_accepted_or_refused_with_403(
-    cluster: LimitedCluster, pair: Pair, origin: str
+    cluster: Cluster, pair: Pair, origin: str
 ) -> None:
     EXAMPLES["origins"] += 1
     ws = RawWebSocket.handshake(cluster.ports[0], "/ws/signal/", headers={"Origin": origin})
@@ -299,7 +299,7 @@ def test_random_origins_are_accepted_or_refused_with_403(
 @settings(FUZZ, max_examples=120)
 @given(garbage=st.binary(min_size=1, max_size=600), handshake=st.booleans())
 def test_framing_garbage_never_hurts_the_server(
-    cluster: LimitedCluster, pair: Pair, garbage: bytes, handshake: bool
+    cluster: Cluster, pair: Pair, garbage: bytes, handshake: bool
 ) -> None:
     EXAMPLES["framing garbage"] += 1
     if handshake:
@@ -319,7 +319,7 @@ def test_framing_garbage_never_hurts_the_server(
     pair.check()
 
 
-def test_everything_survived(cluster: LimitedCluster, pair: Pair) -> None:
+def test_everything_survived(cluster: Cluster, pair: Pair) -> None:
     pair.check()
     assert cluster.alive()
     assert sum(EXAMPLES.values()) >= 500, EXAMPLES

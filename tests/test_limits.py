@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 
 from mcp_tornado import limits, protocol
 from mcp_tornado.limits import Admission, Gatekeeper, Limits, Refusal, TokenBucket
-from tests.hardening_support import LimitedCluster, limited_cluster
 from tests.rawws import PING, RawWebSocket, encode_frame
-from tests.support import wait_until
+from tests.support import Cluster, running_cluster, wait_until
 
 # --- the token bucket -------------------------------------------------------------
 
@@ -131,10 +130,10 @@ BURST = 5
 
 
 @pytest.fixture(scope="module")
-def slow_rate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedCluster]:
+def slow_rate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One worker; a rate so slow that refills never blur the burst boundary in a test."""
     tmp: Path = tmp_path_factory.mktemp("limits")
-    with limited_cluster(tmp, 1, "--rate-limit", "0.001", "--rate-burst", str(BURST)) as cluster:
+    with running_cluster(tmp, 1, "--rate-limit", "0.001", "--rate-burst", str(BURST)) as cluster:
         yield cluster
 
 
@@ -148,7 +147,7 @@ def joined(ws: RawWebSocket) -> dict[str, object]:
     return message
 
 
-def test_frame_of_exactly_the_max_size_is_accepted(slow_rate: LimitedCluster) -> None:
+def test_frame_of_exactly_the_max_size_is_accepted(slow_rate: Cluster) -> None:
     with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
         joined(ws)
         head = '{"type":"offer","sdp":"'
@@ -158,14 +157,14 @@ def test_frame_of_exactly_the_max_size_is_accepted(slow_rate: LimitedCluster) ->
         assert ws.recv_json()["code"] == "no_peer"  # checked and relayed (nobody there)
 
 
-def test_frame_one_byte_over_the_max_size_is_closed_with_1009(slow_rate: LimitedCluster) -> None:
+def test_frame_one_byte_over_the_max_size_is_closed_with_1009(slow_rate: Cluster) -> None:
     with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
         joined(ws)
         ws.send_text("x" * (64 * 1024 + 1))
         assert ws.wait_closed() == protocol.CloseCode.MESSAGE_TOO_BIG
 
 
-def test_rate_limit_at_and_over_the_burst(slow_rate: LimitedCluster) -> None:
+def test_rate_limit_at_and_over_the_burst(slow_rate: Cluster) -> None:
     with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
         joined(ws)
         for _ in range(BURST):  # at the boundary: all relayed
@@ -183,7 +182,7 @@ def test_rate_limit_at_and_over_the_burst(slow_rate: LimitedCluster) -> None:
         assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
 
 
-def test_pings_count_against_the_rate_limit(slow_rate: LimitedCluster) -> None:
+def test_pings_count_against_the_rate_limit(slow_rate: Cluster) -> None:
     with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
         joined(ws)
         for _ in range(2 * BURST - 1):
@@ -193,7 +192,7 @@ def test_pings_count_against_the_rate_limit(slow_rate: LimitedCluster) -> None:
         assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
 
 
-def test_rate_limited_client_frees_its_room_slot(slow_rate: LimitedCluster) -> None:
+def test_rate_limited_client_frees_its_room_slot(slow_rate: Cluster) -> None:
     name = room()
     with RawWebSocket.connect(slow_rate.ports[0], f"?room={name}") as a:
         joined(a)
@@ -218,9 +217,7 @@ def test_rate_limited_client_frees_its_room_slot(slow_rate: LimitedCluster) -> N
         ("?room=%20", "default"),
     ],
 )
-def test_room_names_at_the_server(
-    slow_rate: LimitedCluster, query: str, room_or_code: str | int
-) -> None:
+def test_room_names_at_the_server(slow_rate: Cluster, query: str, room_or_code: str | int) -> None:
     with RawWebSocket.connect(slow_rate.ports[0], query) as ws:
         first = ws.recv_json()
         if isinstance(room_or_code, str):
@@ -231,7 +228,7 @@ def test_room_names_at_the_server(
 
 
 def test_connection_cap(tmp_path: Path) -> None:
-    with limited_cluster(tmp_path, 1, "--max-connections", "3") as cluster:
+    with running_cluster(tmp_path, 1, "--max-connections", "3") as cluster:
         port = cluster.ports[0]
         clients = [RawWebSocket.connect(port, f"?room={room()}") for _ in range(3)]
         for ws in clients:  # at the cap: all in
@@ -278,7 +275,7 @@ def test_admission_never_crashes(query: dict[str, list[bytes]], secret: bytes | 
 
 
 def test_half_sent_requests_and_big_bodies_are_cut_off(tmp_path: Path) -> None:
-    with limited_cluster(tmp_path, 1, "--handshake-timeout", "1") as cluster:
+    with running_cluster(tmp_path, 1, "--handshake-timeout", "1") as cluster:
         port = cluster.ports[0]
         with RawWebSocket.connect(port, f"?room={room()}") as idle_ws:
             joined(idle_ws)

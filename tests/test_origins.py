@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcp_tornado.origins import OriginPolicy, split_origins
-from tests.hardening_support import LimitedCluster, limited_cluster
 from tests.rawws import RawWebSocket
+from tests.support import Cluster, running_cluster
 
 HOST = "signal.example.com"
 
@@ -88,26 +88,26 @@ def test_split_origins() -> None:
 
 
 @pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedCluster]:
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp: Path = tmp_path_factory.mktemp("origins")
-    with limited_cluster(tmp, 1, "--allowed-origin", "https://app.example.com") as cluster:
+    with running_cluster(tmp, 1, "--allowed-origin", "https://app.example.com") as cluster:
         yield cluster
 
 
-def status(cluster: LimitedCluster, headers: dict[str, str]) -> int:
+def status(cluster: Cluster, headers: dict[str, str]) -> int:
     query = f"/ws/signal/?room=o-{uuid.uuid4().hex[:8]}"
     ws = RawWebSocket.handshake(cluster.ports[0], query, headers=headers)
     ws.close()
     return ws.status
 
 
-def test_allowed_origin_connects(guarded: LimitedCluster) -> None:
+def test_allowed_origin_connects(guarded: Cluster) -> None:
     assert status(guarded, {"Origin": "https://app.example.com"}) == 101
     port = guarded.ports[0]
     assert status(guarded, {"Origin": f"http://127.0.0.1:{port}"}) == 101  # same host
 
 
-def test_refused_origins_get_403(guarded: LimitedCluster) -> None:
+def test_refused_origins_get_403(guarded: Cluster) -> None:
     assert status(guarded, {"Origin": "https://evil.example.com"}) == 403
     assert status(guarded, {"Origin": "http://localhost:5173"}) == 403
     assert status(guarded, {"Origin": "null"}) == 403
@@ -115,12 +115,12 @@ def test_refused_origins_get_403(guarded: LimitedCluster) -> None:
     assert status(guarded, evil) == 403
 
 
-def test_no_origin_header_is_a_bot_and_is_allowed(guarded: LimitedCluster) -> None:
+def test_no_origin_header_is_a_bot_and_is_allowed(guarded: Cluster) -> None:
     assert status(guarded, {}) == 101
 
 
 def test_default_policy_at_a_real_worker(tmp_path: Path) -> None:
-    with limited_cluster(tmp_path, 1) as cluster:
+    with running_cluster(tmp_path, 1) as cluster:
         assert status(cluster, {"Origin": "http://localhost:5173"}) == 101
         assert status(cluster, {"Origin": "https://evil.example.com"}) == 403
 

@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from mcp_tornado import protocol
-from tests.hardening_support import LimitedCluster, limited_cluster
 from tests.rawws import Closed, RawWebSocket
+from tests.support import Cluster, running_cluster
 
 FRAME = '{"type":"offer","sdp":"' + "s" * 60_000 + '"}'
 FLOOD_FRAMES = 800  # ~48 MB
@@ -47,7 +47,7 @@ class PeakRss:
         return self.peak - self.baseline
 
 
-def flood_a_sleeper(cluster: LimitedCluster) -> tuple[RawWebSocket, RawWebSocket, int, bool]:
+def flood_a_sleeper(cluster: Cluster) -> tuple[RawWebSocket, RawWebSocket, int, bool]:
     """Pair a non-reading peer (worker 0) with a flooder (worker 1); flood; measure worker 0.
 
     Returns (sleeper, flooder, RSS growth of worker 0, whether the flooder was told the
@@ -78,7 +78,7 @@ def flood_a_sleeper(cluster: LimitedCluster) -> tuple[RawWebSocket, RawWebSocket
 
 
 def test_a_peer_that_stops_reading_is_dropped_and_memory_stays_bounded(tmp_path: Path) -> None:
-    with limited_cluster(tmp_path, 2, "--rate-limit", "0") as cluster:
+    with running_cluster(tmp_path, 2, "--rate-limit", "0") as cluster:
         sleeper, flooder, growth, told = flood_a_sleeper(cluster)
         assert told, "the flooder learns its partner is gone"
         assert growth < 24 * MiB, f"worker grew by {growth / MiB:.1f} MiB"
@@ -97,7 +97,7 @@ def test_a_peer_that_stops_reading_is_dropped_and_memory_stays_bounded(tmp_path:
 
 def test_control_without_the_limit_memory_grows(tmp_path: Path) -> None:
     # Proves the measurement above can see growth: with no cap the worker buffers the flood.
-    with limited_cluster(tmp_path, 2, "--rate-limit", "0", "--max-pending-bytes", "0") as cluster:
+    with running_cluster(tmp_path, 2, "--rate-limit", "0", "--max-pending-bytes", "0") as cluster:
         sleeper, flooder, growth, told = flood_a_sleeper(cluster)
         assert not told
         assert growth > 32 * MiB, f"worker grew by only {growth / MiB:.1f} MiB"

@@ -19,9 +19,8 @@ from hypothesis import strategies as st
 
 from mcp_tornado import tokens
 from mcp_tornado.tokens import TokenError
-from tests.hardening_support import LimitedCluster, limited_cluster
 from tests.rawws import RawWebSocket
-from tests.support import free_port, healthy, spawn, stop, wait_until
+from tests.support import Cluster, free_port, healthy, running_cluster, spawn, stop, wait_until
 
 SECRET = b"test-secret-0123456789abcdef"
 NOW = 1_800_000_000.0
@@ -111,9 +110,9 @@ def test_token_subcommand_mints_a_token(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedCluster]:
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp: Path = tmp_path_factory.mktemp("tokens")
-    with limited_cluster(tmp, 1, env={tokens.SECRET_ENV: SECRET.decode()}) as cluster:
+    with running_cluster(tmp, 1, env={tokens.SECRET_ENV: SECRET.decode()}) as cluster:
         yield cluster
 
 
@@ -121,14 +120,14 @@ def room() -> str:
     return f"tok-{uuid.uuid4().hex[:8]}"
 
 
-def refused_with(cluster: LimitedCluster, query: str) -> tuple[str, int | None]:
+def refused_with(cluster: Cluster, query: str) -> tuple[str, int | None]:
     with RawWebSocket.connect(cluster.ports[0], query) as ws:
         error = ws.recv_json()
         assert error["type"] == "error", error
         return error["code"], ws.wait_closed()
 
 
-def test_valid_tokens_join_and_relay(secured: LimitedCluster) -> None:
+def test_valid_tokens_join_and_relay(secured: Cluster) -> None:
     name = room()
     a_token = tokens.mint(SECRET, name, ttl=60, peer="a")
     b_token = tokens.mint(SECRET, name, ttl=60)
@@ -142,7 +141,7 @@ def test_valid_tokens_join_and_relay(secured: LimitedCluster) -> None:
         assert a.recv_type("offer") == {"type": "offer", "sdp": "x"}
 
 
-def test_missing_wrong_expired_and_tampered_tokens_are_refused(secured: LimitedCluster) -> None:
+def test_missing_wrong_expired_and_tampered_tokens_are_refused(secured: Cluster) -> None:
     name = room()
     good = tokens.mint(SECRET, name, ttl=60)
     expired = tokens.mint(SECRET, name, ttl=60, now=time.time() - 61)
