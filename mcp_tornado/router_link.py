@@ -214,10 +214,10 @@ class RouterLink:
         if sock.closed:
             return
         for _ in range(1000):
-            try:
-                frame = sock.recv(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
+            # Asking EVENTS first is much cheaper than ending every read on zmq.Again.
+            if not cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 return
+            frame = sock.recv(zmq.NOBLOCK, copy=True)
             self._last_heard = time.monotonic()
             try:
                 batch = wire.decode_to_worker(frame)
