@@ -66,6 +66,7 @@ class LinkConfig:
     heartbeat_liveness: int = 3
     hwm: int = 100_000
     max_backlog: int = 200_000  # queued messages while the router cannot keep up
+    batch_delay: float = 0.0  # seconds to gather messages into a batch (0: one loop turn)
 
 
 _HELLO_RETRY = 0.05  # seconds between Hellos while the router has not answered
@@ -176,7 +177,10 @@ class RouterLink:
         self._outbox.append(msg)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.add_callback(self._flush)
+            if self.config.batch_delay:
+                self._loop.call_later(self.config.batch_delay, self._flush)
+            else:
+                self._loop.add_callback(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -339,6 +343,9 @@ class RouterLink:
     # --- heartbeats ----------------------------------------------------------
 
     def _tick(self) -> None:
+        # Read what the router sent first: on a busy worker its heartbeat may be
+        # waiting in the socket, which is no reason to declare it dead.
+        self._on_readable()
         now = time.monotonic()
         cfg = self.config
         if self.ready and now - self._last_heard > cfg.heartbeat_interval * cfg.heartbeat_liveness:

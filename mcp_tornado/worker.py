@@ -45,6 +45,7 @@ from mcp_tornado.router_link import LinkConfig, RouterLink
 
 log = logging.getLogger("mcp_tornado.worker")
 
+_LISTEN_BACKLOG = 4096  # Tornado's 128 drops SYNs (1 s retries) in a connect storm
 _DRAIN_PERIOD = 0.25  # seconds of relaying after SIGTERM before clients are closed
 
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parent.parent / "frontend" / "dist"
@@ -372,7 +373,8 @@ async def serve_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         link.close()
         return
     server = HTTPServer(app, xheaders=False, **limits.http_server_options(config.limits))
-    server.add_sockets(bind_sockets(config.port, config.host, reuse_port=True))
+    listeners = bind_sockets(config.port, config.host, reuse_port=True, backlog=_LISTEN_BACKLOG)
+    server.add_sockets(listeners)
     log.info("worker %s serving on %s:%d", link.name, config.host, config.port)
     pinger = _Pinger(link, config.ping_interval, config.ping_timeout)
     pinger.start()

@@ -144,6 +144,11 @@ class Router:
             now = time.monotonic()
             if self._pending:
                 self._retry_pending(sock, now)
+                if not self._pending:
+                    # We read nothing while held up, so the silence proves nothing:
+                    # give every worker a fresh liveness window.
+                    for state in self._workers.values():
+                        state.last_seen = max(state.last_seen, now)
             if self._pending:
                 time.sleep(0.001)  # back-pressure: read nothing new until these go out
             else:
