@@ -103,13 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--out", help="write JSON here")
 
-    p = sub.add_parser("compare", help="the full comparison: mcp-tornado 1/2/4 workers vs baselines")
+    p = sub.add_parser(
+        "compare", help="the full comparison: mcp-tornado 1/2/4 workers vs baselines"
+    )
     p.add_argument("--out-dir", default="bench/results", help="JSON, PNG and markdown go here")
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run, ~1 min)")
     p.add_argument("--workers", type=_int_list, default=[1, 2, 4])
-    p.add_argument("--server-cmd", default="mcp-tornado serve --workers {workers} --host 127.0.0.1 --port {port}")
-    p.add_argument("--baseline-dir", default=None, help="Channels baseline folder (default ../shared/baselines/channels_seed)")
-    p.add_argument("--skip", default="", help="comma list of target names to skip: mcp,baseline,reference")
+    p.add_argument(
+        "--server-cmd",
+        default="mcp-tornado serve --workers {workers} --host 127.0.0.1 --port {port}",
+    )
+    p.add_argument(
+        "--baseline-dir",
+        default=None,
+        help="Channels baseline folder (default ../shared/baselines/channels_seed)",
+    )
+    p.add_argument(
+        "--skip", default="", help="comma list of target names to skip: mcp,baseline,reference"
+    )
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("plot", help="plots from one or more JSON result files")
@@ -297,4 +308,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["main", "build_parser", "Path"]
+__all__ = ["Path", "build_parser", "main"]

@@ -52,14 +52,12 @@ def _counter_sum(payloads: list[dict[str, Any]], key: str) -> dict[str, int]:
 def _span_s(payloads: list[dict[str, Any]], end_key: str = "end_ns") -> float:
     if not payloads:
         return 0.0
-    start = min(p["start_ns"] for p in payloads)
-    end = max(p[end_key] for p in payloads)
+    start = int(min(p["start_ns"] for p in payloads))
+    end = int(max(p[end_key] for p in payloads))
     return max(1e-9, (end - start) / 1e9)
 
 
-def _phase(
-    out: RunOutput, a: int, b: int
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def _phase(out: RunOutput, a: int, b: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Server and client CPU/RSS between barriers a and b."""
     server = None
     sa, sb = _snap(out.server_snaps, a), _snap(out.server_snaps, b)
@@ -223,13 +221,12 @@ def run_openloop(
         phase_names=[f"{r:g}/s" for r in rates] + ["closing"],
     )
     run = _base("openloop", target, params)
-    steps = []
+    steps: list[dict[str, Any]] = []
     for k, rate in enumerate(rates):
         payloads = out.results[k]
         if not payloads:
             continue
-        span = (params["duration"]) if payloads else 0.0
-        metrics = _relay_metrics(payloads, span)
+        metrics = _relay_metrics(payloads, _span_s(payloads))
         metrics["rate_per_pair"] = rate
         metrics["offered_msgs_per_s"] = rate * pairs
         server, client = _phase(out, k, k + 1)
@@ -238,7 +235,8 @@ def run_openloop(
     run["steps"] = steps
     offered = [s["metrics"]["offered_msgs_per_s"] for s in steps]
     p99s = [s["metrics"]["latency_ms"]["p99"] for s in steps]
-    first = steps[0] if steps else {"metrics": {}, "server": None, "client": None, "cdf": []}
+    empty: dict[str, Any] = {"metrics": {}, "server": None, "client": None, "cdf": []}
+    first = steps[0] if steps else empty
     run["metrics"] = dict(first["metrics"])
     run["metrics"]["setup_errors"] = _setup_errors(out)
     run["metrics"]["sweep"] = [

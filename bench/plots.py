@@ -10,7 +10,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _name(run: dict[str, Any]) -> str:
@@ -19,9 +19,13 @@ def _name(run: dict[str, Any]) -> str:
     return f"{run.get('label')} {run.get('scenario')} {p.get('peers', '')}p{extra}"
 
 
-def latency_cdf(runs: list[dict[str, Any]], path: str | Path, title: str | None = None) -> Path | None:
-    """Round-trip (or connect) latency CDF of every run that has one, log x axis,
-    y axis spread as -log10(1-F) so p99 and p99.9 are readable."""
+def latency_cdf(
+    runs: list[dict[str, Any]], path: str | Path, title: str | None = None
+) -> Path | None:
+    """Round-trip (or connect) latency CDF of every run that has one.
+
+    Log x axis; the y axis is spread as -log10(1-F) so p99 and p99.9 are readable.
+    """
     curves = [(r, r.get("cdf") or []) for r in runs]
     curves = [(r, c) for r, c in curves if c]
     if not curves:
@@ -32,9 +36,9 @@ def latency_cdf(runs: list[dict[str, Any]], path: str | Path, title: str | None 
         ys = [min(5.0, -math.log10(max(1e-5, 1.0 - float(f)))) for _, f in cdf]
         ax.plot(xs, ys, label=_name(run), linewidth=1.5)
     ax.set_xscale("log")
-    ticks = [0.0, 1.0, 2.0, 3.0, 4.0]
+    ticks = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     ax.set_yticks(ticks)
-    ax.set_yticklabels(["p0", "p90", "p99", "p99.9", "p99.99"])
+    ax.set_yticklabels(["p0", "p90", "p99", "p99.9", "p99.99", "max"])
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("percentile")
     ax.grid(True, which="both", alpha=0.3)
@@ -44,7 +48,7 @@ def latency_cdf(runs: list[dict[str, Any]], path: str | Path, title: str | None 
 
 
 def scaling(runs: list[dict[str, Any]], path: str | Path, title: str | None = None) -> Path | None:
-    """Throughput (bars/line, left) and p99 (right) against the number of peers, one line per label."""
+    """Throughput (left axis) and p99 (right axis) against peers, one line per label."""
     series: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
     for run in runs:
         m = run.get("metrics", {})
@@ -75,10 +79,16 @@ def scaling(runs: list[dict[str, Any]], path: str | Path, title: str | None = No
     return _save(fig, path)
 
 
-def comparison(runs: list[dict[str, Any]], path: str | Path, title: str | None = None) -> Path | None:
-    """Side-by-side bars per run (label): deliveries/s and p99, e.g. several URLs or worker counts."""
+def comparison(
+    runs: list[dict[str, Any]], path: str | Path, title: str | None = None
+) -> Path | None:
+    """Side-by-side bars per run: deliveries/s and p99 (several URLs or worker counts)."""
     rows = [
-        (_name(r), float(r["metrics"]["deliveries_per_s"]), float((r["metrics"].get("latency_ms") or {}).get("p99") or math.nan))
+        (
+            _name(r),
+            float(r["metrics"]["deliveries_per_s"]),
+            float((r["metrics"].get("latency_ms") or {}).get("p99") or math.nan),
+        )
         for r in runs
         if "deliveries_per_s" in r.get("metrics", {})
     ]

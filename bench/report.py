@@ -107,7 +107,10 @@ def summary_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
             ("deliveries/s (one-way)", fmt(m.get("deliveries_per_s"))),
             ("round trips/s", fmt(m.get("round_trips_per_s"))),
             ("RTT ms p50/p90/p99/p99.9/max", _lat(m.get("latency_ms"))),
-            ("lost / reordered / dup", f"{m.get('lost')} / {m.get('reordered')} / {m.get('duplicates')}"),
+            (
+                "lost / reordered / dup",
+                f"{m.get('lost')} / {m.get('reordered')} / {m.get('duplicates')}",
+            ),
         ]
         if sc == "openloop":
             for step in m.get("sweep", []):
@@ -122,7 +125,10 @@ def summary_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
         rows += [
             ("cycles (join+exchange+leave)", fmt(m.get("cycles"))),
             ("cycles/s", fmt(m.get("cycles_per_s"))),
-            ("room_full first join / rejoin", f"{m.get('room_full_first_join')} / {m.get('room_full_on_rejoin')}"),
+            (
+                "room_full first join / rejoin",
+                f"{m.get('room_full_first_join')} / {m.get('room_full_on_rejoin')}",
+            ),
             ("handshake timeouts", fmt(m.get("handshake_timeouts"))),
             ("cycle ms p50/p90/p99/p99.9/max", _lat(m.get("cycle_ms"))),
         ]

@@ -75,9 +75,6 @@ class WorkerCtx:
         self._progress.value = value
 
 
-ScenarioFn = Callable[[WorkerCtx], Any]
-
-
 def _worker_main(
     scenario: str,
     index: int,
@@ -95,11 +92,13 @@ def _worker_main(
     from bench.scenarios import WORKER_SCENARIOS
 
     raise_nofile_limit()
-    ctx = WorkerCtx(index, procs, url, room_prefix, pair_lo, pair_hi, params, q, go, progress, abort)
+    ctx = WorkerCtx(
+        index, procs, url, room_prefix, pair_lo, pair_hi, params, q, go, progress, abort
+    )
     try:
         fn = WORKER_SCENARIOS[scenario]
         run_async(lambda: fn(ctx))
-    except BaseException:  # noqa: BLE001 - everything goes back to the main process
+    except BaseException:
         q.put(("error", index, -1, {"traceback": traceback.format_exc()}))
     finally:
         q.put(("done", index, -1, {}))
@@ -148,18 +147,34 @@ def run_workers(
     on_barrier: BarrierHook | None = None,
     phase_names: list[str] | None = None,
 ) -> RunOutput:
-    """Start the workers, release barriers in order, collect results; everything bounded by ``timeout``."""
+    """Start the workers, release barriers in order, collect results.
+
+    Everything is bounded by ``timeout`` seconds; stragglers are killed.
+    """
     room_prefix = f"b{os.getpid()}x{int(time.time() * 1000) % 10**8}"
     ranges = split_pairs(n_pairs, procs)
     q = _MP.Queue()
     go = [_MP.Event() for _ in range(n_barriers)]
     abort = _MP.Event()
-    counters: list[Synchronized[int]] = [_MP.RawValue("q", 0) for _ in ranges]  # type: ignore[misc]
+    counters: list[Synchronized[int]] = [_MP.RawValue("q", 0) for _ in ranges]
     workers = []
     for i, (lo, hi) in enumerate(ranges):
         proc = _MP.Process(
             target=_worker_main,
-            args=(scenario, i, len(ranges), url, room_prefix, lo, hi, params, q, go, counters[i], abort),
+            args=(
+                scenario,
+                i,
+                len(ranges),
+                url,
+                room_prefix,
+                lo,
+                hi,
+                params,
+                q,
+                go,
+                counters[i],
+                abort,
+            ),
             name=f"bench-{scenario}-{i}",
             daemon=True,
         )

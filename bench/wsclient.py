@@ -33,13 +33,13 @@ class Peer(WSListener):
     """One WebSocket connection of the load client."""
 
     __slots__ = (
-        "owner",
-        "role",
-        "transport",
+        "_disconnected",
         "close_code",
         "closed",
+        "owner",
         "pongs",
-        "_disconnected",
+        "role",
+        "transport",
     )
 
     def __init__(self, owner: PeerOwner | None, role: int) -> None:
@@ -63,7 +63,8 @@ class Peer(WSListener):
         elif msg_type == WSMsgType.PONG:
             self.pongs += 1
         elif msg_type == WSMsgType.CLOSE:
-            self.close_code = int(frame.get_close_code())
+            code: Any = frame.get_close_code()  # a plain int at run time (any code)
+            self.close_code = int(code)
             # Complete the closing handshake ourselves (picows leaves it to us).
             if not transport.is_close_frame_sent:
                 transport.send_close(WSCloseCode.OK)
@@ -100,7 +101,7 @@ class Peer(WSListener):
                 transport.send_close(WSCloseCode.OK)
         try:
             await asyncio.wait_for(transport.wait_disconnected(), timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             transport.disconnect(graceful=False)
 
     def abort(self) -> None:
@@ -156,10 +157,8 @@ def raise_nofile_limit(wanted: int = 1_048_576) -> tuple[int, int]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if target > soft:
-        try:
+        with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError):
-            pass
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
