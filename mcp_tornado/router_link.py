@@ -1,0 +1,330 @@
+"""A worker's link to the router: one DEALER socket, batched per event-loop turn.
+
+:class:`RouterLink` gives the WebSocket handlers three calls (``join``,
+``relay``, ``leave``) and turns everything the router says back into frames
+for the right :class:`Peer`.  It also owns the worker's view of the router's
+health:
+
+* ``ready`` becomes true when the router answers our :class:`~mcp_tornado.wire.Hello`
+  with :class:`~mcp_tornado.wire.Welcome`.
+* It becomes false when the router says :class:`~mcp_tornado.wire.Bye`, when
+  no heartbeat arrived for ``heartbeat_interval * heartbeat_liveness`` seconds,
+  or when a heartbeat carries a new router epoch (the router restarted).
+* While not ready the link re-sends ``Hello`` (listing every live peer and its
+  room, so a restarted router rebuilds its table) on every heartbeat tick, and
+  callers refuse new joins and messages with a retryable error: nothing is
+  accepted that could be silently lost.
+
+Sends never block the event loop: they are queued and flushed once per loop
+turn as one frame.  If the DEALER's high-water mark is reached the batch stays
+queued and is retried; the queue is bounded by ``max_backlog`` messages, past
+which :meth:`RouterLink.relay` reports the router as overloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+import msgspec
+import zmq
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from mcp_tornado import protocol, wire
+
+log = logging.getLogger("mcp_tornado.worker")
+
+
+class Peer(Protocol):
+    """What the link needs from a connected client (implemented by the WebSocket handler)."""
+
+    room: str
+    paired: bool
+
+    def send_text(self, text: str) -> None: ...
+
+    def refuse(self, text: str, close_code: int) -> None:
+        """Send ``text`` and close the connection with ``close_code``."""
+        ...
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """Where the router is and how patient to be with it."""
+
+    endpoint: str
+    heartbeat_interval: float = 0.5
+    heartbeat_liveness: int = 3
+    hwm: int = 100_000
+    max_backlog: int = 200_000  # queued messages while the router cannot keep up
+
+
+_HELLO_RETRY = 0.05  # seconds between Hellos while the router has not answered
+
+_ROUTER_UNAVAILABLE = protocol.encode_event(
+    protocol.Error(
+        protocol.ErrorCode.ROUTER_UNAVAILABLE,
+        "Signaling router unavailable; message not delivered, retry shortly",
+    )
+)
+
+
+class RouterLink:
+    """The worker side of the ZeroMQ hop.  Create it in the running IOLoop, then :meth:`start`."""
+
+    def __init__(self, config: LinkConfig, name: str | None = None) -> None:
+        self.config = config
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.epoch = uuid.uuid4().hex[:12]
+        self.peers: dict[int, Peer] = {}
+        self.ready = False
+        self.router_epoch = ""
+        self._next_peer = 1
+        self._outbox: list[wire.ToRouter] = []
+        self._flush_scheduled = False
+        self._last_heard = 0.0
+        self._hello_retry_scheduled = False
+        self._welcomed_once = asyncio.Event()
+        self._loop = IOLoop.current()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
+        sock.setsockopt(zmq.SNDHWM, config.hwm)
+        sock.setsockopt(zmq.RCVHWM, config.hwm)
+        # Queue nothing for a router that is not connected: such sends fail at
+        # once and we answer the client, instead of replaying stale messages
+        # into a router that restarts minutes later.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.LINGER, 500)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        self._sock = sock
+        self._heartbeat = PeriodicCallback(self._tick, config.heartbeat_interval * 1000)
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._sock.connect(self.config.endpoint)
+        self._loop.add_handler(self._sock.FD, self._on_readable, IOLoop.READ)
+        self._heartbeat.start()
+        self._tick()
+
+    def close(self) -> None:
+        """Say goodbye to the router and close the socket (after flushing what is queued)."""
+        self._heartbeat.stop()
+        if self.ready:
+            self._outbox.append(wire.Bye())
+        self._flush()
+        self._loop.remove_handler(self._sock.FD)
+        self._sock.close(linger=500)
+        self.ready = False
+
+    async def wait_ready(self) -> None:
+        """Return once the router has welcomed this worker for the first time."""
+        await self._welcomed_once.wait()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._outbox)
+
+    # --- what handlers call --------------------------------------------------
+
+    def join(self, peer: Peer) -> int | None:
+        """Register ``peer`` and ask the router for a slot in ``peer.room``.
+
+        Returns the peer's id, or ``None`` if the router is unavailable (the
+        caller refuses the client with a retryable close).  The answer arrives
+        later as ``joined`` or a room-full refusal; messages relayed meanwhile
+        reach the router after the join, in order.
+        """
+        if not self.ready:
+            return None
+        peer_id = self._next_peer
+        self._next_peer += 1
+        self.peers[peer_id] = peer
+        self._queue(wire.Join(peer_id, peer.room))
+        return peer_id
+
+    def relay(self, peer_id: int, payload: str) -> bool:
+        """Forward a client's frame.  ``False``: not accepted, tell the client to retry."""
+        if not self.ready or len(self._outbox) >= self.config.max_backlog:
+            return False
+        self._queue(wire.Relay(peer_id, payload))
+        return True
+
+    def leave(self, peer_id: int) -> None:
+        if self.peers.pop(peer_id, None) is not None and self.ready:
+            self._queue(wire.Leave(peer_id))
+
+    # --- sending -------------------------------------------------------------
+
+    def _queue(self, msg: wire.ToRouter) -> None:
+        self._outbox.append(msg)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.add_callback(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._outbox:
+            return
+        try:
+            self._sock.send(wire.encode_batch(self._outbox), zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            # Router not connected, or its pipe is full: keep the batch, retry shortly.
+            self._flush_scheduled = True
+            self._loop.call_later(0.002, self._flush)
+            return
+        except zmq.ZMQError as exc:
+            log.error("worker: send to router failed: %s", exc)
+            return
+        self._outbox = []
+        self._check_input()
+
+    def _check_input(self) -> None:
+        # ZeroMQ's FD is edge-triggered, and a send can consume the wake-up for
+        # input that is already waiting: after every send, look for ourselves.
+        if not self._sock.closed and cast(int, self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            self._loop.add_callback(self._on_readable)
+
+    def _send_control(self, msg: wire.ToRouter) -> None:
+        """Send a control message now, outside the batch; dropped if the router is away."""
+        with contextlib.suppress(zmq.Again):
+            self._sock.send(wire.encode_batch([msg]), zmq.NOBLOCK)
+        self._check_input()
+
+    # --- receiving -----------------------------------------------------------
+
+    def _on_readable(self, fd: object = None, events: int = 0) -> None:
+        sock = self._sock
+        if sock.closed:
+            return
+        for _ in range(1000):
+            try:
+                frame = sock.recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            self._last_heard = time.monotonic()
+            try:
+                batch = wire.decode_to_worker(frame)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("worker: dropped a malformed batch from the router: %s", exc)
+                continue
+            for msg in batch:
+                self._dispatch(msg)
+        self._loop.add_callback(self._on_readable)  # more waiting: let others run first
+
+    def _dispatch(self, msg: wire.ToWorker) -> None:
+        kind = type(msg)
+        if kind is wire.Deliver:
+            assert isinstance(msg, wire.Deliver)
+            target = self.peers.get(msg.peer)
+            if target is not None:
+                target.send_text(msg.payload)
+        elif kind is wire.Joined:
+            assert isinstance(msg, wire.Joined)
+            target = self.peers.get(msg.peer)
+            if target is not None:
+                target.paired = msg.initiator
+                event = protocol.Joined(msg.room, msg.peers, msg.initiator)
+                target.send_text(protocol.encode_event(event))
+        elif kind is wire.PeerJoined:
+            assert isinstance(msg, wire.PeerJoined)
+            target = self.peers.get(msg.peer)
+            if target is not None:
+                target.paired = True
+                target.send_text(protocol.encode_event(protocol.PeerJoined(msg.room, msg.peers)))
+        elif kind is wire.PeerLeft:
+            assert isinstance(msg, wire.PeerLeft)
+            target = self.peers.get(msg.peer)
+            if target is not None:
+                target.paired = False
+                target.send_text(protocol.PEER_GONE_EVENT)
+                target.send_text(protocol.encode_event(protocol.PeerLeft(msg.room, msg.peers)))
+        elif kind is wire.NoPeer:
+            assert isinstance(msg, wire.NoPeer)
+            target = self.peers.get(msg.peer)
+            if target is not None:
+                target.send_text(protocol.NO_PEER_EVENT)
+        elif kind is wire.RoomFull:
+            assert isinstance(msg, wire.RoomFull)
+            self._refuse_room_full(msg.peer)
+        elif kind is wire.Ping:
+            assert isinstance(msg, wire.Ping)
+            if msg.epoch != self.router_epoch:
+                if self.ready:
+                    log.warning("worker: the router restarted; re-registering")
+                self._lost_router()
+        elif kind is wire.Welcome:
+            assert isinstance(msg, wire.Welcome)
+            self._welcomed(msg)
+        elif kind is wire.Reregister:
+            assert isinstance(msg, wire.Reregister)
+            for peer_id in msg.undelivered:
+                target = self.peers.get(peer_id)
+                if target is not None:
+                    target.send_text(_ROUTER_UNAVAILABLE)
+            self._lost_router()
+        elif kind is wire.Bye:
+            log.warning("worker: the router is shutting down")
+            self._lost_router(hello=False)
+
+    def _refuse_room_full(self, peer_id: int) -> None:
+        target = self.peers.pop(peer_id, None)
+        if target is not None:
+            target.refuse(protocol.ROOM_FULL_EVENT, protocol.CloseCode.ROOM_FULL)
+
+    def _welcomed(self, msg: wire.Welcome) -> None:
+        for peer_id in msg.rejected:
+            self._refuse_room_full(peer_id)
+        if not self.ready:
+            log.info("worker %s: registered with router %s", self.name, msg.epoch)
+        self.ready = True
+        self.router_epoch = msg.epoch
+        self._welcomed_once.set()
+
+    def _lost_router(self, hello: bool = True) -> None:
+        self.ready = False
+        self.router_epoch = ""
+        for msg in self._outbox:
+            if type(msg) is wire.Relay:
+                target = self.peers.get(msg.peer)
+                if target is not None:
+                    target.send_text(_ROUTER_UNAVAILABLE)
+        self._outbox = []
+        if hello:
+            self._send_hello()
+
+    def _send_hello(self) -> None:
+        records = [wire.PeerRecord(pid, p.room, p.paired) for pid, p in self.peers.items()]
+        self._send_control(wire.Hello(records))
+        if not self._hello_retry_scheduled:
+            # Until welcomed, ask again often: the socket may not have been connected yet.
+            self._hello_retry_scheduled = True
+            self._loop.call_later(_HELLO_RETRY, self._retry_hello)
+
+    def _retry_hello(self) -> None:
+        self._hello_retry_scheduled = False
+        if not self.ready and not self._sock.closed:
+            self._send_hello()
+
+    # --- heartbeats ----------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        cfg = self.config
+        if self.ready and now - self._last_heard > cfg.heartbeat_interval * cfg.heartbeat_liveness:
+            log.warning("worker: no heartbeat from the router; marking it unavailable")
+            self._lost_router(hello=False)
+        if self.ready:
+            self._queue(wire.Ping(self.epoch))
+        else:
+            self._send_hello()
+        self._check_input()

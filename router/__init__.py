@@ -1,0 +1,1 @@
+"""The mcp-tornado router: one process that owns room membership for every worker."""

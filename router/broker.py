@@ -1,0 +1,373 @@
+"""The router's loop: a ZeroMQ ROUTER socket that every worker's DEALER connects to.
+
+Read it top to bottom in :meth:`Router.run`: poll, read every batch that is
+waiting, apply each message to the :class:`~router.rooms.RoomTable`, send each
+worker one batch of replies, then do the heartbeat bookkeeping.  It is a plain
+blocking loop on purpose: on this kind of machine it moves nearly twice the
+round trips of an asyncio loop.
+
+Reliability rules the loop enforces:
+
+* ``ROUTER_MANDATORY`` is set, so a full pipe to a worker raises instead of
+  silently dropping.  The batch is kept and the loop stops reading new input
+  until it goes out (back-pressure reaches the workers through their own
+  high-water marks).  A worker that stays unwritable past its liveness window
+  is treated as dead.
+* Heartbeats both ways (:class:`~mcp_tornado.wire.Ping`): a worker not heard
+  from for ``heartbeat_interval * heartbeat_liveness`` seconds is dropped and
+  the partners of its peers are told.
+* After a start (or restart) the router spends up to ``resync_grace`` seconds
+  accepting :class:`~mcp_tornado.wire.Hello` re-registrations before it admits
+  new joins, so peers that survived a router crash win their rooms back before
+  newcomers take them.  Joins that arrive meanwhile are held, in order, not
+  refused.  Resync conflicts (three peers claiming one room) are settled first
+  come, first served; the losers are listed in ``Welcome.rejected``.
+* Malformed batches are logged and dropped: no worker input can crash it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from types import FrameType
+
+import msgspec
+import zmq
+
+from mcp_tornado import wire
+from router.rooms import Departure, PeerKey, RoomTable
+
+log = logging.getLogger("mcp_tornado.router")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """How a router listens and how patient it is with workers."""
+
+    bind: str
+    heartbeat_interval: float = 0.5
+    heartbeat_liveness: int = 3
+    resync_grace: float = 1.0
+    expected_workers: int = 0  # end the resync grace early once this many workers said Hello
+    hwm: int = 100_000  # ZeroMQ high-water mark, in batches
+
+
+class _Worker:
+    __slots__ = ("last_seen", "stalled_since")
+
+    def __init__(self, now: float) -> None:
+        self.last_seen = now
+        self.stalled_since = 0.0
+
+
+class Router:
+    """Owns the room table and answers every worker.
+
+    Usage::
+
+        Router(RouterConfig(bind="ipc:///run/mcp/router.ipc")).run()  # until SIGTERM
+
+    ``run`` installs SIGTERM/SIGINT handlers when called in the main thread;
+    :meth:`stop` ends the loop from elsewhere.
+    """
+
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config
+        self.epoch = uuid.uuid4().hex[:12]
+        self.rooms = RoomTable()
+        self._workers: dict[bytes, _Worker] = {}
+        self._outbox: dict[bytes, list[wire.ToWorker]] = {}
+        self._pending: dict[bytes, list[bytes]] = {}  # batches a full pipe refused, in order
+        self._deferred: list[tuple[bytes, wire.ToRouter]] = []
+        self._deferred_peers: set[PeerKey] = set()
+        self._claimed_paired: set[PeerKey] = set()
+        self._grace_until = 0.0
+        self._in_grace = True
+        self._stopping = False
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self._sock: zmq.Socket[bytes] | None = None
+        self.bound_endpoint = ""
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("router: signal %d, shutting down", signum)
+        self.stop()
+
+    def bind(self) -> zmq.Socket[bytes]:
+        """Create and bind the ROUTER socket (done by :meth:`run` if not called first)."""
+        if self._sock is None:
+            sock: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sock.setsockopt(zmq.SNDHWM, self.config.hwm)
+            sock.setsockopt(zmq.RCVHWM, self.config.hwm)
+            sock.setsockopt(zmq.LINGER, 1000)
+            sock.bind(self.config.bind)
+            self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._sock = sock
+        return self._sock
+
+    def run(self) -> None:
+        sock = self.bind()
+        try:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        except ValueError:  # not the main thread: the caller stops us with stop()
+            pass
+        cfg = self.config
+        now = time.monotonic()
+        self._grace_until = now + cfg.resync_grace
+        next_beat = now
+        log.info("router %s listening on %s", self.epoch, self.bound_endpoint)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        while not self._stopping:
+            now = time.monotonic()
+            if self._pending:
+                self._retry_pending(sock, now)
+            if self._pending:
+                time.sleep(0.001)  # back-pressure: read nothing new until these go out
+            else:
+                timeout_ms = max(0, int((next_beat - now) * 1000))
+                if self._in_grace:
+                    timeout_ms = min(timeout_ms, max(0, int((self._grace_until - now) * 1000)))
+                if poller.poll(timeout_ms):
+                    self._read_all(sock)
+            now = time.monotonic()
+            if self._in_grace and self._grace_over(now):
+                self._end_grace()
+            self._flush(sock, now)
+            if now >= next_beat:
+                self._heartbeat(now)
+                self._flush(sock, now)
+                next_beat = now + cfg.heartbeat_interval
+        self._shutdown(sock)
+
+    def _shutdown(self, sock: zmq.Socket[bytes]) -> None:
+        for worker in self._workers:
+            self._outbox.setdefault(worker, []).append(wire.Bye())
+        self._flush(sock, time.monotonic())
+        sock.close(linger=1000)
+        log.info("router %s stopped", self.epoch)
+
+    # --- input ---------------------------------------------------------------
+
+    def _read_all(self, sock: zmq.Socket[bytes]) -> None:
+        # Bounded so one busy worker cannot starve heartbeats and flushes.
+        for _ in range(10_000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                log.warning("router: dropped a message of %d frames", len(frames))
+                continue
+            self.handle(frames[0], frames[1], time.monotonic())
+
+    def handle(self, worker: bytes, frame: bytes, now: float) -> None:
+        """Apply one batch from ``worker``."""
+        try:
+            batch = wire.decode_to_router(frame)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("router: dropped a malformed batch from %r: %s", worker, exc)
+            return
+        state = self._workers.get(worker)
+        if state is None:
+            if not any(type(m) is wire.Hello for m in batch):
+                undelivered = sorted({m.peer for m in batch if type(m) is wire.Relay})
+                self._send(worker, wire.Reregister(undelivered))
+                return
+            state = self._workers[worker] = _Worker(now)
+        state.last_seen = now
+        for msg in batch:
+            try:
+                self._dispatch(worker, msg, now)
+            except Exception:  # a bug must cost one message, never the router
+                log.exception("router: failed on %r from %r", msg, worker)
+
+    def _dispatch(self, worker: bytes, msg: wire.ToRouter, now: float) -> None:
+        kind = type(msg)
+        if kind is wire.Relay:
+            assert isinstance(msg, wire.Relay)
+            key = (worker, msg.peer)
+            partner = self.rooms.partner(key)
+            if partner is not None:
+                self._send(partner[0], wire.Deliver(partner[1], msg.payload))
+            elif key in self._deferred_peers:
+                self._deferred.append((worker, msg))
+            elif self.rooms.room_of(key) is not None:
+                self._send(worker, wire.NoPeer(msg.peer))
+            # else: the peer holds no slot (refused, already gone): nobody to tell.
+        elif kind is wire.Join:
+            assert isinstance(msg, wire.Join)
+            if self._in_grace:
+                self._deferred.append((worker, msg))
+                self._deferred_peers.add((worker, msg.peer))
+            else:
+                self._join(worker, msg)
+        elif kind is wire.Leave:
+            assert isinstance(msg, wire.Leave)
+            key = (worker, msg.peer)
+            if key in self._deferred_peers:
+                self._deferred.append((worker, msg))
+            else:
+                self._depart(self.rooms.leave(key))
+        elif kind is wire.Hello:
+            assert isinstance(msg, wire.Hello)
+            self._hello(worker, msg)
+        elif kind is wire.Bye:
+            log.info("router: worker %r said bye", worker)
+            self._drop_worker(worker)
+        # Ping: last_seen is already updated.
+
+    def _join(self, worker: bytes, msg: wire.Join) -> None:
+        result = self.rooms.join((worker, msg.peer), msg.room)
+        if not result.accepted:
+            self._send(worker, wire.RoomFull(msg.peer, msg.room))
+            return
+        partner = result.partner
+        self._send(worker, wire.Joined(msg.peer, msg.room, result.peers, partner is not None))
+        if partner is not None:
+            self._send(partner[0], wire.PeerJoined(partner[1], msg.room, result.peers))
+
+    def _depart(self, departure: Departure | None) -> None:
+        if departure is None:
+            return
+        _, room, partner = departure
+        if partner is not None:
+            self._claimed_paired.discard(partner)
+            self._send(partner[0], wire.PeerLeft(partner[1], room, 1))
+
+    def _hello(self, worker: bytes, msg: wire.Hello) -> None:
+        """(Re-)register ``worker`` with exactly the peers it lists."""
+        listed = {record.peer: record for record in msg.peers}
+        for peer in self.rooms.peers_of_worker(worker):
+            record = listed.get(peer)
+            if record is None or self.rooms.room_of((worker, peer)) != record.room:
+                self._depart(self.rooms.leave((worker, peer)))
+        rejected: list[int] = []
+        for record in msg.peers:
+            key = (worker, record.peer)
+            if not self.rooms.join(key, record.room).accepted:
+                rejected.append(record.peer)
+            elif record.paired and self._in_grace:
+                self._claimed_paired.add(key)
+        self._send(worker, wire.Welcome(self.epoch, rejected))
+        log.info(
+            "router: worker %r registered with %d peers (%d rejected)",
+            worker,
+            len(msg.peers),
+            len(rejected),
+        )
+
+    def _drop_worker(self, worker: bytes) -> None:
+        self._workers.pop(worker, None)
+        self._outbox.pop(worker, None)
+        self._pending.pop(worker, None)
+        for departure in self.rooms.drop_worker(worker):
+            self._depart(departure)
+        if self._deferred_peers:
+            self._deferred = [(w, m) for (w, m) in self._deferred if w != worker]
+            self._deferred_peers = {k for k in self._deferred_peers if k[0] != worker}
+
+    # --- resync grace ------------------------------------------------------------
+
+    def _grace_over(self, now: float) -> bool:
+        if now >= self._grace_until:
+            return True
+        expected = self.config.expected_workers
+        return expected > 0 and len(self._workers) >= expected
+
+    def _end_grace(self) -> None:
+        self._in_grace = False
+        # Peers that were paired before the router restarted and whose partner
+        # never came back are alone now: tell them, as if the partner had left.
+        for key in self._claimed_paired:
+            room = self.rooms.room_of(key)
+            if room is not None and self.rooms.partner(key) is None:
+                self._send(key[0], wire.PeerLeft(key[1], room, 1))
+        self._claimed_paired.clear()
+        deferred, self._deferred = self._deferred, []
+        self._deferred_peers.clear()
+        now = time.monotonic()
+        for worker, msg in deferred:
+            if worker in self._workers:
+                self._dispatch(worker, msg, now)
+
+    # --- output --------------------------------------------------------------
+
+    def _send(self, worker: bytes, msg: wire.ToWorker) -> None:
+        box = self._outbox.get(worker)
+        if box is None:
+            self._outbox[worker] = [msg]
+        else:
+            box.append(msg)
+
+    def _flush(self, sock: zmq.Socket[bytes], now: float) -> None:
+        if not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, {}
+        for worker, batch in outbox.items():
+            frame = wire.encode_batch(batch)
+            waiting = self._pending.get(worker)
+            if waiting is not None:  # keep order behind what a full pipe already refused
+                waiting.append(frame)
+            elif not self._send_frame(sock, worker, frame):
+                self._pending[worker] = [frame]
+                self._mark_stalled(worker, now)
+
+    def _retry_pending(self, sock: zmq.Socket[bytes], now: float) -> None:
+        limit = self.config.heartbeat_interval * self.config.heartbeat_liveness
+        for worker in list(self._pending):
+            frames = self._pending[worker]
+            while frames and self._send_frame(sock, worker, frames[0]):
+                frames.pop(0)
+            if not frames:
+                del self._pending[worker]
+                state = self._workers.get(worker)
+                if state is not None:
+                    state.stalled_since = 0.0
+                continue
+            state = self._workers.get(worker)
+            if state is None or now - state.stalled_since > limit:
+                log.warning(
+                    "router: worker %r stopped reading for %.1fs; dropping it", worker, limit
+                )
+                self._drop_worker(worker)
+
+    def _mark_stalled(self, worker: bytes, now: float) -> None:
+        state = self._workers.get(worker)
+        if state is not None and not state.stalled_since:
+            state.stalled_since = now
+
+    @staticmethod
+    def _send_frame(sock: zmq.Socket[bytes], worker: bytes, frame: bytes) -> bool:
+        """Send one batch; ``False`` if the worker's pipe is full (try again later)."""
+        try:
+            sock.send_multipart([worker, frame], zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            # Not connected (the worker died): heartbeats will drop it.
+        return True
+
+    # --- heartbeats ----------------------------------------------------------
+
+    def _heartbeat(self, now: float) -> None:
+        deadline = now - self.config.heartbeat_interval * self.config.heartbeat_liveness
+        # Under back-pressure we stopped reading, so silence proves nothing.
+        expire = not self._pending
+        for worker, state in list(self._workers.items()):
+            if expire and state.last_seen < deadline:
+                log.warning("router: worker %r missed its heartbeats; dropping its peers", worker)
+                self._drop_worker(worker)
+            else:
+                self._send(worker, wire.Ping(self.epoch))

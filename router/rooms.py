@@ -1,0 +1,123 @@
+"""Room membership: the router's single source of truth, kept free of I/O so it can be tested alone.
+
+A peer is a :data:`PeerKey`, ``(worker_id, peer)``.  A room holds at most
+:data:`MAX_PEERS` peers; a peer is in at most one room.  The table keeps the
+partner of every paired peer in a dict so that relaying a message, the hot
+path, is a single lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple, TypeAlias
+
+PeerKey: TypeAlias = tuple[bytes, int]
+MAX_PEERS: Final = 2
+
+
+class Departure(NamedTuple):
+    """A peer left ``room``; ``partner`` (if any) stays there, now alone."""
+
+    peer: PeerKey
+    room: str
+    partner: PeerKey | None
+
+
+class RoomTable:
+    """Which peer is in which room, and with whom.
+
+    Usage::
+
+        table = RoomTable()
+        other = table.join(key, "lobby")     # -> JoinResult
+        partner = table.partner(key)         # hot path
+        gone = table.leave(key)              # -> Departure | None
+        gone_all = table.drop_worker(b"w1")  # -> list[Departure]
+    """
+
+    def __init__(self) -> None:
+        self._rooms: dict[str, list[PeerKey]] = {}
+        self._room_of: dict[PeerKey, str] = {}
+        self._partner: dict[PeerKey, PeerKey] = {}
+        self._by_worker: dict[bytes, set[int]] = {}
+
+    def __len__(self) -> int:
+        """The number of peers holding a slot."""
+        return len(self._room_of)
+
+    @property
+    def room_count(self) -> int:
+        return len(self._rooms)
+
+    def room_of(self, peer: PeerKey) -> str | None:
+        return self._room_of.get(peer)
+
+    def members(self, room: str) -> list[PeerKey]:
+        return list(self._rooms.get(room, ()))
+
+    def partner(self, peer: PeerKey) -> PeerKey | None:
+        return self._partner.get(peer)
+
+    def peers_of_worker(self, worker: bytes) -> set[int]:
+        return set(self._by_worker.get(worker, ()))
+
+    def join(self, peer: PeerKey, room: str) -> JoinResult:
+        """Give ``peer`` a slot in ``room`` if there is one.
+
+        Joining again into the room a peer is already in is a no-op that reports
+        the current state; joining another room first leaves the old one.
+        """
+        current = self._room_of.get(peer)
+        if current == room:
+            return JoinResult(True, len(self._rooms[room]), self._partner.get(peer))
+        if current is not None:
+            self.leave(peer)
+        members = self._rooms.setdefault(room, [])
+        if len(members) >= MAX_PEERS:
+            return JoinResult(False, len(members), None)
+        partner = members[0] if members else None
+        members.append(peer)
+        self._room_of[peer] = room
+        self._by_worker.setdefault(peer[0], set()).add(peer[1])
+        if partner is not None:
+            self._partner[peer] = partner
+            self._partner[partner] = peer
+        return JoinResult(True, len(members), partner)
+
+    def leave(self, peer: PeerKey) -> Departure | None:
+        """Free ``peer``'s slot.  Returns ``None`` if it held none."""
+        room = self._room_of.pop(peer, None)
+        if room is None:
+            return None
+        members = self._rooms[room]
+        members.remove(peer)
+        if not members:
+            del self._rooms[room]
+        worker_peers = self._by_worker[peer[0]]
+        worker_peers.discard(peer[1])
+        if not worker_peers:
+            del self._by_worker[peer[0]]
+        partner = self._partner.pop(peer, None)
+        if partner is not None:
+            del self._partner[partner]
+        return Departure(peer, room, partner)
+
+    def drop_worker(self, worker: bytes) -> list[Departure]:
+        """Free every slot held by ``worker``'s peers (it died or left).
+
+        Departures whose partner was on the same worker report no partner: that
+        partner is gone too.
+        """
+        departures = [self.leave((worker, peer)) for peer in self.peers_of_worker(worker)]
+        return [
+            d._replace(partner=None) if d.partner is not None and d.partner[0] == worker else d
+            for d in departures
+            if d is not None
+        ]
+
+
+class JoinResult(NamedTuple):
+    """Outcome of :meth:`RoomTable.join`; ``peers`` is the room's size afterwards."""
+
+    accepted: bool
+    peers: int
+    partner: PeerKey | None

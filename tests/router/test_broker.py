@@ -1,0 +1,306 @@
+"""The router's loop, driven over real ZeroMQ sockets (inproc) by fake workers."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+import zmq
+
+from mcp_tornado import wire
+from router.broker import Router, RouterConfig
+
+T = TypeVar("T")
+
+
+class FakeWorker:
+    """A DEALER that speaks the wire format, for driving a router by hand."""
+
+    def __init__(self, endpoint: str, name: str) -> None:
+        self.name = name.encode()
+        self.sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.ROUTING_ID, self.name)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.connect(endpoint)
+        self.inbox: list[wire.ToWorker] = []
+
+    def send(self, *messages: wire.ToRouter) -> None:
+        self.sock.send(wire.encode_batch(list(messages)))
+
+    def hello(self, *peers: wire.PeerRecord) -> wire.Welcome:
+        self.send(wire.Hello(list(peers)))
+        return self.expect(wire.Welcome)
+
+    def _fill(self, timeout: float) -> None:
+        self.send(wire.Ping(self.name.decode()))  # stay alive while we wait
+        if self.sock.poll(int(timeout * 1000)):
+            while True:
+                try:
+                    frame = self.sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.inbox.extend(
+                    m for m in wire.decode_to_worker(frame) if type(m) is not wire.Ping
+                )
+
+    def expect(self, kind: type[T], timeout: float = 3.0) -> T:
+        """Wait for the next message of ``kind``, skipping heartbeats; anything else fails."""
+        deadline = time.monotonic() + timeout
+        while not self.inbox:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name!r}: no {kind.__name__} within {timeout}s")
+            self._fill(0.05)
+        msg = self.inbox.pop(0)
+        assert isinstance(msg, kind), f"expected {kind.__name__}, got {msg!r}"
+        return msg
+
+    def quiet(self, seconds: float = 0.2) -> bool:
+        """True if nothing but heartbeats arrives within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._fill(0.02)
+        return not self.inbox
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+RouterFactory = Callable[..., tuple[Router, str]]
+
+
+@pytest.fixture
+def start_router() -> Iterator[RouterFactory]:
+    started: list[tuple[Router, threading.Thread]] = []
+
+    def start(**overrides: float | int) -> tuple[Router, str]:
+        endpoint = f"inproc://router-{uuid.uuid4().hex}"
+        options: dict[str, float | int] = {
+            "heartbeat_interval": 0.05,
+            "heartbeat_liveness": 10,
+            "resync_grace": 0.0,
+        }
+        options.update(overrides)
+        router = Router(RouterConfig(bind=endpoint, **options))  # type: ignore[arg-type]
+        router.bind()
+        thread = threading.Thread(target=router.run, daemon=True)
+        thread.start()
+        started.append((router, thread))
+        return router, endpoint
+
+    yield start
+    for router, thread in started:
+        router.stop()
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[[str, str], FakeWorker]]:
+    made: list[FakeWorker] = []
+
+    def make(endpoint: str, name: str) -> FakeWorker:
+        worker = FakeWorker(endpoint, name)
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        worker.close()
+
+
+def test_pairing_relay_and_room_full(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router()
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    assert w1.hello().rejected == []
+    w2.hello()
+    w1.send(wire.Join(1, "r"))
+    assert w1.expect(wire.Joined) == wire.Joined(1, "r", 1, False)
+    w2.send(wire.Join(7, "r"))
+    assert w2.expect(wire.Joined) == wire.Joined(7, "r", 2, True)
+    assert w1.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2)
+    w2.send(wire.Relay(7, '{"type":"offer"}'))
+    assert w1.expect(wire.Deliver) == wire.Deliver(1, '{"type":"offer"}')
+    assert w2.quiet(), "the sender must not get its own message back"
+    w1.send(wire.Join(2, "r"))
+    assert w1.expect(wire.RoomFull) == wire.RoomFull(2, "r")
+
+
+def test_message_while_alone_is_not_delivered_later(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router()
+    w1 = workers(endpoint, "w1")
+    w1.hello()
+    w1.send(wire.Join(1, "r"), wire.Relay(1, '{"type":"offer"}'))
+    w1.expect(wire.Joined)
+    assert w1.expect(wire.NoPeer) == wire.NoPeer(1)
+    w1.send(wire.Join(2, "r"))
+    w1.expect(wire.Joined)
+    w1.expect(wire.PeerJoined)
+    assert w1.quiet()
+
+
+def test_join_and_first_message_in_one_batch_are_ordered(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router()
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    w1.hello()
+    w2.hello()
+    w1.send(wire.Join(1, "r"))
+    w1.expect(wire.Joined)
+    w2.send(wire.Join(1, "r"), wire.Relay(1, "first"), wire.Relay(1, "second"))
+    w1.expect(wire.PeerJoined)
+    assert w1.expect(wire.Deliver).payload == "first"
+    assert w1.expect(wire.Deliver).payload == "second"
+
+
+def test_leave_frees_the_slot_and_tells_the_partner(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router()
+    w1 = workers(endpoint, "w1")
+    w1.hello()
+    w1.send(wire.Join(1, "r"), wire.Join(2, "r"))
+    w1.expect(wire.Joined)
+    w1.expect(wire.Joined)
+    w1.expect(wire.PeerJoined)
+    w1.send(wire.Leave(2))
+    assert w1.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
+    w1.send(wire.Join(3, "r"))
+    assert w1.expect(wire.Joined) == wire.Joined(3, "r", 2, True)
+
+
+def test_unknown_worker_is_asked_to_reregister(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router()
+    w1 = workers(endpoint, "w1")
+    w1.send(wire.Relay(4, "x"), wire.Relay(5, "y"))
+    assert w1.expect(wire.Reregister) == wire.Reregister([4, 5])
+
+
+def test_silent_worker_is_dropped_and_partners_told(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    router, endpoint = start_router(heartbeat_liveness=3)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    w1.hello()
+    w2.hello()
+    w1.send(wire.Join(1, "r"))
+    w2.send(wire.Join(1, "r"))
+    w1.expect(wire.Joined)
+    w1.expect(wire.PeerJoined)
+    w2.expect(wire.Joined)
+    started = time.monotonic()
+    # w1 keeps heartbeating, w2 goes silent.
+    while True:
+        w1.send(wire.Ping("w1"))
+        w1._fill(0.02)
+        if w1.inbox:
+            break
+        assert time.monotonic() - started < 2, "silent worker was never dropped"
+    assert w1.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
+    assert time.monotonic() - started < 0.05 * 3 + 0.2
+    assert len(router.rooms) == 1
+
+
+def test_bye_drops_a_worker_at_once(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router()
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    w1.hello()
+    w2.hello()
+    w1.send(wire.Join(1, "r"))
+    w2.send(wire.Join(1, "r"))
+    w1.expect(wire.Joined)
+    w1.expect(wire.PeerJoined)
+    w2.send(wire.Bye())
+    assert w1.expect(wire.PeerLeft, timeout=0.1) == wire.PeerLeft(1, "r", 1)
+
+
+def test_malformed_input_is_dropped_and_the_router_keeps_going(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router()
+    w1 = workers(endpoint, "w1")
+    w1.hello()
+    w1.sock.send(b"\xc1garbage")
+    w1.sock.send_multipart([b"two", b"frames"])
+    w1.sock.send(wire.encode_batch([wire.Deliver(1, "router-only message")]))
+    w1.send(wire.Join(1, "r"))
+    assert w1.expect(wire.Joined).peer == 1
+
+
+def test_resync_rebuilds_rooms_and_settles_conflicts(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    router, endpoint = start_router(resync_grace=0.3)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    assert w1.hello(wire.PeerRecord(1, "r", True), wire.PeerRecord(2, "s", True)).rejected == []
+    # w2 claims a partner for both rooms, plus a third peer in r: first come, first served.
+    welcome = w2.hello(
+        wire.PeerRecord(1, "r", True), wire.PeerRecord(2, "r", True), wire.PeerRecord(3, "s", True)
+    )
+    assert welcome.rejected == [2]
+    assert len(router.rooms) == 4
+    w2.send(wire.Relay(1, "after resync"))
+    assert w1.expect(wire.Deliver) == wire.Deliver(1, "after resync")
+    assert w1.quiet(0.5) and w2.quiet(0.1), "resynced pairs must not be re-announced"
+
+
+def test_a_peer_whose_partner_never_returns_is_told_after_the_grace(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router(resync_grace=0.2)
+    w1 = workers(endpoint, "w1")
+    w1.hello(wire.PeerRecord(1, "r", True))
+    assert w1.expect(wire.PeerLeft, timeout=1) == wire.PeerLeft(1, "r", 1)
+
+
+def test_joins_during_the_grace_wait_for_resynced_peers(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router(resync_grace=0.3)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    w1.hello()
+    w1.send(wire.Join(9, "r"), wire.Relay(9, "early"))  # a newcomer, arriving first
+    w2.hello(wire.PeerRecord(1, "r", False), wire.PeerRecord(2, "r", False))  # survivors
+    assert w1.expect(wire.RoomFull, timeout=1) == wire.RoomFull(9, "r")
+    assert w2.quiet(0.1)
+
+
+def test_flood_loses_nothing_under_back_pressure(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    # Tiny high-water marks force the ROUTER_MANDATORY back-pressure path.
+    _, endpoint = start_router(hwm=4, heartbeat_liveness=100)
+    sender, receiver = workers(endpoint, "tx"), workers(endpoint, "rx")
+    receiver.sock.setsockopt(zmq.RCVHWM, 4)
+    sender.hello()
+    receiver.hello()
+    sender.send(wire.Join(1, "r"))
+    receiver.send(wire.Join(1, "r"))
+    sender.expect(wire.Joined)
+    sender.expect(wire.PeerJoined)
+    receiver.expect(wire.Joined)
+    total, per_batch = 100_000, 100
+    for start in range(0, total, per_batch):
+        sender.send(*(wire.Relay(1, str(i)) for i in range(start, start + per_batch)))
+    time.sleep(0.3)  # let the router hit the receiver's high-water mark
+    got: list[str] = []
+    deadline = time.monotonic() + 30
+    while len(got) < total and time.monotonic() < deadline:
+        receiver._fill(0.1)
+        got.extend(m.payload for m in receiver.inbox if isinstance(m, wire.Deliver))
+        receiver.inbox.clear()
+    assert len(got) == total
+    assert got == [str(i) for i in range(total)]

@@ -1,0 +1,94 @@
+"""``mcp-tornado serve``: the whole service as one command, as an operator runs it."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support import FAST, Client, free_port, healthy, spawn, stop, wait_until
+
+pytestmark = [pytest.mark.gen_test(timeout=30), pytest.mark.usefixtures("close_clients")]
+
+
+class Service:
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.log = tmp / "serve.log"
+        self.process = spawn(
+            "serve", "--workers", "2", "--port", str(self.port), "--shutdown-timeout", "3", *FAST,
+            log=self.log,
+        )  # fmt: skip
+        wait_until(lambda: healthy(self.port), 15, "serve to answer")
+
+    def url(self, room: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/signal/?room={room}"
+
+    def children(self) -> list[psutil.Process]:
+        children: list[psutil.Process] = psutil.Process(self.process.pid).children()
+        return children
+
+    def workers(self) -> list[psutil.Process]:
+        return [p for p in self.children() if " worker " in " ".join(p.cmdline())]
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    svc = Service(tmp_path)
+    try:
+        yield svc
+    finally:
+        stop(svc.process)
+
+
+async def test_serve_runs_a_router_and_two_workers_on_one_port(service: Service) -> None:
+    assert len(service.workers()) == 2
+    assert len(service.children()) == 3
+    # Enough pairs that both workers (SO_REUSEPORT) take connections.
+    pids: set[int] = set()
+    for _ in range(12):
+        room = uuid.uuid4().hex
+        a = await Client.connect(service.url(room))
+        b = await Client.connect(service.url(room))
+        await a.recv_type("peer-joined")
+        b.send({"type": "offer", "sdp": room})
+        assert (await a.recv_type("offer"))["sdp"] == room
+        for conn in psutil.net_connections("tcp"):
+            if conn.laddr and conn.laddr.port == service.port and conn.pid:
+                pids.add(conn.pid)
+    assert len(pids & {w.pid for w in service.workers()}) == 2
+
+
+async def test_serve_restarts_a_dead_worker(service: Service) -> None:
+    victim = service.workers()[0]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(5)
+    wait_until(lambda: len(service.workers()) == 2, 10, "the worker to be restarted")
+    assert victim.pid not in {w.pid for w in service.workers()}
+    wait_until(lambda: healthy(service.port), 10, "health")
+    room = uuid.uuid4().hex
+    a = await Client.connect(service.url(room))
+    b = await Client.connect(service.url(room))
+    await a.recv_type("peer-joined")
+    a.send({"type": "answer", "sdp": "x"})
+    assert (await b.recv_type("answer"))["sdp"] == "x"
+
+
+async def test_sigterm_closes_clients_with_going_away_and_exits(service: Service) -> None:
+    room = uuid.uuid4().hex
+    a = await Client.connect(service.url(room))
+    b = await Client.connect(service.url(room))
+    await a.recv_type("peer-joined")
+    children = service.children()
+    started = time.monotonic()
+    service.process.send_signal(signal.SIGTERM)
+    assert await a.closed(10) == 1001
+    assert await b.closed(10) == 1001
+    assert service.process.wait(10) == 0
+    assert time.monotonic() - started < 5
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
