@@ -52,6 +52,12 @@ class TreeSnapshot:
 def label_process(cmdline: str, is_root: bool) -> str:
     """Classify a server process by its command line."""
     low = cmdline.lower()
+    # The subcommand word decides first ("worker --router ipc://..." is a worker).
+    for token in low.split():
+        if token in ("router", "broker"):
+            return "router"
+        if token == "worker":
+            return "worker"
     if "router" in low or "broker" in low:
         return "router"
     if "worker" in low:
@@ -288,4 +294,5 @@ def machine_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
     }

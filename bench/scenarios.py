@@ -567,12 +567,17 @@ class _Sink:
             if fut is not None and not fut.done():
                 fut.set_result(None)
         if isinstance(msg, dict) and (typ == "error" or "error" in msg):
-            self.stats.errors["room_full" if is_room_full(msg) else "server_error"] += 1
+            if is_room_full(msg):
+                self.stats.errors["room_full"] += 1
+            else:
+                code = msg.get("code") or msg.get("message") or msg.get("error")
+                self.stats.errors[f"server_error:{code}"] += 1
         self.stats.events[str(typ)] += 1
 
     def on_closed(self, peer: Peer) -> None:
         if self.holding:
             self.closed_unexpectedly += 1
+            self.stats.errors[f"closed_during_hold:{peer.close_code}"] += 1
 
 
 async def connect_many(
