@@ -81,16 +81,30 @@ def _has_modules(*names: str) -> bool:
     return all(importlib.util.find_spec(n) is not None for n in names)
 
 
+def resolve_command(command: str) -> str | None:
+    """Make the server command runnable: its program on PATH, beside this Python
+    (an un-activated venv), or ``python -m mcp_tornado`` as a last resort."""
+    program, _, rest = command.partition(" ")
+    if shutil.which(program):
+        return command
+    beside = Path(sys.executable).parent / program
+    if beside.is_file():
+        return f"{beside} {rest}"
+    if program == "mcp-tornado" and _has_modules("mcp_tornado"):
+        return f"{sys.executable} -m mcp_tornado {rest}"
+    return None
+
+
 def plan_targets(args: argparse.Namespace, notes: list[str]) -> list[Spec]:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     specs: list[Spec] = []
     if "mcp" not in skip:
-        exe = shutil.which(args.server_cmd.split()[0])
-        if exe is None:
+        command = resolve_command(args.server_cmd)
+        if command is None:
             notes.append(f"mcp-tornado skipped: `{args.server_cmd.split()[0]}` is not installed.")
         else:
             for w in args.workers:
-                specs.append(Spec(f"mcp-tornado {w}w", "mcp", args.server_cmd, workers=w))
+                specs.append(Spec(f"mcp-tornado {w}w", "mcp", command, workers=w))
     if "baseline" not in skip:
         folder = (
             Path(args.baseline_dir)

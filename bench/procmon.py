@@ -58,12 +58,14 @@ def label_process(cmdline: str, is_root: bool) -> str:
             return "router"
         if token == "worker":
             return "worker"
+        if token == "serve":
+            return "main"
+    if is_root:
+        return "main"
     if "router" in low or "broker" in low:
         return "router"
     if "worker" in low:
         return "worker"
-    if is_root:
-        return "main"
     return "child"
 
 
@@ -222,7 +224,8 @@ class SpawnedServer:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 30.0) -> SpawnedServer:
+    def start(self, timeout: float = 30.0, probe: bool = True) -> SpawnedServer:
+        """Start; wait for the port, then (``probe``) until a probe pair can talk."""
         argv = shlex.split(self.command)
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -250,10 +253,18 @@ class SpawnedServer:
                     f"server exited with {self.proc.returncode} before listening: {self.command}"
                 )
             if port_open(host, port):
-                return self
+                if not probe or self._probe(deadline - time.monotonic()):
+                    return self
+                break
             time.sleep(0.1)
         self.stop()
-        raise TimeoutError(f"server did not listen on {host}:{port} within {timeout}s")
+        raise TimeoutError(f"server not ready on {host}:{port} within {timeout}s: {self.command}")
+
+    def _probe(self, timeout: float) -> bool:
+        from bench.scenarios import probe_ready
+        from bench.wsclient import run_async
+
+        return run_async(lambda: probe_ready(self.url, max(1.0, timeout)))
 
     def stop(self, timeout: float = 10.0) -> None:
         proc = self.proc

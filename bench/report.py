@@ -180,5 +180,6 @@ def machine_markdown(info: dict[str, Any] | None = None) -> str:
     return (
         f"Machine: {info.get('cpu_model')}, {info.get('cores')} cores, "
         f"{info.get('ram_gib')} GiB RAM, Python {info.get('python')} "
-        f"({info.get('platform')}). Server and load client share the machine."
+        f"({info.get('platform')}); 1-minute load average {info.get('loadavg_1m_at_start')} "
+        "at the start. Server and load client share the machine."
     )

@@ -721,3 +721,21 @@ WORKER_SCENARIOS: dict[str, Callable[[WorkerCtx], Coroutine[Any, Any, None]]] = 
     "connect": connect_worker,
     "idle": idle_worker,
 }
+
+
+async def probe_ready(url: str, timeout: float) -> bool:
+    """True once a fresh pair in a probe room can exchange a message (server fully up)."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while time.monotonic() < deadline:
+        attempt += 1
+        pair = Pair(attempt, f"bench-probe-{time.monotonic_ns()}", ProcStats(), lambda _p: None)
+        try:
+            await pair.connect(url, max(0.5, deadline - time.monotonic()))
+            if await pair.handshake(min(3.0, max(0.5, deadline - time.monotonic()))):
+                return True
+        except Exception:  # not up yet: refused, reset, 1013 ...
+            await asyncio.sleep(0.2)
+        finally:
+            await pair.close()
+    return False
