@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--url",
         action="append",
-        help=f"WebSocket endpoint (repeat to compare several servers; default {DEFAULT_URL})",
+        help="WebSocket endpoint (repeat to compare several servers; default: from --spawn's "
+        f"--host/--port, else {DEFAULT_URL})",
     )
     g.add_argument("--label", action="append", help="name per --url (default: host:port)")
     g.add_argument(
@@ -123,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("report", help="markdown tables (and plots) again from a compare.json")
+    p.add_argument("file")
+    p.add_argument("--plot-dir", help="also write the compare plots here")
+
     p = sub.add_parser("plot", help="plots from one or more JSON result files")
     p.add_argument("files", nargs="+")
     p.add_argument("--plot-dir", required=True)
@@ -133,10 +139,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def url_from_spawn(command: str) -> str | None:
+    """``ws://HOST:PORT/ws/signal/`` from the --host/--port (or -b/-p) of a spawn command."""
+    words = shlex.split(command)
+    host, port = "127.0.0.1", None
+    for i, word in enumerate(words[:-1]):
+        if word in ("--port", "-p"):
+            port = words[i + 1]
+        elif word in ("--host", "-b", "--bind"):
+            host = words[i + 1]
+    for word in words:
+        if word.startswith("--port="):
+            port = word.split("=", 1)[1]
+        elif word.startswith("--host="):
+            host = word.split("=", 1)[1]
+    return f"ws://{host}:{port}/ws/signal/" if port else None
+
+
+def default_urls(args: argparse.Namespace) -> list[str]:
+    if args.url:
+        return list(args.url)
+    spawns = getattr(args, "spawn", None) or []
+    derived = [url_from_spawn(cmd) for cmd in spawns]
+    if spawns and all(derived):
+        return [u for u in derived if u]
+    return [DEFAULT_URL]
+
+
 @contextlib.contextmanager
 def targets(args: argparse.Namespace) -> Iterator[list[drivers.Target]]:
     """Yield one Target per --url, spawning servers as asked; always stops them."""
-    urls: list[str] = args.url or [DEFAULT_URL]
+    urls: list[str] = default_urls(args)
     labels: list[str] = args.label or []
     spawns: list[str] = args.spawn or []
     pids: list[int] = args.server_pid or []
@@ -180,7 +213,7 @@ def _each_target(
 ) -> int:
     runs: list[dict[str, Any]] = []
     # One target at a time: a spawned server runs only while it is measured.
-    urls = args.url or [DEFAULT_URL]
+    urls = default_urls(args)
     for i in range(len(urls)):
         sub = argparse.Namespace(**vars(args))
         sub.url = [urls[i]]
@@ -289,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench import compare
 
         return compare.main(args)
+    if cmd == "report":
+        from bench import compare
+
+        print(compare.report_from_file(args.file, args.plot_dir), end="")
+        return 0
     if cmd == "plot":
         runs: list[dict[str, Any]] = []
         for name in args.files:

@@ -142,3 +142,27 @@ def test_split_pairs() -> None:
     assert split_pairs(10, 3) == [(0, 4), (4, 7), (7, 10)]
     assert split_pairs(1, 4) == [(0, 1)]
     assert split_pairs(0, 2) == [(0, 0)]
+
+
+def test_url_from_spawn_command() -> None:
+    from bench.cli import url_from_spawn
+
+    assert url_from_spawn("mcp-tornado serve --workers 2 --port 8765") == (
+        "ws://127.0.0.1:8765/ws/signal/"
+    )
+    assert url_from_spawn("daphne -b 127.0.0.1 -p 9000 mcp_server.asgi:application") == (
+        "ws://127.0.0.1:9000/ws/signal/"
+    )
+    assert url_from_spawn("server --host=127.0.0.2 --port=1") == "ws://127.0.0.2:1/ws/signal/"
+    assert url_from_spawn("server") is None
+
+
+def test_report_rerenders_compare_json(tmp_path: Path) -> None:
+    from bench.compare import report_from_file
+
+    run = fake_relay("mcp-tornado 2w", 2000, 40_000.0)
+    run["compare_target"], run["compare_test"] = "mcp-tornado 2w", "relay_w1"
+    path = report.write_json(tmp_path / "compare.json", [run])
+    md = report_from_file(path, tmp_path / "png")
+    assert "| mcp-tornado 2w | 40,000 |" in md and "re-rendered" in md
+    assert (tmp_path / "png" / "compare_relay_w1_cdf.png").exists()
