@@ -151,6 +151,22 @@ def suite(spec: Spec, target: drivers.Target, sz: Sizes, progress: bool) -> list
         report.print_summary([run])
 
     slow = spec.kind == "baseline"
+    # Idle first, on a fresh server: memory freed by earlier runs would otherwise be
+    # reused by the new connections and hide their cost.
+    if spec.kind != "mcp" or spec.workers == 2:
+        idle_peers = sz.baseline_idle_peers if slow else sz.idle_peers
+        add(
+            drivers.run_idle(
+                target, idle_peers, 2, sz.idle_hold, ping_interval=5.0, progress=progress
+            ),
+            "idle",
+        )
+    add(
+        drivers.run_connect(
+            target, sz.relay_peers if slow else sz.connect_peers, 2, progress=progress
+        ),
+        "connect",
+    )
     add(
         drivers.run_relay(target, sz.relay_peers // 2, 1, 1, 10**9, sz.relay_s, progress=progress),
         "relay_w1",
@@ -175,20 +191,6 @@ def suite(spec: Spec, target: drivers.Target, sz: Sizes, progress: bool) -> list
         ),
         "openloop",
     )
-    add(
-        drivers.run_connect(
-            target, sz.relay_peers if slow else sz.connect_peers, 2, progress=progress
-        ),
-        "connect",
-    )
-    if spec.kind != "mcp" or spec.workers == 2:
-        idle_peers = sz.baseline_idle_peers if slow else sz.idle_peers
-        add(
-            drivers.run_idle(
-                target, idle_peers, 2, sz.idle_hold, ping_interval=5.0, progress=progress
-            ),
-            "idle",
-        )
     add(drivers.run_churn(target, sz.churn_pairs, 1, sz.churn_s, progress=progress), "churn")
     return runs
 
