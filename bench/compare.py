@@ -151,6 +151,7 @@ def suite(spec: Spec, target: drivers.Target, sz: Sizes, progress: bool) -> list
         report.print_summary([run])
 
     slow = spec.kind == "baseline"
+    st = 120.0 if slow else 30.0  # set-up timeout: the baseline needs minutes for 1,000 pairs
     # Idle first, on a fresh server: memory freed by earlier runs would otherwise be
     # reused by the new connections and hide their cost.
     if spec.kind != "mcp" or spec.workers == 2:
@@ -163,34 +164,66 @@ def suite(spec: Spec, target: drivers.Target, sz: Sizes, progress: bool) -> list
         )
     add(
         drivers.run_connect(
-            target, sz.relay_peers if slow else sz.connect_peers, 2, progress=progress
+            target,
+            sz.relay_peers if slow else sz.connect_peers,
+            2,
+            setup_timeout=st,
+            progress=progress,
         ),
         "connect",
     )
     add(
-        drivers.run_relay(target, sz.relay_peers // 2, 1, 1, 10**9, sz.relay_s, progress=progress),
+        drivers.run_relay(
+            target,
+            sz.relay_peers // 2,
+            1,
+            1,
+            10**9,
+            sz.relay_s,
+            setup_timeout=st,
+            progress=progress,
+        ),
         "relay_w1",
     )
     if not slow:
         add(
             drivers.run_relay(
-                target, sz.relay_peers // 2, 2, 8, 10**9, sz.relay_s, progress=progress
+                target,
+                sz.relay_peers // 2,
+                2,
+                8,
+                10**9,
+                sz.relay_s,
+                setup_timeout=st,
+                progress=progress,
             ),
             "relay_w8_2procs",
         )
     if spec.kind == "reference" or (spec.kind == "mcp" and spec.workers == 2):
         for peers in sz.scaling_peers:
             add(
-                drivers.run_relay(target, peers // 2, 1, 1, 10**9, sz.relay_s, progress=progress),
+                drivers.run_relay(
+                    target, peers // 2, 1, 1, 10**9, sz.relay_s, setup_timeout=st, progress=progress
+                ),
                 f"relay_w1_{peers}",
             )
-    rates = [sz.open_rate] if slow else sorted({sz.open_rate, *sz.sweep_rates})
-    add(
-        drivers.run_openloop(
-            target, sz.open_pairs, 1, rates, sz.open_s, stop_p99_ms=50.0, progress=progress
-        ),
-        "openloop",
-    )
+    rates = sorted({sz.open_rate, *sz.sweep_rates})
+    # The baseline's whole closed-loop capacity (~400 msg/s at 2,000 peers) is far below
+    # the 5,000 msg/s offered here: an open loop would only measure its backlog.
+    if not slow:
+        add(
+            drivers.run_openloop(
+                target,
+                sz.open_pairs,
+                1,
+                rates,
+                sz.open_s,
+                stop_p99_ms=50.0,
+                setup_timeout=st,
+                progress=progress,
+            ),
+            "openloop",
+        )
     add(drivers.run_churn(target, sz.churn_pairs, 1, sz.churn_s, progress=progress), "churn")
     return runs
 
@@ -427,6 +460,12 @@ def markdown(
         "Targets of issue 4 (reported, not asserted):",
         "",
         report.markdown_table(["figure", "measured", "target", ""], t_rows),
+    ]
+    notes = [
+        *notes,
+        "The Channels baseline runs a smaller set: no window-8 relay and no open loop "
+        "(its closed-loop capacity is far below the 5,000 msg/s offered), 2,000 peers "
+        "for the connect storm and idle hold.",
     ]
     if notes:
         out += ["", "Notes:", ""] + [f"- {n}" for n in notes]

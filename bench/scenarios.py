@@ -226,7 +226,7 @@ class Pair:
         """Ping-pong until B answers A (both joined), then offer/answer/candidates."""
         assert self.a is not None and self.b is not None
         deadline = time.monotonic() + timeout
-        wait = 0.05
+        wait = 0.1
         attempt = 0
         while not self.ready.done():
             left = deadline - time.monotonic()
@@ -236,7 +236,9 @@ class Pair:
             self.a.send(control("hs", n=attempt))
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.ready), min(wait, left))
-            wait = min(wait * 2, 1.0)
+            # Exponential backoff up to 5 s: on a server that is already slow, quick
+            # retries from every pair would only add to its backlog.
+            wait = min(wait * 2, 5.0)
         if attempt > 1:
             self.stats.events["handshake_retries"] += attempt - 1
         self.a.send(json.dumps({"type": "offer", "sdp": FAKE_SDP}).encode())

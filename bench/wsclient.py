@@ -127,7 +127,8 @@ def error_kind(exc: BaseException) -> str:
     status = getattr(getattr(exc, "response", None), "status", None)
     if status is not None:
         return f"http_{int(status)}"
-    return f"connect_{type(exc).__name__}"
+    detail = str(exc).strip().splitlines()[0][:60] if str(exc).strip() else ""
+    return f"connect_{type(exc).__name__}" + (f":{detail}" if detail else "")
 
 
 async def connect_peer(
