@@ -26,6 +26,7 @@ def fake_relay(label: str, peers: int, rate: float, window: int = 1) -> dict[str
         "url": "ws://127.0.0.1:1/ws/signal/",
         "params": {"peers": peers, "pairs": peers // 2, "window": window, "procs": 1},
         "metrics": {
+            "ready_pairs": peers // 2,
             "deliveries_per_s": rate,
             "round_trips_per_s": rate / 2,
             "latency_ms": summarize(lat),
