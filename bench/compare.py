@@ -254,7 +254,11 @@ def _errors(run: dict[str, Any] | None) -> int:
     if not run:
         return 0
     m = run.get("metrics", {})
-    return int(sum(m.get("errors", {}).values()) + sum(m.get("setup_errors", {}).values()))
+    counts = {**m.get("setup_errors", {})}
+    for key, value in m.get("errors", {}).items():
+        counts[key] = counts.get(key, 0) + value
+    counts.pop("room_full", None)  # churn's refusals have their own column
+    return int(sum(counts.values()))
 
 
 def cross_text(run: dict[str, Any] | None) -> str:
