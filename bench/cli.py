@@ -84,7 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("connect", help="connect storm: joins/s and time to all joined")
     _common(p)
     p.add_argument("--peers", type=_int_list, default=[2000])
-    p.add_argument("--concurrency", type=int, default=256, help="connects in flight per proc")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="connects in flight per proc (keep procs x this under the server listen backlog)",
+    )
     p.add_argument(
         "--wait-joined",
         type=float,
@@ -97,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers", type=_int_list, default=[10000])
     p.add_argument("--hold", type=float, default=20.0, help="seconds to hold")
     p.add_argument("--ping-interval", type=float, default=5.0)
-    p.add_argument("--concurrency", type=int, default=256)
+    p.add_argument("--concurrency", type=int, default=64, help="connects in flight per proc")
 
     p = sub.add_parser("libs", help="micro-measure WebSocket client libraries")
     p.add_argument("--url", default=None, help="server (default: start the reference relay)")
