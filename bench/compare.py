@@ -588,7 +588,7 @@ def make_plots(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             "Relay window 1: throughput and p99 vs peers",
         ),
         plots.comparison(
-            pick("relay_w1", "relay_w8"),
+            [r for r in runs if r.get("compare_test") in ("relay_w1", "relay_w8_2procs")],
             out_dir / "compare_relay.png",
             "Relay throughput and p99 by server",
         ),
