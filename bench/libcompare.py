@@ -80,7 +80,7 @@ def _record(t0: float, c0: float) -> None:
 
 
 async def _websockets(url: str, pairs: int, per_pair: int) -> None:
-    from websockets.asyncio.client import connect
+    from websockets.asyncio.client import connect  # type: ignore[import-not-found,unused-ignore]
 
     conns = []
     for i in range(pairs):
@@ -114,7 +114,7 @@ async def _websockets(url: str, pairs: int, per_pair: int) -> None:
 
 
 async def _aiohttp(url: str, pairs: int, per_pair: int) -> None:
-    import aiohttp
+    import aiohttp  # type: ignore[import-not-found,unused-ignore]
 
     async with aiohttp.ClientSession() as session:
         conns = []

@@ -166,7 +166,7 @@ def raise_nofile_limit(wanted: int = 1_048_576) -> tuple[int, int]:
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop when installed (much cheaper per socket), else the default loop."""
     try:
-        import uvloop
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
