@@ -167,3 +167,18 @@ def test_report_rerenders_compare_json(tmp_path: Path) -> None:
     md = report_from_file(path, tmp_path / "png")
     assert "| mcp-tornado 2w | 40,000 |" in md and "re-rendered" in md
     assert (tmp_path / "png" / "compare_relay_w1_cdf.png").exists()
+
+
+def test_progress_line() -> None:
+    from bench.progress import Progress
+
+    out = io.StringIO()
+    bar = Progress("relay[x]", duration=10.0, stream=out)
+    bar.update("measure", 500, force=True)
+    bar.finish()
+    line = out.getvalue()
+    assert line.startswith("relay[x] measure") and "count=500" in line and "%" in line
+    assert Progress("t", total=100).render("connect", 50).count("#") == 15
+    quiet = io.StringIO()
+    Progress("t", stream=quiet, enabled=False).update("x", 1, force=True)
+    assert quiet.getvalue() == ""
