@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Set up everything the tests need (on a fresh machine too), then run every test and check.
+# Set up everything the tests need (on a fresh machine too), then run every test and check:
+# Python lint and types, the browser client's types and unit tests, and pytest (unit,
+# integration, fault injection, fuzzing, and end-to-end tests in Debian's Chromium).
 # Usage: ./test.sh [extra pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -8,10 +10,20 @@ python3 -c 'import sys; assert sys.version_info >= (3, 11), "mcp-tornado needs P
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
+# Debian's Chromium drives the browser tests (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
+
 echo "== lint and types"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 
+echo "== browser client: install, types, unit tests, build"
+(cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run typecheck && npm test && npm run build)
+
 echo "== pytest"
-.venv/bin/pytest "$@"
+MCP_E2E_SKIP_BUILD=1 .venv/bin/pytest "$@"

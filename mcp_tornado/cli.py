@@ -5,6 +5,7 @@ Examples::
     mcp-tornado serve --workers 4 --host 0.0.0.0 --port 8000
     mcp-tornado router --bind tcp://0.0.0.0:5555
     mcp-tornado worker --router tcp://10.0.0.5:5555 --port 8000
+    mcp-tornado token lobby --ttl 3600 --token-secret-file /etc/mcp-tornado/secret
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcp_tornado import __version__
+
+if TYPE_CHECKING:
+    from mcp_tornado.limits import Limits
 
 
 def runtime_dir() -> Path:
@@ -84,6 +89,67 @@ def _add_worker_args(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         help="seconds a graceful shutdown may take (default: 10)",
     )
+    _add_limit_args(parser)
+
+
+def _add_limit_args(parser: argparse.ArgumentParser) -> None:
+    from mcp_tornado import limits
+
+    group = parser.add_argument_group("security and limits (see the README)")
+    group.add_argument(
+        "--rate-limit",
+        type=float,
+        default=limits.DEFAULT_RATE,
+        help=f"frames per second per connection, 0: unlimited (default: {limits.DEFAULT_RATE:g})",
+    )
+    group.add_argument(
+        "--rate-burst",
+        type=int,
+        default=limits.DEFAULT_BURST,
+        help=f"frames a connection may send at once (default: {limits.DEFAULT_BURST})",
+    )
+    group.add_argument(
+        "--max-room-length",
+        type=int,
+        default=limits.DEFAULT_MAX_ROOM_LENGTH,
+        help=f"longest room name in characters (default: {limits.DEFAULT_MAX_ROOM_LENGTH})",
+    )
+    group.add_argument(
+        "--max-connections",
+        type=int,
+        default=limits.DEFAULT_MAX_CONNECTIONS,
+        help="WebSocket clients per worker; more get HTTP 503, 0: unlimited "
+        f"(default: {limits.DEFAULT_MAX_CONNECTIONS})",
+    )
+    group.add_argument(
+        "--max-pending-bytes",
+        type=int,
+        default=limits.DEFAULT_MAX_PENDING_BYTES,
+        help="bytes queued for a client that does not read before it is dropped with 4008, "
+        f"0: unlimited (default: {limits.DEFAULT_MAX_PENDING_BYTES})",
+    )
+    group.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=limits.DEFAULT_HANDSHAKE_TIMEOUT,
+        help="seconds a connection may take to send its HTTP request headers "
+        f"(default: {limits.DEFAULT_HANDSHAKE_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="browser Origin allowed to connect (repeat, or comma-separate); '*': any "
+        "(default: the server's own host, and localhost on any port)",
+    )
+    group.add_argument(
+        "--token-secret-file",
+        type=Path,
+        default=None,
+        help="require signed room tokens, with the secret in this file "
+        "(or set $MCP_TORNADO_TOKEN_SECRET; default: no tokens)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -131,6 +197,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_worker_args(worker)
     _add_heartbeat_args(worker)
+
+    token = sub.add_parser(
+        "token",
+        help="print a signed token granting one room",
+        description="Print a room token for ?room=ROOM&token=... (the secret comes from "
+        "--token-secret-file or $MCP_TORNADO_TOKEN_SECRET, never the command line).",
+    )
+    token.add_argument("room", help="the room the token grants")
+    token.add_argument(
+        "--ttl", type=float, default=3600.0, help="seconds until it expires (default: 3600)"
+    )
+    token.add_argument("--peer", default=None, help="a peer name to bind into the token")
+    token.add_argument("--token-secret-file", type=Path, default=None, help="file with the secret")
     return parser
 
 
@@ -145,7 +224,40 @@ def _worker_flags(args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
     if args.static_dir is not None:
         flags += ["--static-dir", str(args.static_dir)]
+    flags += [
+        "--rate-limit", str(args.rate_limit),
+        "--rate-burst", str(args.rate_burst),
+        "--max-room-length", str(args.max_room_length),
+        "--max-connections", str(args.max_connections),
+        "--max-pending-bytes", str(args.max_pending_bytes),
+        "--handshake-timeout", str(args.handshake_timeout),
+    ]  # fmt: skip
+    for origin in args.allowed_origin:
+        flags += ["--allowed-origin", origin]
+    # The token secret is never put on a command line (ps would show it): _serve
+    # hands it to the workers in their environment.
     return flags
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    from mcp_tornado import tokens
+    from mcp_tornado.limits import Limits
+    from mcp_tornado.origins import OriginPolicy
+
+    try:
+        OriginPolicy(args.allowed_origin)
+        return Limits(
+            rate=args.rate_limit,
+            burst=args.rate_burst,
+            max_room_length=args.max_room_length,
+            max_connections=args.max_connections,
+            max_pending_bytes=args.max_pending_bytes,
+            handshake_timeout=args.handshake_timeout,
+            allowed_origins=tuple(args.allowed_origin),
+            token_secret=tokens.load_secret(args.token_secret_file),
+        )
+    except (OSError, ValueError) as exc:
+        sys.exit(f"mcp-tornado: {exc}")
 
 
 def _heartbeat_flags(args: argparse.Namespace) -> list[str]:
@@ -157,6 +269,11 @@ def _heartbeat_flags(args: argparse.Namespace) -> list[str]:
 
 def _serve(args: argparse.Namespace) -> int:
     from mcp_tornado.supervisor import Supervisor, python_command
+    from mcp_tornado.tokens import SECRET_ENV
+
+    secret = _limits(args).token_secret  # validates every limit flag before starting anything
+    if secret is not None:  # children inherit our environment: the workers read it there
+        os.environ[SECRET_ENV] = secret.decode()
 
     endpoint = args.router_endpoint or f"ipc://{runtime_dir()}/router-{args.port}-{os.getpid()}.ipc"
     common = ["--log-level", args.log_level]
@@ -208,8 +325,26 @@ def _worker(args: argparse.Namespace) -> int:
             ping_interval=args.ping_interval,
             ping_timeout=args.ping_timeout,
             shutdown_timeout=args.shutdown_timeout,
+            limits=_limits(args),
         )
     )
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from mcp_tornado import tokens
+    from mcp_tornado.limits import room_name_problem
+
+    problem = room_name_problem(args.room)
+    if problem is not None:
+        sys.exit(f"mcp-tornado: {problem}")
+    try:
+        secret = tokens.load_secret(args.token_secret_file)
+    except (OSError, ValueError) as exc:
+        sys.exit(f"mcp-tornado: {exc}")
+    if secret is None:
+        sys.exit(f"mcp-tornado: no secret: set ${tokens.SECRET_ENV} or pass --token-secret-file")
+    print(tokens.mint(secret, args.room, args.ttl, args.peer))
     return 0
 
 
@@ -220,5 +355,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         format=f"%(asctime)s %(levelname)s [{args.command} %(process)d] %(message)s",
     )
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
-    commands = {"serve": _serve, "router": _router, "worker": _worker}
+    commands = {"serve": _serve, "router": _router, "worker": _worker, "token": _token}
     sys.exit(commands[args.command](args))

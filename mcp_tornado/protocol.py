@@ -1,8 +1,9 @@
 """MCP v1, the client-facing protocol: what browsers and bots send and receive.
 
 Clients send JSON text frames whose ``type`` is one of :data:`RELAYED_TYPES`;
-the server checks the frame once with :func:`check_client_frame` and forwards
-the original text untouched.  Everything the server itself says is one of the
+the server checks the frame once with :func:`check_client_frame` (one msgspec
+decode into the :data:`ClientMessage` tagged union) and forwards the original
+text untouched.  Everything the server itself says is one of the
 event Structs below, encoded once with :func:`encode_event`.
 
 Events the server adds (``joined``, ``peer-joined``, ``peer-left``, ``info``)
@@ -24,8 +25,13 @@ class CloseCode:
     """WebSocket close codes the server uses (4000-4999 are application codes)."""
 
     GOING_AWAY: Final = 1001  # server shutting down; reconnect
+    MESSAGE_TOO_BIG: Final = 1009  # a frame over --max-message-size (sent by Tornado itself)
     TRY_AGAIN_LATER: Final = 1013  # router unavailable; reconnect after a pause
+    TOO_SLOW: Final = 4008  # the client did not read: more than --max-pending-bytes queued for it
+    INVALID_ROOM: Final = 4400  # the room name breaks the room name rules
+    INVALID_TOKEN: Final = 4401  # room tokens are required and this one is missing/wrong/expired
     ROOM_FULL: Final = 4409  # the room already has two peers
+    RATE_LIMITED: Final = 4429  # the client kept sending over its --rate-limit
 
 
 class ErrorCode:
@@ -36,6 +42,16 @@ class ErrorCode:
     INVALID_MESSAGE: Final = "invalid_message"
     UNKNOWN_TYPE: Final = "unknown_type"
     ROUTER_UNAVAILABLE: Final = "router_unavailable"
+    RATE_LIMITED: Final = "rate_limited"
+    INVALID_ROOM: Final = "invalid_room"
+    INVALID_TOKEN: Final = "invalid_token"
+    TOKEN_EXPIRED: Final = "token_expired"
+
+
+ERROR_CODES: Final[frozenset[str]] = frozenset(
+    v for k, v in vars(ErrorCode).items() if k.isupper() and isinstance(v, str)
+)
+"""Every ``code`` an ``error`` frame can carry (the README's table lists them all)."""
 
 
 class Joined(msgspec.Struct, tag="joined", tag_field="type"):
@@ -88,12 +104,57 @@ def encode_event(event: Event) -> str:
     return _event_encoder.encode(event).decode()
 
 
-class _Envelope(msgspec.Struct):
-    # Only ``type`` is decoded; every other field is the peers' business.
-    type: str
+# --- what clients send -----------------------------------------------------------
+#
+# One tagged union, decoded once per frame.  Known fields are optional but, when
+# present, must have the right JSON type; unknown fields are skipped (never
+# decoded into Python objects) and still reach the peer, because the frame is
+# forwarded as the text the client sent.  Nested objects whose content we do not
+# check decode into field-less Structs, which skips their content cheaply.
 
 
-_envelope_decoder = msgspec.json.Decoder(_Envelope)
+class _AnyObject(msgspec.Struct):
+    """Any JSON object; its content is skipped, not decoded."""
+
+
+class _SessionDescription(msgspec.Struct):
+    """``RTCSessionDescriptionInit``: ``{"type": "offer", "sdp": "v=0..."}``."""
+
+    type: str | None = None
+    sdp: str | None = None
+
+
+class Offer(msgspec.Struct, tag="offer", tag_field="type"):
+    """``{"type":"offer","sdp":"..."}`` or ``{"type":"offer","offer":{"type":..,"sdp":..}}``."""
+
+    sdp: str | None = None
+    offer: _SessionDescription | None = None
+
+
+class Answer(msgspec.Struct, tag="answer", tag_field="type"):
+    """``{"type":"answer","sdp":"..."}`` or ``{"type":"answer","answer":{...}}``."""
+
+    sdp: str | None = None
+    answer: _SessionDescription | None = None
+
+
+class Candidate(msgspec.Struct, tag="candidate", tag_field="type"):
+    """``{"type":"candidate","candidate":{...}}`` or ``{"type":"candidate","candidate":"..."}``."""
+
+    candidate: _AnyObject | str | None = None
+
+
+class Leave(msgspec.Struct, tag="leave", tag_field="type"):
+    """``{"type":"leave"}``: the client is going (extra fields such as ``reason`` are fine)."""
+
+
+ClientMessage: TypeAlias = Offer | Answer | Candidate | Leave
+
+_client_decoder = msgspec.json.Decoder(ClientMessage)
+_UNKNOWN_TAG_PREFIX: Final = "Invalid value '"
+_UNKNOWN_TAG_SUFFIX: Final = "' - at `$.type`"
+_MAX_DETAIL: Final = 64  # characters of client-controlled text echoed back in an error
+
 
 ROOM_FULL_EVENT: Final = encode_event(Error(ErrorCode.ROOM_FULL, "Room is full"))
 NO_PEER_EVENT: Final = encode_event(
@@ -103,16 +164,31 @@ PEER_GONE_EVENT: Final = encode_event(PeerGone())
 
 
 def check_client_frame(frame: str | bytes) -> Error | None:
-    """Return ``None`` if ``frame`` may be relayed, else the error to send back."""
+    """Return ``None`` if ``frame`` may be relayed, else the error to send back.
+
+    Exactly one msgspec decode per frame; the decoded message is thrown away
+    (the original text is what gets relayed).
+    """
     try:
-        envelope = _envelope_decoder.decode(frame)
+        _client_decoder.decode(frame)
     except msgspec.ValidationError as exc:
-        return Error(ErrorCode.INVALID_MESSAGE, f"Invalid message format: {exc}")
+        return _validation_error(str(exc))
     except msgspec.DecodeError:
         return Error(ErrorCode.INVALID_JSON, "Invalid JSON")
-    if envelope.type not in RELAYED_TYPES:
-        return Error(ErrorCode.UNKNOWN_TYPE, f"Unknown message type: {envelope.type[:64]}")
+    except RecursionError:
+        return Error(ErrorCode.INVALID_MESSAGE, "Invalid message format: nested too deeply")
     return None
+
+
+def _validation_error(detail: str) -> Error:
+    # msgspec reports an unknown tag as "Invalid value 'X' - at `$.type`".
+    if detail.startswith(_UNKNOWN_TAG_PREFIX) and detail.endswith(_UNKNOWN_TAG_SUFFIX):
+        kind = detail[len(_UNKNOWN_TAG_PREFIX) : -len(_UNKNOWN_TAG_SUFFIX)]
+        if kind not in RELAYED_TYPES:  # else: a duplicate "type" key, a malformed message
+            return Error(ErrorCode.UNKNOWN_TYPE, f"Unknown message type: {kind[:_MAX_DETAIL]}")
+    if len(detail) > 2 * _MAX_DETAIL:
+        detail = detail[: 2 * _MAX_DETAIL] + "..."
+    return Error(ErrorCode.INVALID_MESSAGE, f"Invalid message format: {detail}")
 
 
 def close_reason(code: int) -> str:
@@ -122,6 +198,11 @@ def close_reason(code: int) -> str:
 
 _CLOSE_REASONS: Final = {
     CloseCode.GOING_AWAY: "server shutting down",
+    CloseCode.MESSAGE_TOO_BIG: "message too big",
     CloseCode.TRY_AGAIN_LATER: "router unavailable, try again later",
+    CloseCode.TOO_SLOW: "client too slow: not reading its messages",
+    CloseCode.INVALID_ROOM: "invalid room name",
+    CloseCode.INVALID_TOKEN: "invalid or expired room token",
     CloseCode.ROOM_FULL: "room is full",
+    CloseCode.RATE_LIMITED: "too many messages",
 }

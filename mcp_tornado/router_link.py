@@ -8,6 +8,7 @@ health:
 * ``ready`` becomes true when the router answers our :class:`~mcp_tornado.wire.Hello`
   with :class:`~mcp_tornado.wire.Welcome`.
 * It becomes false when the router says :class:`~mcp_tornado.wire.Bye`, when
+  the connection to it drops (a socket monitor reports it at once), when
   no heartbeat arrived for ``heartbeat_interval * heartbeat_liveness`` seconds,
   or when a heartbeat carries a new router epoch (the router restarted).
 * While not ready the link re-sends ``Hello`` (listing every live peer and its
@@ -36,6 +37,7 @@ from typing import Protocol, cast
 import msgspec
 import zmq
 from tornado.ioloop import IOLoop, PeriodicCallback
+from zmq.utils.monitor import recv_monitor_message
 
 from mcp_tornado import protocol, wire
 
@@ -106,6 +108,7 @@ class RouterLink:
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         self._sock = sock
+        self._monitor: zmq.Socket[bytes] = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._heartbeat = PeriodicCallback(self._tick, config.heartbeat_interval * 1000)
 
     # --- lifecycle -----------------------------------------------------------
@@ -113,6 +116,7 @@ class RouterLink:
     def start(self) -> None:
         self._sock.connect(self.config.endpoint)
         self._loop.add_handler(self._sock.FD, self._on_readable, IOLoop.READ)
+        self._loop.add_handler(self._monitor.FD, self._on_monitor, IOLoop.READ)
         self._heartbeat.start()
         self._tick()
 
@@ -123,6 +127,9 @@ class RouterLink:
             self._outbox.append(wire.Bye())
         self._flush()
         self._loop.remove_handler(self._sock.FD)
+        self._loop.remove_handler(self._monitor.FD)
+        self._sock.disable_monitor()
+        self._monitor.close(linger=0)
         self._sock.close(linger=500)
         self.ready = False
 
@@ -176,7 +183,7 @@ class RouterLink:
         if not self._outbox:
             return
         try:
-            self._sock.send(wire.encode_batch(self._outbox), zmq.NOBLOCK, copy=False)
+            self._sock.send(wire.encode_batch(self._outbox), zmq.NOBLOCK)
         except zmq.Again:
             # Router not connected, or its pipe is full: keep the batch, retry shortly.
             self._flush_scheduled = True
@@ -220,6 +227,20 @@ class RouterLink:
             for msg in batch:
                 self._dispatch(msg)
         self._loop.add_callback(self._on_readable)  # more waiting: let others run first
+
+    def _on_monitor(self, fd: object = None, events: int = 0) -> None:
+        # A dropped connection means the router died (or restarts): do not wait
+        # for heartbeats to notice, refuse new work now and re-register when it's back.
+        lost = False
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            lost = lost or event["event"] == zmq.EVENT_DISCONNECTED
+        if lost and self.ready:
+            log.warning("worker: lost the connection to the router")
+            self._lost_router()
 
     def _dispatch(self, msg: wire.ToWorker) -> None:
         kind = type(msg)
@@ -328,3 +349,4 @@ class RouterLink:
         else:
             self._send_hello()
         self._check_input()
+        self._on_monitor()  # its FD is edge-triggered too: never rely on it alone

@@ -71,11 +71,18 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("supervisor: signal %d, stopping", signum)
+        self.stop()
+
+    def stop(self) -> None:
         self._stopping = True
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        """Supervise until SIGTERM/SIGINT (in the main thread) or :meth:`stop`."""
+        try:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        except ValueError:  # not the main thread: stopped with stop()
+            pass
         self.router.start()
         for worker in self.workers:
             worker.start()

@@ -161,9 +161,21 @@ def encode_batch(messages: Sequence[ToRouter | ToWorker]) -> bytes:
 
 def decode_to_router(frame: bytes) -> list[ToRouter]:
     """Decode a worker's batch; raises ``msgspec.DecodeError``/``ValidationError`` if malformed."""
-    return _to_router_decoder.decode(frame)
+    try:
+        return _to_router_decoder.decode(frame)
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise _malformed(exc) from None
 
 
 def decode_to_worker(frame: bytes) -> list[ToWorker]:
     """Decode a router's batch; raises ``msgspec.DecodeError``/``ValidationError`` if malformed."""
-    return _to_worker_decoder.decode(frame)
+    try:
+        return _to_worker_decoder.decode(frame)
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise _malformed(exc) from None
+
+
+def _malformed(exc: Exception) -> msgspec.DecodeError:
+    # msgspec lets these two escape (a string that is not UTF-8; arrays nested past the
+    # recursion limit in an ignored trailing element): report them like any malformed frame.
+    return msgspec.DecodeError(f"malformed batch: {type(exc).__name__}: {exc}")

@@ -14,8 +14,11 @@ Reliability rules the loop enforces:
   high-water marks).  A worker that stays unwritable past its liveness window
   is treated as dead.
 * Heartbeats both ways (:class:`~mcp_tornado.wire.Ping`): a worker not heard
-  from for ``heartbeat_interval * heartbeat_liveness`` seconds is dropped and
-  the partners of its peers are told.
+  from for ``heartbeat_interval * heartbeat_liveness`` seconds (hung) is
+  dropped and the partners of its peers are told.  A worker that *died* is
+  found sooner: a socket monitor reports the dropped connection, the router
+  pings every worker at once, and the one ZeroMQ can no longer route to
+  (``EHOSTUNREACH``) is dropped within milliseconds.
 * After a start (or restart) the router spends up to ``resync_grace`` seconds
   accepting :class:`~mcp_tornado.wire.Hello` re-registrations before it admits
   new joins, so peers that survived a router crash win their rooms back before
@@ -27,6 +30,7 @@ Reliability rules the loop enforces:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -41,6 +45,10 @@ from mcp_tornado import wire
 from router.rooms import Departure, PeerKey, RoomTable
 
 log = logging.getLogger("mcp_tornado.router")
+
+_MAX_BATCH = 512  # messages in one batch to a worker; more go in further batches
+_BIG_PAYLOAD = 8 * 1024  # a payload this large is sent at once instead of batched
+_PROBE_INTERVAL = 0.02  # seconds between extra pings after a worker's connection dropped
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,7 @@ class Router:
         self._deferred: list[tuple[bytes, wire.ToRouter]] = []
         self._deferred_peers: set[PeerKey] = set()
         self._claimed_paired: set[PeerKey] = set()
+        self._unreachable: set[bytes] = set()
         self._grace_until = 0.0
         self._in_grace = True
         self._stopping = False
@@ -124,9 +133,12 @@ class Router:
         now = time.monotonic()
         self._grace_until = now + cfg.resync_grace
         next_beat = now
+        probes = 0
         log.info("router %s listening on %s", self.epoch, self.bound_endpoint)
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         while not self._stopping:
             now = time.monotonic()
             if self._pending:
@@ -137,8 +149,15 @@ class Router:
                 timeout_ms = max(0, int((next_beat - now) * 1000))
                 if self._in_grace:
                     timeout_ms = min(timeout_ms, max(0, int((self._grace_until - now) * 1000)))
-                if poller.poll(timeout_ms):
+                ready = dict(poller.poll(timeout_ms))
+                if sock in ready:
                     self._read_all(sock)
+                if monitor in ready:
+                    self._drain_monitor(monitor)
+                    # Ping everyone now, and twice more shortly: ZeroMQ may take
+                    # a moment to forget the dead worker's routing id.
+                    next_beat = now
+                    probes = 3
             now = time.monotonic()
             if self._in_grace and self._grace_over(now):
                 self._end_grace()
@@ -146,7 +165,13 @@ class Router:
             if now >= next_beat:
                 self._heartbeat(now)
                 self._flush(sock, now)
-                next_beat = now + cfg.heartbeat_interval
+                probes -= 1
+                next_beat = now + (_PROBE_INTERVAL if probes > 0 else cfg.heartbeat_interval)
+            if self._unreachable:
+                self._drop_unreachable()
+                self._flush(sock, now)
+        sock.disable_monitor()
+        monitor.close(linger=0)
         self._shutdown(sock)
 
     def _shutdown(self, sock: zmq.Socket[bytes]) -> None:
@@ -199,6 +224,9 @@ class Router:
             partner = self.rooms.partner(key)
             if partner is not None:
                 self._send(partner[0], wire.Deliver(partner[1], msg.payload))
+                if len(msg.payload) > _BIG_PAYLOAD and self._sock is not None:
+                    box = self._outbox.pop(partner[0])  # big frames travel alone
+                    self._flush_worker(self._sock, partner[0], box, time.monotonic())
             elif key in self._deferred_peers:
                 self._deferred.append((worker, msg))
             elif self.rooms.room_of(key) is not None:
@@ -308,19 +336,29 @@ class Router:
             self._outbox[worker] = [msg]
         else:
             box.append(msg)
+            if len(box) >= _MAX_BATCH and self._sock is not None:
+                # Bounds a batch, and the memory a worker needs to decode it.
+                self._flush_worker(self._sock, worker, self._outbox.pop(worker), time.monotonic())
 
     def _flush(self, sock: zmq.Socket[bytes], now: float) -> None:
         if not self._outbox:
             return
         outbox, self._outbox = self._outbox, {}
         for worker, batch in outbox.items():
-            frame = wire.encode_batch(batch)
-            waiting = self._pending.get(worker)
-            if waiting is not None:  # keep order behind what a full pipe already refused
-                waiting.append(frame)
-            elif not self._send_frame(sock, worker, frame):
-                self._pending[worker] = [frame]
-                self._mark_stalled(worker, now)
+            self._flush_worker(sock, worker, batch, now)
+
+    def _flush_worker(
+        self, sock: zmq.Socket[bytes], worker: bytes, batch: list[wire.ToWorker], now: float
+    ) -> None:
+        frame = wire.encode_batch(batch)
+        waiting = self._pending.get(worker)
+        if waiting is not None:  # keep order behind what a full pipe already refused
+            waiting.append(frame)
+        elif worker in self._unreachable:
+            return
+        elif not self._send_frame(sock, worker, frame):
+            self._pending[worker] = [frame]
+            self._mark_stalled(worker, now)
 
     def _retry_pending(self, sock: zmq.Socket[bytes], now: float) -> None:
         limit = self.config.heartbeat_interval * self.config.heartbeat_liveness
@@ -346,8 +384,7 @@ class Router:
         if state is not None and not state.stalled_since:
             state.stalled_since = now
 
-    @staticmethod
-    def _send_frame(sock: zmq.Socket[bytes], worker: bytes, frame: bytes) -> bool:
+    def _send_frame(self, sock: zmq.Socket[bytes], worker: bytes, frame: bytes) -> bool:
         """Send one batch; ``False`` if the worker's pipe is full (try again later)."""
         try:
             sock.send_multipart([worker, frame], zmq.NOBLOCK)
@@ -356,8 +393,21 @@ class Router:
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
-            # Not connected (the worker died): heartbeats will drop it.
+            self._unreachable.add(worker)  # its connection is gone: it died
         return True
+
+    @staticmethod
+    def _drain_monitor(monitor: zmq.Socket[bytes]) -> None:
+        with contextlib.suppress(zmq.Again):
+            while True:
+                monitor.recv_multipart(zmq.NOBLOCK)
+
+    def _drop_unreachable(self) -> None:
+        unreachable, self._unreachable = self._unreachable, set()
+        for worker in unreachable:
+            if worker in self._workers:
+                log.warning("router: lost the connection to worker %r; dropping its peers", worker)
+                self._drop_worker(worker)
 
     # --- heartbeats ----------------------------------------------------------
 

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 from tornado import gen
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-# Fast heartbeats so failure tests finish in about a second, not several.
-FAST = ["--heartbeat-interval", "0.1", "--heartbeat-liveness", "3"]
+# Fast heartbeats, with room for a loaded 2-core machine to stall a process for a while.
+FAST = ["--heartbeat-interval", "0.1", "--heartbeat-liveness", "10"]
 
 
 def free_port() -> int:
@@ -31,7 +31,9 @@ def free_port() -> int:
         return port
 
 
-def spawn(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    *args: str, log: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start ``mcp-tornado ARGS`` in its own process group (so cleanup reaches its children)."""
     with open(log if log is not None else os.devnull, "ab") as out:
         return subprocess.Popen(
@@ -39,6 +41,7 @@ def spawn(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
 
 
@@ -72,12 +75,21 @@ def wait_until(predicate: Any, timeout: float = 15, what: str = "condition") -> 
 class Cluster:
     """A router and workers as separate processes, each worker on its own port."""
 
-    def __init__(self, tmp: Path, workers: int = 2, router_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        workers: int = 2,
+        router_args: tuple[str, ...] = (),
+        worker_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.tmp = tmp
         self.endpoint = f"ipc://{tmp}/router.ipc"
         self.log = tmp / "cluster.log"
         self.ports = [free_port() for _ in range(workers)]
         self.router_args = router_args
+        self.worker_args = worker_args
+        self.env = env  # added to the workers' environment (e.g. a token secret)
         self.router: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
 
@@ -90,7 +102,7 @@ class Cluster:
     def start_worker(self, index: int) -> subprocess.Popen[bytes]:
         process = spawn(
             "worker", "--router", self.endpoint, "--port", str(self.ports[index]), *FAST,
-            "--shutdown-timeout", "3", log=self.log,
+            "--shutdown-timeout", "3", *self.worker_args, log=self.log, env=self.env,
         )  # fmt: skip
         if index < len(self.workers):
             self.workers[index] = process
@@ -115,7 +127,14 @@ class Cluster:
             return base + query
         return base if room is None else f"{base}?room={room}"
 
+    def alive(self) -> bool:
+        processes = [self.router, *self.workers]
+        return all(p is not None and p.poll() is None for p in processes)
+
     def stop(self) -> None:
+        for process in self.workers:  # all at once: each may take a moment to drain
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         for process in self.workers:
             stop(process)
         if self.router is not None:
@@ -126,8 +145,11 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(tmp: Path, workers: int = 2) -> Iterator[Cluster]:
-    cluster = Cluster(tmp, workers)
+def running_cluster(
+    tmp: Path, workers: int = 1, *worker_args: str, env: dict[str, str] | None = None
+) -> Iterator[Cluster]:
+    """A started :class:`Cluster` whose workers take ``worker_args``; stopped on exit."""
+    cluster = Cluster(tmp, workers, worker_args=worker_args, env=env)
     try:
         yield cluster.start()
     finally:
@@ -158,7 +180,7 @@ class Client:
         text = message if isinstance(message, str) else json.dumps(message)
         self.conn.write_message(text)
 
-    async def recv_raw(self, timeout: float = 5) -> str | None:
+    async def recv_raw(self, timeout: float = 10) -> str | None:
         # A read that timed out is still pending and will take the next frame: reuse it.
         if self._reading is None:
             self._reading = self.conn.read_message()
@@ -167,14 +189,14 @@ class Client:
         assert message is None or isinstance(message, str)
         return message
 
-    async def recv(self, timeout: float = 5) -> dict[str, Any]:
+    async def recv(self, timeout: float = 10) -> dict[str, Any]:
         text = await self.recv_raw(timeout)
         assert text is not None, f"connection closed ({self.conn.close_code})"
         data = json.loads(text)
         assert isinstance(data, dict)
         return data
 
-    async def recv_type(self, kind: str, timeout: float = 5) -> dict[str, Any]:
+    async def recv_type(self, kind: str, timeout: float = 10) -> dict[str, Any]:
         """Read frames until one of ``type`` ``kind`` arrives (skipping others)."""
         while True:
             data = await self.recv(timeout)
@@ -189,7 +211,7 @@ class Client:
             return True
         return False
 
-    async def closed(self, timeout: float = 5) -> int | None:
+    async def closed(self, timeout: float = 10) -> int | None:
         """Wait for the server to close us; return the close code."""
         while await self.recv_raw(timeout) is not None:
             pass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mcp_tornado.supervisor import Supervisor
 from tests.support import FAST, Client, free_port, healthy, spawn, stop, wait_until
 
 pytestmark = [pytest.mark.gen_test(timeout=30), pytest.mark.usefixtures("close_clients")]
@@ -24,7 +27,11 @@ class Service:
             "serve", "--workers", "2", "--port", str(self.port), "--shutdown-timeout", "3", *FAST,
             log=self.log,
         )  # fmt: skip
-        wait_until(lambda: healthy(self.port), 15, "serve to answer")
+        try:
+            wait_until(lambda: healthy(self.port), 15, "serve to answer")
+        except BaseException:
+            stop(self.process)
+            raise
 
     def url(self, room: str) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/signal/?room={room}"
@@ -38,11 +45,12 @@ class Service:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
+def service(tmp_path: Path, io_loop: object) -> Iterator[Service]:
     svc = Service(tmp_path)
     try:
         yield svc
     finally:
+        Client.close_all()
         stop(svc.process)
 
 
@@ -50,18 +58,19 @@ async def test_serve_runs_a_router_and_two_workers_on_one_port(service: Service)
     assert len(service.workers()) == 2
     assert len(service.children()) == 3
     # Enough pairs that both workers (SO_REUSEPORT) take connections.
-    pids: set[int] = set()
-    for _ in range(12):
+    for _ in range(8):
         room = uuid.uuid4().hex
         a = await Client.connect(service.url(room))
         b = await Client.connect(service.url(room))
         await a.recv_type("peer-joined")
         b.send({"type": "offer", "sdp": room})
         assert (await a.recv_type("offer"))["sdp"] == room
-        for conn in psutil.net_connections("tcp"):
-            if conn.laddr and conn.laddr.port == service.port and conn.pid:
-                pids.add(conn.pid)
-    assert len(pids & {w.pid for w in service.workers()}) == 2
+    serving = {
+        conn.pid
+        for conn in psutil.net_connections("tcp")
+        if conn.laddr and conn.laddr.port == service.port and conn.status == "ESTABLISHED"
+    }
+    assert {w.pid for w in service.workers()} <= serving
 
 
 async def test_serve_restarts_a_dead_worker(service: Service) -> None:
@@ -85,10 +94,31 @@ async def test_sigterm_closes_clients_with_going_away_and_exits(service: Service
     b = await Client.connect(service.url(room))
     await a.recv_type("peer-joined")
     children = service.children()
+    for n in range(100):  # in flight when the signal lands: all must arrive
+        a.send({"type": "candidate", "n": n})
     started = time.monotonic()
     service.process.send_signal(signal.SIGTERM)
+    assert [(await b.recv_type("candidate"))["n"] for _ in range(100)] == list(range(100))
     assert await a.closed(10) == 1001
     assert await b.closed(10) == 1001
     assert service.process.wait(10) == 0
     assert time.monotonic() - started < 5
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+
+
+def test_a_child_that_keeps_dying_is_restarted_with_backoff() -> None:
+    crashing = [sys.executable, "-c", "raise SystemExit(3)"]
+    sleeping = [sys.executable, "-c", "import time; time.sleep(60)"]
+    supervisor = Supervisor(router=sleeping, workers=[crashing], shutdown_timeout=2)
+    thread = threading.Thread(target=supervisor.run)
+    thread.start()
+    try:
+        time.sleep(2.5)
+    finally:
+        supervisor.stop()
+        thread.join(10)
+    # Backoff doubles from 0.2 s: about 3-4 restarts in 2.5 s, where a tight loop would do ~50.
+    assert 2 <= supervisor.workers[0].restarts <= 5
+    assert supervisor.router.restarts == 0
+    router = supervisor.router.process
+    assert router is not None and router.poll() is not None, "stop() ends every child"

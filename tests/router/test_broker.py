@@ -243,7 +243,7 @@ def test_malformed_input_is_dropped_and_the_router_keeps_going(
 def test_resync_rebuilds_rooms_and_settles_conflicts(
     start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
 ) -> None:
-    router, endpoint = start_router(resync_grace=0.3)
+    router, endpoint = start_router(resync_grace=0.3, heartbeat_liveness=100)
     w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
     assert w1.hello(wire.PeerRecord(1, "r", True), wire.PeerRecord(2, "s", True)).rejected == []
     # w2 claims a partner for both rooms, plus a third peer in r: first come, first served.

@@ -1,0 +1,39 @@
+import type { IceServer } from "./signaling";
+
+/**
+ * ICE servers for RTCPeerConnection. Empty by default (host candidates only,
+ * which is enough on a LAN / loopback). Configure at build time with
+ *   VITE_ICE_SERVERS='[{"urls":"stun:stun.example.org:3478"}]' npm run build
+ * or at run time by defining `window.MCP_TORNADO_CONFIG = {iceServers: [...]}`
+ * in a script loaded before the app.
+ */
+export function parseIceServers(raw: unknown): IceServer[] {
+  let value: unknown = raw;
+  if (typeof raw === "string") {
+    if (raw.trim() === "") return [];
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      console.warn("mcp-tornado: ignoring invalid ICE server JSON");
+      return [];
+    }
+  }
+  if (!Array.isArray(value)) return [];
+  return value.filter((s): s is IceServer => {
+    if (typeof s !== "object" || s === null) return false;
+    const urls = (s as { urls?: unknown }).urls;
+    return typeof urls === "string" || (Array.isArray(urls) && urls.every((u) => typeof u === "string"));
+  });
+}
+
+declare global {
+  interface Window {
+    MCP_TORNADO_CONFIG?: { iceServers?: unknown };
+  }
+}
+
+export function configuredIceServers(): IceServer[] {
+  const runtime = typeof window !== "undefined" ? window.MCP_TORNADO_CONFIG?.iceServers : undefined;
+  if (runtime !== undefined) return parseIceServers(runtime);
+  return parseIceServers(import.meta.env.VITE_ICE_SERVERS as string | undefined);
+}

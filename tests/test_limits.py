@@ -1,0 +1,302 @@
+"""Every limit at, just under and just over its boundary: unit-level and against real workers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mcp_tornado import limits, protocol
+from mcp_tornado.limits import Admission, Gatekeeper, Limits, Refusal, TokenBucket
+from tests.rawws import PING, RawWebSocket, encode_frame
+from tests.support import Cluster, running_cluster, wait_until
+
+# --- the token bucket -------------------------------------------------------------
+
+
+def test_bucket_allows_exactly_the_burst_then_warns_once() -> None:
+    bucket = TokenBucket(rate=10, burst=5, now=0.0)
+    assert [bucket.take(0.0) for _ in range(5)] == [limits.ALLOW] * 5
+    assert bucket.take(0.0) == limits.DROP_AND_WARN
+    assert bucket.take(0.0) == limits.DROP
+
+
+def test_bucket_closes_after_burst_frames_over_the_allowance() -> None:
+    bucket = TokenBucket(rate=10, burst=5, now=0.0)
+    for _ in range(5):
+        bucket.take(0.0)
+    verdicts = [bucket.take(0.0) for _ in range(5)]
+    assert verdicts == [limits.DROP_AND_WARN] + [limits.DROP] * 3 + [limits.CLOSE]
+
+
+def test_bucket_refills_at_its_rate_and_caps_at_the_burst() -> None:
+    bucket = TokenBucket(rate=10, burst=5, now=0.0)
+    for _ in range(5):
+        assert bucket.take(0.0) == limits.ALLOW
+    assert bucket.take(0.0) == limits.DROP_AND_WARN  # 1 token in debt
+    assert bucket.take(0.0) == limits.DROP  # 2 in debt
+    assert bucket.take(0.1) == limits.DROP  # -2 + 1 = -1 tokens: still in debt, silent
+    assert bucket.take(0.39) == limits.DROP_AND_WARN  # -2 + 2.9 = 0.9: not enough, warned again
+    assert bucket.take(0.61) == limits.ALLOW  # -0.1 + 2.2 = 2.1 tokens
+    assert [bucket.take(100.0) for _ in range(6)][-2:] == [limits.ALLOW, limits.DROP_AND_WARN]
+
+
+def test_a_client_at_the_rate_is_never_limited() -> None:
+    bucket = TokenBucket(rate=50, burst=200, now=0.0)
+    assert all(bucket.take(i / 50) == limits.ALLOW for i in range(10_000))
+
+
+def test_a_client_just_over_the_rate_is_warned_then_closed_eventually() -> None:
+    bucket = TokenBucket(rate=50, burst=200, now=0.0)
+    verdicts = [bucket.take(i / 55) for i in range(20_000)]
+    first_drop = verdicts.index(limits.DROP_AND_WARN)
+    assert all(v == limits.ALLOW for v in verdicts[:first_drop])
+    assert limits.CLOSE in verdicts[first_drop:]
+
+
+# --- room names -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a", "lobby", "x" * 64, "caf\u00e9 room", "a+b", "A-Z_0.9~", "\u65e5\u672c", "r!#$%&()*"],
+)
+def test_valid_room_names(name: str) -> None:
+    assert limits.room_name_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "x" * 65,
+        " lead",
+        "trail ",
+        "tab\there",
+        "new\nline",
+        "nul\x00",
+        "bidi\u202eevil",
+        "zero\u200bwidth",
+        "nb\u00a0sp",
+        "\ud800",
+        "private\ue000",
+    ],
+)
+def test_invalid_room_names(name: str) -> None:
+    assert limits.room_name_problem(name) is not None
+
+
+def test_room_length_is_configurable() -> None:
+    assert limits.room_name_problem("x" * 8, max_length=8) is None
+    assert limits.room_name_problem("x" * 9, max_length=8) is not None
+
+
+def test_admission_parses_the_query_like_before() -> None:
+    gate = Gatekeeper(Limits())
+    assert gate.admit({}) == Admission("default", None)
+    assert gate.admit({"room": [b""]}) == Admission("default", None)
+    assert gate.admit({"room": [b"a", b" b "]}) == Admission("b", None)  # last one, stripped
+    refusal = gate.admit({"room": [b"\xff"]})
+    assert isinstance(refusal, Refusal) and refusal.close_code == 4400
+    assert json.loads(refusal.event)["code"] == "invalid_room"
+
+
+def test_connection_cap_and_unlimited() -> None:
+    gate = Gatekeeper(Limits(max_connections=2))
+    gate.connections = 1
+    assert not gate.full()
+    gate.connections = 2
+    assert gate.full()
+    assert not Gatekeeper(Limits(max_connections=0)).full()
+    assert Gatekeeper(Limits(rate=0)).bucket(0.0) is None
+
+
+def test_pending_bytes_without_a_connection() -> None:
+    assert limits.pending_bytes(None) == 0
+
+
+# --- against a real worker ---------------------------------------------------------
+
+BURST = 5
+
+
+@pytest.fixture(scope="module")
+def slow_rate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One worker; a rate so slow that refills never blur the burst boundary in a test."""
+    tmp: Path = tmp_path_factory.mktemp("limits")
+    with running_cluster(tmp, 1, "--rate-limit", "0.001", "--rate-burst", str(BURST)) as cluster:
+        yield cluster
+
+
+def room() -> str:
+    return f"lim-{uuid.uuid4().hex[:8]}"
+
+
+def joined(ws: RawWebSocket) -> dict[str, object]:
+    message = ws.recv_json()
+    assert message["type"] == "joined", message
+    return message
+
+
+def test_frame_of_exactly_the_max_size_is_accepted(slow_rate: Cluster) -> None:
+    with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
+        joined(ws)
+        head = '{"type":"offer","sdp":"'
+        frame = head + "x" * (64 * 1024 - len(head) - 2) + '"}'
+        assert len(frame.encode()) == 64 * 1024
+        ws.send_text(frame)
+        assert ws.recv_json()["code"] == "no_peer"  # checked and relayed (nobody there)
+
+
+def test_frame_one_byte_over_the_max_size_is_closed_with_1009(slow_rate: Cluster) -> None:
+    with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
+        joined(ws)
+        ws.send_text("x" * (64 * 1024 + 1))
+        assert ws.wait_closed() == protocol.CloseCode.MESSAGE_TOO_BIG
+
+
+def test_rate_limit_at_and_over_the_burst(slow_rate: Cluster) -> None:
+    with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
+        joined(ws)
+        for _ in range(BURST):  # at the boundary: all relayed
+            ws.send_json({"type": "candidate", "candidate": "c"})
+            assert ws.recv_json()["code"] == "no_peer"
+        ws.send_json({"type": "candidate"})  # one over: dropped, warned once
+        error = ws.recv_json()
+        assert error["type"] == "error" and error["code"] == "rate_limited"
+        for _ in range(BURST - 2):  # still dropped, silently; just under the close
+            ws.send_json({"type": "candidate"})
+        with pytest.raises(TimeoutError):
+            ws.recv_frame(timeout=0.3)
+        ws.send_json({"type": "candidate"})  # BURST frames over the allowance: closed
+        assert ws.recv_json()["code"] == "rate_limited"
+        assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
+
+
+def test_pings_count_against_the_rate_limit(slow_rate: Cluster) -> None:
+    with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
+        joined(ws)
+        for _ in range(2 * BURST - 1):
+            ws.send_raw(encode_frame(PING, b"p"))
+        assert ws.recv_json()["code"] == "rate_limited"
+        ws.send_raw(encode_frame(PING, b"p"))
+        assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
+
+
+def test_rate_limited_client_frees_its_room_slot(slow_rate: Cluster) -> None:
+    name = room()
+    with RawWebSocket.connect(slow_rate.ports[0], f"?room={name}") as a:
+        joined(a)
+        with RawWebSocket.connect(slow_rate.ports[0], f"?room={name}") as b:
+            joined(b)
+            assert a.recv_json()["type"] == "peer-joined"
+            for _ in range(2 * BURST):
+                b.send_json({"type": "candidate"})
+            assert b.wait_closed() == 4429
+            assert a.recv_type("peer-left")["peers"] == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "room_or_code"),
+    [
+        ("?room=" + "r" * 64, "r" * 64),
+        ("?room=" + "r" * 65, 4400),
+        ("?room=%E6%97%A5%E6%9C%AC", "\u65e5\u672c"),
+        ("?room=a%0Ab", 4400),
+        ("?room=%FF", 4400),
+        ("?room=%E2%80%AEx", 4400),
+        ("?room=%20", "default"),
+    ],
+)
+def test_room_names_at_the_server(slow_rate: Cluster, query: str, room_or_code: str | int) -> None:
+    with RawWebSocket.connect(slow_rate.ports[0], query) as ws:
+        first = ws.recv_json()
+        if isinstance(room_or_code, str):
+            assert first["type"] == "joined" and first["room"] == room_or_code
+        else:
+            assert first["type"] == "error" and first["code"] == "invalid_room"
+            assert ws.wait_closed() == room_or_code
+
+
+def test_connection_cap(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, 1, "--max-connections", "3") as cluster:
+        port = cluster.ports[0]
+        clients = [RawWebSocket.connect(port, f"?room={room()}") for _ in range(3)]
+        for ws in clients:  # at the cap: all in
+            joined(ws)
+        over = RawWebSocket.handshake(port, f"/ws/signal/?room={room()}")
+        assert over.status == 503  # one over: refused at the handshake
+        over.sock.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as response:
+            assert response.status == 200, "health checks are not connections"
+        clients.pop().close()  # back under the cap: admitted again
+
+        def admitted() -> bool:
+            ws = RawWebSocket.handshake(port, f"/ws/signal/?room={room()}")
+            clients.append(ws)
+            return ws.status == 101
+
+        wait_until(admitted, 5, "a slot after a client left")
+        for ws in clients:
+            ws.close()
+
+
+def test_limits_are_validated_at_startup(tmp_path: Path) -> None:
+    from tests.support import spawn
+
+    process = spawn("worker", "--allowed-origin", "not an origin", log=tmp_path / "w.log")
+    assert process.wait(10) != 0
+    assert "not an origin" in (tmp_path / "w.log").read_text()
+
+
+@settings(deadline=None, derandomize=True, database=None, max_examples=300)
+@given(
+    query=st.dictionaries(
+        st.sampled_from(["room", "token", "x"]), st.lists(st.binary(max_size=80), max_size=3)
+    ),
+    secret=st.sampled_from([None, b"s" * 16]),
+)
+def test_admission_never_crashes(query: dict[str, list[bytes]], secret: bytes | None) -> None:
+    verdict = Gatekeeper(Limits(token_secret=secret)).admit(query)
+    if isinstance(verdict, Refusal):
+        assert verdict.close_code in {4400, 4401}
+        assert json.loads(verdict.event)["code"] in protocol.ERROR_CODES
+    else:
+        assert limits.room_name_problem(verdict.room) is None and secret is None
+
+
+def test_half_sent_requests_and_big_bodies_are_cut_off(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, 1, "--handshake-timeout", "1") as cluster:
+        port = cluster.ports[0]
+        with RawWebSocket.connect(port, f"?room={room()}") as idle_ws:
+            joined(idle_ws)
+            slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+            slow.sendall(b"GET /ws/signal/ HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+            started = time.monotonic()
+            assert slow.recv(1024) == b""  # closed by the server
+            assert 0.5 < time.monotonic() - started < 4
+            slow.close()
+            big = socket.create_connection(("127.0.0.1", port), timeout=5)
+            big.sendall(
+                b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
+                + b"x" * 65536
+            )
+            reply = b""
+            with contextlib.suppress(OSError):
+                while chunk := big.recv(65536):
+                    reply += chunk
+            big.close()
+            assert not reply.startswith(b"HTTP/1.1 2"), reply[:80]
+            # An upgraded WebSocket is not subject to the header deadline.
+            time.sleep(0.5)
+            idle_ws.send_json({"type": "leave"})
+            assert idle_ws.recv_json()["code"] == "no_peer"
