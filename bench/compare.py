@@ -40,7 +40,10 @@ class Sizes:
     scaling_peers: list[int] = field(default_factory=lambda: [500, 5000])
     open_pairs: int = 1000
     open_rate: float = 5.0
-    sweep_rates: list[float] = field(default_factory=lambda: [5, 10, 20, 40, 80, 160])
+    # sqrt(2) steps per pair (x 1,000 pairs): 5,000 ... 160,000 msg/s offered
+    sweep_rates: list[float] = field(
+        default_factory=lambda: [5, 7, 10, 14, 20, 28, 40, 56, 80, 113, 160]
+    )
     open_s: float = 5.0
     connect_peers: int = 4000
     idle_peers: int = 10000
