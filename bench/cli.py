@@ -1,0 +1,354 @@
+"""``python -m bench SCENARIO ...``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bench import drivers, plots, report
+from bench.procmon import SpawnedServer, check_loopback
+from bench.wsclient import raise_nofile_limit
+
+DEFAULT_URL = "ws://127.0.0.1:8765/ws/signal/"
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in text.replace(" ", "").split(",") if x]
+
+
+def _float_list(text: str) -> list[float]:
+    return [float(x) for x in text.replace(" ", "").split(",") if x]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("target and output")
+    g.add_argument(
+        "--url",
+        action="append",
+        help="WebSocket endpoint (repeat to compare several servers; default: from --spawn's "
+        f"--host/--port, else {DEFAULT_URL})",
+    )
+    g.add_argument("--label", action="append", help="name per --url (default: host:port)")
+    g.add_argument(
+        "--spawn",
+        action="append",
+        help='start the server per --url, e.g. "mcp-tornado serve --workers 2 --port 8765"; '
+        "waits for the port, samples its process tree, kills its process group at the end",
+    )
+    g.add_argument("--spawn-cwd", default=None, help="working directory for --spawn")
+    g.add_argument(
+        "--server-pid", action="append", type=int, help="sample this pid and its children"
+    )
+    g.add_argument("--procs", type=int, default=1, help="client processes (default 1)")
+    g.add_argument("--out", help="write the JSON results here")
+    g.add_argument("--plot-dir", help="write PNG plots here")
+    g.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    g.add_argument("--timeout", type=float, default=600.0, help="hard limit per run, seconds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Load benchmarks for MCP signaling servers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("relay", help="closed-loop relay: throughput and round-trip latency")
+    _common(p)
+    p.add_argument("--peers", type=_int_list, default=[2000], help="peers, comma list (sweep)")
+    p.add_argument("--window", type=int, default=1, help="messages in flight per pair")
+    p.add_argument("--messages", type=int, default=1_000_000, help="max messages per pair")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of sending")
+    p.add_argument("--concurrency", type=int, default=200, help="connects in flight per proc")
+
+    p = sub.add_parser("openloop", help="open loop at a fixed rate per pair (or a sweep)")
+    _common(p)
+    p.add_argument("--pairs", type=int, default=1000)
+    p.add_argument("--rate", type=_float_list, default=[5.0], help="msg/s per pair, comma list")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
+    p.add_argument(
+        "--stop-p99", type=float, default=50.0, help="stop a sweep once p99 > 2x this (ms)"
+    )
+    p.add_argument("--concurrency", type=int, default=200)
+
+    p = sub.add_parser("churn", help="pairs join, exchange, leave and rejoin")
+    _common(p)
+    p.add_argument("--pairs", type=int, default=100)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--rejoin-delay", type=float, default=0.0, help="pause before a rejoin, s")
+
+    p = sub.add_parser("connect", help="connect storm: joins/s and time to all joined")
+    _common(p)
+    p.add_argument("--peers", type=_int_list, default=[2000])
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="connects in flight per proc (keep procs x this under the server listen backlog)",
+    )
+    p.add_argument(
+        "--wait-joined",
+        type=float,
+        default=0.0,
+        help="also wait up to this many s for a 'joined' event (servers that send one)",
+    )
+
+    p = sub.add_parser("idle", help="hold N idle peers with pings; server memory per peer")
+    _common(p)
+    p.add_argument("--peers", type=_int_list, default=[10000])
+    p.add_argument("--hold", type=float, default=20.0, help="seconds to hold")
+    p.add_argument("--ping-interval", type=float, default=5.0)
+    p.add_argument("--concurrency", type=int, default=64, help="connects in flight per proc")
+
+    p = sub.add_parser("libs", help="micro-measure WebSocket client libraries")
+    p.add_argument("--url", default=None, help="server (default: start the reference relay)")
+    p.add_argument("--messages", type=int, default=20000)
+    p.add_argument("--pairs", type=int, default=20)
+    p.add_argument("--out", help="write JSON here")
+
+    p = sub.add_parser(
+        "compare", help="the full comparison: mcp-tornado 1/2/4 workers vs baselines"
+    )
+    p.add_argument("--out-dir", default="bench/results", help="JSON, PNG and markdown go here")
+    p.add_argument("--quick", action="store_true", help="small sizes (a smoke run, ~1 min)")
+    p.add_argument("--workers", type=_int_list, default=[1, 2, 4])
+    p.add_argument(
+        "--server-cmd",
+        default="mcp-tornado serve --workers {workers} --host 127.0.0.1 --port {port}",
+    )
+    p.add_argument(
+        "--baseline-dir",
+        default=None,
+        help="Channels baseline folder (default ../shared/baselines/channels_seed)",
+    )
+    p.add_argument(
+        "--skip", default="", help="comma list of target names to skip: mcp,baseline,reference"
+    )
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("report", help="markdown tables (and plots) again from a compare.json")
+    p.add_argument("file")
+    p.add_argument("--plot-dir", help="also write the compare plots here")
+
+    p = sub.add_parser("plot", help="plots from one or more JSON result files")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--plot-dir", required=True)
+
+    p = sub.add_parser("reference-relay", help="run the picows reference relay")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8799)
+    return parser
+
+
+def url_from_spawn(command: str) -> str | None:
+    """``ws://HOST:PORT/ws/signal/`` from the --host/--port (or -b/-p) of a spawn command."""
+    words = shlex.split(command)
+    host, port = "127.0.0.1", None
+    for i, word in enumerate(words[:-1]):
+        if word in ("--port", "-p"):
+            port = words[i + 1]
+        elif word in ("--host", "-b", "--bind"):
+            host = words[i + 1]
+    for word in words:
+        if word.startswith("--port="):
+            port = word.split("=", 1)[1]
+        elif word.startswith("--host="):
+            host = word.split("=", 1)[1]
+    return f"ws://{host}:{port}/ws/signal/" if port else None
+
+
+def default_urls(args: argparse.Namespace) -> list[str]:
+    if args.url:
+        return list(args.url)
+    spawns = getattr(args, "spawn", None) or []
+    derived = [url_from_spawn(cmd) for cmd in spawns]
+    if spawns and all(derived):
+        return [u for u in derived if u]
+    return [DEFAULT_URL]
+
+
+@contextlib.contextmanager
+def targets(args: argparse.Namespace) -> Iterator[list[drivers.Target]]:
+    """Yield one Target per --url, spawning servers as asked; always stops them."""
+    urls: list[str] = default_urls(args)
+    labels: list[str] = args.label or []
+    spawns: list[str] = args.spawn or []
+    pids: list[int] = args.server_pid or []
+    for flag, values in (("--label", labels), ("--spawn", spawns), ("--server-pid", pids)):
+        if values and len(values) != len(urls):
+            raise SystemExit(f"{flag} given {len(values)} times for {len(urls)} --url")
+    for url in urls:
+        check_loopback(url)
+    spawned: list[SpawnedServer] = []
+    out: list[drivers.Target] = []
+    try:
+        for i, url in enumerate(urls):
+            label = labels[i] if labels else url.split("//", 1)[-1].split("/", 1)[0]
+            pid = pids[i] if pids else None
+            if spawns:
+                server = SpawnedServer(spawns[i], url, cwd=args.spawn_cwd)
+                spawned.append(server)
+                server.start()
+                pid = server.pid
+            out.append(drivers.Target(url=url, label=label, server_pid=pid))
+        yield out
+    finally:
+        for server in spawned:
+            server.stop()
+
+
+def _finish(args: argparse.Namespace, runs: list[dict[str, Any]]) -> int:
+    report.print_summary(runs)
+    if args.out:
+        path = report.write_json(args.out, runs)
+        print(f"results: {path}")
+    if args.plot_dir:
+        for path in plots.all_plots(runs, args.plot_dir):
+            print(f"plot: {path}")
+    failed = any(run.get("failures") for run in runs)
+    return 1 if failed else 0
+
+
+def _each_target(
+    args: argparse.Namespace, body: Callable[[drivers.Target], list[dict[str, Any]]]
+) -> int:
+    runs: list[dict[str, Any]] = []
+    # One target at a time: a spawned server runs only while it is measured.
+    urls = default_urls(args)
+    for i in range(len(urls)):
+        sub = argparse.Namespace(**vars(args))
+        sub.url = [urls[i]]
+        sub.label = [args.label[i]] if args.label else None
+        sub.spawn = [args.spawn[i]] if args.spawn else None
+        sub.server_pid = [args.server_pid[i]] if args.server_pid else None
+        with targets(sub) as (target,):
+            runs += body(target)
+    return _finish(args, runs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    raise_nofile_limit()
+    progress = not getattr(args, "no_progress", False)
+    cmd = args.command
+
+    if cmd == "relay":
+        return _each_target(
+            args,
+            lambda t: [
+                drivers.run_relay(
+                    t,
+                    pairs=peers // 2,
+                    procs=args.procs,
+                    window=args.window,
+                    messages=args.messages,
+                    duration=args.duration,
+                    concurrency=args.concurrency,
+                    progress=progress,
+                    timeout=args.timeout,
+                )
+                for peers in args.peers
+            ],
+        )
+    if cmd == "openloop":
+        return _each_target(
+            args,
+            lambda t: [
+                drivers.run_openloop(
+                    t,
+                    pairs=args.pairs,
+                    procs=args.procs,
+                    rates=args.rate,
+                    duration=args.duration,
+                    stop_p99_ms=args.stop_p99,
+                    concurrency=args.concurrency,
+                    progress=progress,
+                    timeout=args.timeout,
+                )
+            ],
+        )
+    if cmd == "churn":
+        return _each_target(
+            args,
+            lambda t: [
+                drivers.run_churn(
+                    t,
+                    pairs=args.pairs,
+                    procs=args.procs,
+                    duration=args.duration,
+                    rejoin_delay=args.rejoin_delay,
+                    progress=progress,
+                    timeout=args.timeout,
+                )
+            ],
+        )
+    if cmd == "connect":
+        return _each_target(
+            args,
+            lambda t: [
+                drivers.run_connect(
+                    t,
+                    peers=peers,
+                    procs=args.procs,
+                    concurrency=args.concurrency,
+                    wait_joined=args.wait_joined,
+                    progress=progress,
+                    timeout=args.timeout,
+                )
+                for peers in args.peers
+            ],
+        )
+    if cmd == "idle":
+        return _each_target(
+            args,
+            lambda t: [
+                drivers.run_idle(
+                    t,
+                    peers=peers,
+                    procs=args.procs,
+                    hold=args.hold,
+                    ping_interval=args.ping_interval,
+                    concurrency=args.concurrency,
+                    progress=progress,
+                    timeout=args.timeout,
+                )
+                for peers in args.peers
+            ],
+        )
+    if cmd == "libs":
+        from bench import libcompare
+
+        return libcompare.main(args)
+    if cmd == "compare":
+        from bench import compare
+
+        return compare.main(args)
+    if cmd == "report":
+        from bench import compare
+
+        print(compare.report_from_file(args.file, args.plot_dir), end="")
+        return 0
+    if cmd == "plot":
+        runs: list[dict[str, Any]] = []
+        for name in args.files:
+            runs += report.read_json(name)["runs"]
+        for path in plots.all_plots(runs, args.plot_dir):
+            print(f"plot: {path}")
+        return 0
+    if cmd == "reference-relay":
+        from bench import reference_relay
+
+        reference_relay.main(["--host", args.host, "--port", str(args.port)])
+        return 0
+    raise SystemExit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["Path", "build_parser", "main"]

@@ -1,0 +1,158 @@
+"""PNG plots (matplotlib, Agg backend): latency CDF, scaling with peers, side-by-side comparison."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def _name(run: dict[str, Any]) -> str:
+    p = run.get("params", {})
+    extra = f" w{p['window']}" if "window" in p else ""
+    return f"{run.get('label')} {run.get('scenario')} {p.get('peers', '')}p{extra}"
+
+
+def latency_cdf(
+    runs: list[dict[str, Any]], path: str | Path, title: str | None = None
+) -> Path | None:
+    """Round-trip (or connect) latency CDF of every run that has one.
+
+    Log x axis; the y axis is spread as -log10(1-F) so p99 and p99.9 are readable.
+    """
+    curves = [(r, r.get("cdf") or []) for r in runs]
+    curves = [(r, c) for r, c in curves if c]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run, cdf in curves:
+        xs = [max(1e-3, float(x)) for x, _ in cdf]
+        ys = [min(5.0, -math.log10(max(1e-5, 1.0 - float(f)))) for _, f in cdf]
+        ax.plot(xs, ys, label=_name(run), linewidth=1.5)
+    ax.set_xscale("log")
+    ticks = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(["p0", "p90", "p99", "p99.9", "p99.99", "max"])
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("percentile")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title or "Latency CDF")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def scaling(runs: list[dict[str, Any]], path: str | Path, title: str | None = None) -> Path | None:
+    """Throughput (left axis) and p99 (right axis) against peers, one line per label."""
+    series: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+    for run in runs:
+        m = run.get("metrics", {})
+        if "deliveries_per_s" not in m:
+            continue
+        peers = int(run.get("params", {}).get("peers", 0))
+        p99 = float((m.get("latency_ms") or {}).get("p99") or math.nan)
+        series[str(run.get("label"))].append((peers, float(m["deliveries_per_s"]), p99))
+    if not series:
+        return None
+    fig, ax1 = plt.subplots(figsize=(8, 5))
+    ax2 = ax1.twinx()
+    for i, (label, points) in enumerate(sorted(series.items())):
+        points.sort()
+        color = f"C{i}"
+        xs = [p[0] for p in points]
+        ax1.plot(xs, [p[1] for p in points], "o-", color=color, label=f"{label} deliveries/s")
+        ax2.plot(xs, [p[2] for p in points], "s--", color=color, label=f"{label} p99 ms")
+    ax1.set_xlabel("peers")
+    ax1.set_ylabel("one-way deliveries/s (solid)")
+    ax2.set_ylabel("p99 round trip ms (dashed)")
+    ax2.set_yscale("log")
+    ax1.grid(True, alpha=0.3)
+    handles = ax1.get_legend_handles_labels()
+    handles2 = ax2.get_legend_handles_labels()
+    ax1.legend(handles[0] + handles2[0], handles[1] + handles2[1], fontsize=8, loc="upper left")
+    ax1.set_title(title or "Throughput and p99 vs peers")
+    return _save(fig, path)
+
+
+def comparison(
+    runs: list[dict[str, Any]], path: str | Path, title: str | None = None
+) -> Path | None:
+    """Side-by-side bars per run: deliveries/s and p99 (several URLs or worker counts)."""
+    rows = [
+        (
+            _name(r),
+            float(r["metrics"]["deliveries_per_s"]),
+            float((r["metrics"].get("latency_ms") or {}).get("p99") or math.nan),
+        )
+        for r in runs
+        if "deliveries_per_s" in r.get("metrics", {})
+    ]
+    if not rows:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    names = [r[0] for r in rows]
+    pos = list(range(len(rows)))
+    ax1.bar(pos, [r[1] for r in rows], color=[f"C{i}" for i in pos])
+    ax1.set_xticks(pos)
+    ax1.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax1.set_ylabel("one-way deliveries/s")
+    ax1.set_yscale("log")
+    ax1.grid(True, axis="y", alpha=0.3)
+    ax2.bar(pos, [r[2] for r in rows], color=[f"C{i}" for i in pos])
+    ax2.set_xticks(pos)
+    ax2.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax2.set_ylabel("p99 round trip (ms)")
+    ax2.set_yscale("log")
+    ax2.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(title or "Comparison")
+    return _save(fig, path)
+
+
+def sweep(runs: list[dict[str, Any]], path: str | Path, threshold_ms: float = 50.0) -> Path | None:
+    """Open-loop p99 against offered rate, one line per run, with the threshold line."""
+    lines = [(r, r["metrics"].get("sweep") or []) for r in runs if r.get("scenario") == "openloop"]
+    lines = [(r, s) for r, s in lines if s]
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run, points in lines:
+        ax.plot(
+            [p["offered_msgs_per_s"] for p in points],
+            [p["p99_ms"] if p["p99_ms"] is not None else math.nan for p in points],
+            "o-",
+            label=_name(run),
+        )
+    ax.axhline(threshold_ms, color="red", linestyle=":", label=f"{threshold_ms:g} ms")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered messages/s (all pairs)")
+    ax.set_ylabel("p99 round trip ms")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Open loop: p99 vs offered rate")
+    return _save(fig, path)
+
+
+def all_plots(runs: list[dict[str, Any]], out_dir: str | Path, prefix: str = "") -> list[Path]:
+    out_dir = Path(out_dir)
+    made = [
+        latency_cdf(runs, out_dir / f"{prefix}latency_cdf.png"),
+        scaling(runs, out_dir / f"{prefix}scaling.png"),
+        comparison(runs, out_dir / f"{prefix}comparison.png"),
+        sweep(runs, out_dir / f"{prefix}openloop_sweep.png"),
+    ]
+    return [p for p in made if p is not None]
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

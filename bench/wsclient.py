@@ -1,0 +1,185 @@
+"""The load client's WebSocket layer, on picows (see bench/README.md for why).
+
+A :class:`Peer` is one simulated browser tab: one WebSocket in one room. Frames are
+handed to an owner object (a pair of peers in a scenario) as raw bytes, with no
+asyncio task per peer: the callbacks run straight from the protocol, which is
+what lets one client process drive thousands of sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote, urlsplit
+
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+TEXT = WSMsgType.TEXT
+T = TypeVar("T")
+
+
+class PeerOwner(Protocol):
+    """Receives everything a peer sees."""
+
+    def on_message(self, peer: Peer, data: bytes) -> None: ...
+
+    def on_closed(self, peer: Peer) -> None: ...
+
+
+class Peer(WSListener):
+    """One WebSocket connection of the load client."""
+
+    __slots__ = (
+        "_disconnected",
+        "close_code",
+        "closed",
+        "owner",
+        "pongs",
+        "role",
+        "transport",
+    )
+
+    def __init__(self, owner: PeerOwner | None, role: int) -> None:
+        super().__init__()
+        self.owner = owner
+        self.role = role
+        self.transport: WSTransport | None = None
+        self.close_code: int | None = None
+        self.closed = False
+        self.pongs = 0
+
+    # picows callbacks -------------------------------------------------------------
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type == TEXT or msg_type == WSMsgType.BINARY:
+            if self.owner is not None:
+                self.owner.on_message(self, frame.get_payload_as_bytes())
+        elif msg_type == WSMsgType.PONG:
+            self.pongs += 1
+        elif msg_type == WSMsgType.CLOSE:
+            code: Any = frame.get_close_code()  # a plain int at run time (any code)
+            self.close_code = int(code)
+            # Complete the closing handshake ourselves (picows leaves it to us).
+            if not transport.is_close_frame_sent:
+                transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closed = True
+        if self.owner is not None:
+            self.owner.on_closed(self)
+
+    # helpers ----------------------------------------------------------------------
+    def send(self, data: bytes) -> bool:
+        """Send a text frame; False when the socket is already gone."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return False
+        transport.send(TEXT, data)
+        return True
+
+    def ping(self) -> bool:
+        transport = self.transport
+        if transport is None or self.closed:
+            return False
+        transport.send_ping()
+        return True
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Clean close: send CLOSE, wait (bounded) for the server to finish it."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        with contextlib.suppress(Exception):
+            if not transport.is_close_frame_sent:
+                transport.send_close(WSCloseCode.OK)
+        try:
+            await asyncio.wait_for(transport.wait_disconnected(), timeout)
+        except TimeoutError:
+            transport.disconnect(graceful=False)
+
+    def abort(self) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed:
+            transport.disconnect(graceful=False)
+
+
+def room_url(base_url: str, room: str) -> str:
+    """``base_url`` with ``room=ROOM`` added to its query string."""
+    sep = "&" if urlsplit(base_url).query else "?"
+    return f"{base_url}{sep}room={quote(room, safe='')}"
+
+
+def error_kind(exc: BaseException) -> str:
+    """Short, stable name for a connect failure (used as an error-count key)."""
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return "connect_timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connect_refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connect_reset"
+    status = getattr(getattr(exc, "response", None), "status", None)
+    if status is not None:
+        return f"http_{int(status)}"
+    detail = str(exc).strip().splitlines()[0][:60] if str(exc).strip() else ""
+    return f"connect_{type(exc).__name__}" + (f":{detail}" if detail else "")
+
+
+async def connect_peer(
+    url: str,
+    owner: PeerOwner | None,
+    role: int,
+    timeout: float = 10.0,
+) -> Peer:
+    """Open one WebSocket; raises on failure (see :func:`error_kind`)."""
+
+    def factory() -> Peer:
+        return Peer(owner, role)
+
+    _, listener = await ws_connect(
+        factory,
+        url,
+        websocket_handshake_timeout=timeout,
+        read_buffer_init_size=4096,
+        max_redirects=0,
+    )
+    assert isinstance(listener, Peer)
+    return listener
+
+
+def raise_nofile_limit(wanted: int = 1_048_576) -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE's soft limit as far as allowed; returns the new (soft, hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (much cheaper per socket), else the default loop."""
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine factory on a fresh (uv)loop and close it."""
+    loop = new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(factory())
+    finally:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)

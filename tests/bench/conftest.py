@@ -1,0 +1,81 @@
+"""Fixtures for the bench's own tests: servers on free loopback ports, always stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.compare import resolve_command
+from bench.procmon import SpawnedServer, free_port
+
+
+def _alive_children(me: psutil.Process, before: set[int]) -> list[psutil.Process]:
+    out = []
+    for proc in me.children(recursive=True):
+        if proc.pid in before:
+            continue
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            # multiprocessing's resource tracker lives as long as the test process
+            if any("resource_tracker" in part for part in proc.cmdline()):
+                continue
+        except psutil.Error:
+            continue
+        out.append(proc)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """Every test must leave no child process behind (killed and reported if it does)."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    deadline = time.monotonic() + 10
+    left = _alive_children(me, before)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = _alive_children(me, before)
+    described = []
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            described.append(" ".join(proc.cmdline()))
+            proc.kill()
+    assert not left, f"processes left running: {described}"
+
+
+def _serve(command: str, tmp: Path, name: str) -> Iterator[SpawnedServer]:
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/ws/signal/"
+    server = SpawnedServer(command.format(port=port), url, log_path=tmp / f"{name}.log")
+    server.start(timeout=60)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def reference_relay(tmp_path: Path) -> Iterator[SpawnedServer]:
+    """The picows reference relay on a free port."""
+    yield from _serve(
+        f"{sys.executable} -m bench.reference_relay --host 127.0.0.1 --port {{port}}",
+        tmp_path,
+        "reference",
+    )
+
+
+@pytest.fixture
+def mcp_server(tmp_path: Path) -> Iterator[SpawnedServer]:
+    """A real ``mcp-tornado serve --workers 2`` on a free port."""
+    command = resolve_command("mcp-tornado serve --workers 2 --host 127.0.0.1 --port {port}")
+    if command is None:
+        pytest.skip("mcp-tornado is not installed")
+    yield from _serve(command, tmp_path, "mcp")

@@ -1,0 +1,191 @@
+"""Small real runs (seconds): every scenario against the picows reference relay and a real
+``mcp-tornado serve --workers 2``, the CLI end to end (JSON + PNG), and ``compare --quick``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import drivers
+from bench.procmon import SpawnedServer
+
+SERVERS = ["reference_relay", "mcp_server"]
+
+
+def target(server: SpawnedServer, label: str) -> drivers.Target:
+    return drivers.Target(url=server.url, label=label, server_pid=server.pid)
+
+
+@pytest.mark.parametrize("server_fixture", SERVERS)
+def test_relay_no_loss_and_server_sampled(
+    server_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    server: SpawnedServer = request.getfixturevalue(server_fixture)
+    run = drivers.run_relay(
+        target(server, server_fixture),
+        pairs=20,
+        procs=2,
+        window=4,
+        messages=200,
+        duration=5,
+        progress=False,
+        timeout=120,
+    )
+    m = run["metrics"]
+    assert run["failures"] == []
+    assert m["ready_pairs"] == 20
+    assert m["sent"] == 20 * 200 and m["echoed"] == 20 * 200
+    assert m["latency_ms"]["count"] == 20 * 200
+    assert m["deliveries"] == 2 * 20 * 200
+    assert (m["lost"], m["reordered"], m["duplicates"]) == (0, 0, 0)
+    assert m["errors"] == {} and m["setup_errors"] == {}
+    assert m["deliveries_per_s"] > 0
+    assert run["server"]["cpu_s"] > 0 and run["server"]["rss_mib"] > 0
+    assert len(run["client"]["procs_cpu_pct"]) == 2
+    if server_fixture == "mcp_server":
+        labels = set(run["server"]["cpu_pct_by_label"])
+        assert {"router", "worker"} <= labels
+
+
+@pytest.mark.parametrize("server_fixture", SERVERS)
+def test_openloop_connect_churn_idle(server_fixture: str, request: pytest.FixtureRequest) -> None:
+    server: SpawnedServer = request.getfixturevalue(server_fixture)
+    t = target(server, server_fixture)
+    ol = drivers.run_openloop(
+        t,
+        pairs=20,
+        procs=1,
+        rates=[20, 40],
+        duration=1.0,
+        stop_p99_ms=None,
+        progress=False,
+        timeout=120,
+    )
+    assert [s["metrics"]["offered_msgs_per_s"] for s in ol["steps"]] == [400, 800]
+    for step in ol["steps"]:
+        assert step["metrics"]["lost"] == 0 and step["metrics"]["reordered"] == 0
+        assert step["metrics"]["latency_ms"]["count"] == pytest.approx(
+            20 * 20 * step["metrics"]["rate_per_pair"] / 20, rel=0.2
+        )
+
+    cn = drivers.run_connect(
+        t, peers=200, procs=2, wait_joined=1.0 if server_fixture else 0, progress=False, timeout=120
+    )
+    assert cn["metrics"]["joined"] == 200 and cn["metrics"]["joins_per_s"] > 0
+    assert cn["metrics"]["errors"] == {}
+    assert cn["metrics"]["events"].get("no_joined_event", 0) == 0  # both send "joined"
+
+    ch = drivers.run_churn(t, pairs=5, procs=1, duration=1.5, progress=False, timeout=120)
+    assert ch["metrics"]["cycles"] > 5
+    assert ch["metrics"]["room_full_first_join"] == 0
+
+    idle = drivers.run_idle(
+        t, peers=200, procs=2, hold=1.0, ping_interval=0.5, settle=0.5, progress=False, timeout=120
+    )
+    im = idle["metrics"]
+    assert im["held"] == 200 and im["still_open"] == 200 and im["closed_during_hold"] == 0
+    assert im["pongs"] == im["pings"] > 0
+    assert "server_kib_per_peer" in im
+
+
+def test_cli_writes_json_and_pngs(tmp_path: Path, reference_relay: SpawnedServer) -> None:
+    out = tmp_path / "r.json"
+    plots = tmp_path / "png"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "relay",
+            "--url",
+            reference_relay.url,
+            "--server-pid",
+            str(reference_relay.pid),
+            "--peers",
+            "20,40",
+            "--duration",
+            "1",
+            "--messages",
+            "50",
+            "--out",
+            str(out),
+            "--plot-dir",
+            str(plots),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "deliveries/s (one-way)" in proc.stdout
+    doc = json.loads(out.read_text())
+    assert [r["params"]["peers"] for r in doc["runs"]] == [20, 40]
+    assert {p.name for p in plots.iterdir()} >= {"latency_cdf.png", "scaling.png", "comparison.png"}
+
+
+def test_cli_spawn_option_starts_and_stops_the_server(tmp_path: Path) -> None:
+    from bench.procmon import free_port
+
+    port = free_port()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "connect",
+            "--url",
+            f"ws://127.0.0.1:{port}/ws/signal/",
+            "--spawn",
+            f"{sys.executable} -m bench.reference_relay --port {port}",
+            "--peers",
+            "40",
+            "--out",
+            str(tmp_path / "c.json"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads((tmp_path / "c.json").read_text())["runs"][0]
+    assert run["metrics"]["joined"] == 40
+    assert run["server"]["rss_mib"] > 0
+
+
+def test_compare_quick(tmp_path: Path) -> None:
+    """The headline command, tiny sizes: mcp-tornado 2 workers and the reference relay."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "compare",
+            "--quick",
+            "--workers",
+            "2",
+            "--skip",
+            "baseline",
+            "--out-dir",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    md = (tmp_path / "compare.md").read_text()
+    assert "Machine:" in md
+    assert "| mcp-tornado 2w |" in md and "| picows reference |" in md
+    doc = json.loads((tmp_path / "compare.json").read_text())
+    assert {r["compare_target"] for r in doc["runs"]} == {"mcp-tornado 2w", "picows reference"}
+    assert (tmp_path / "compare_relay_w1_cdf.png").stat().st_size > 5000

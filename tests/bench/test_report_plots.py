@@ -1,0 +1,184 @@
+"""Result JSON files, summary tables, markdown and PNG plots, on synthetic runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import plots, report
+from bench.compare import Spec, cross_text, markdown
+from bench.runner import split_pairs
+from bench.stats import cdf_points, summarize
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_relay(label: str, peers: int, rate: float, window: int = 1) -> dict[str, Any]:
+    lat = [0.5 + (i % 100) / 10 for i in range(2000)]
+    return {
+        "scenario": "relay",
+        "label": label,
+        "url": "ws://127.0.0.1:1/ws/signal/",
+        "params": {"peers": peers, "pairs": peers // 2, "window": window, "procs": 1},
+        "metrics": {
+            "ready_pairs": peers // 2,
+            "deliveries_per_s": rate,
+            "round_trips_per_s": rate / 2,
+            "latency_ms": summarize(lat),
+            "lost": 0,
+            "reordered": 0,
+            "duplicates": 0,
+            "errors": {},
+        },
+        "cdf": [list(p) for p in cdf_points(lat)],
+        "server": {"cpu_pct": 150.0, "cpu_pct_by_label": {"router": 60.0, "worker": 90.0}},
+        "client": {"cpu_pct": 80.0, "procs_cpu_pct": [40.0, 40.0]},
+    }
+
+
+def fake_openloop(label: str) -> dict[str, Any]:
+    run = fake_relay(label, 2000, 10000.0)
+    run["scenario"] = "openloop"
+    sweep = [
+        {"offered_msgs_per_s": 5000.0, "p99_ms": 5.0},
+        {"offered_msgs_per_s": 10000.0, "p99_ms": 30.0},
+        {"offered_msgs_per_s": 20000.0, "p99_ms": 70.0},
+    ]
+    run["metrics"]["sweep"] = sweep
+    run["metrics"]["p99_crosses_50ms_at_msgs_per_s"] = 15000.0
+    run["steps"] = [{"metrics": run["metrics"]}]
+    return run
+
+
+def test_json_file_is_strict_and_round_trips(tmp_path: Path) -> None:
+    run = fake_relay("a", 200, 1234.5)
+    run["metrics"]["latency_ms"]["p99"] = math.nan  # NaN must become null
+    run["raw"] = b"bytes are dropped"
+    path = report.write_json(tmp_path / "sub" / "r.json", [run], argv=["bench", "relay"])
+    text = path.read_text()
+    doc = json.loads(text)  # strict JSON: no NaN tokens
+    assert "NaN" not in text
+    assert doc["format"] == report.RESULT_FORMAT
+    assert doc["argv"] == ["bench", "relay"]
+    assert {"cpu_model", "cores", "ram_gib", "python"} <= set(doc["machine"])
+    assert doc["runs"][0]["metrics"]["latency_ms"]["p99"] is None
+    assert doc["runs"][0]["raw"] is None
+    assert report.read_json(path)["runs"][0]["label"] == "a"
+
+
+def test_read_json_rejects_other_files(tmp_path: Path) -> None:
+    other = tmp_path / "x.json"
+    other.write_text('{"hello": 1}')
+    with pytest.raises(ValueError):
+        report.read_json(other)
+
+
+def test_summary_table_mentions_the_figures() -> None:
+    out = io.StringIO()
+    report.print_summary([fake_relay("srv", 2000, 50_000.0), fake_openloop("srv")], out)
+    text = out.getvalue()
+    assert "deliveries/s (one-way)" in text and "50,000" in text
+    assert "router 60%" in text
+    assert "p99 crosses 50 ms at" in text and "15,000" in text
+
+
+def test_fmt() -> None:
+    assert report.fmt(None) == "-"
+    assert report.fmt(math.nan) == "-"
+    assert report.fmt(12345.6) == "12,346"
+    assert report.fmt(3.14159, 2) == "3.14"
+    assert report.fmt(7) == "7"
+
+
+def test_plots_write_png_files(tmp_path: Path) -> None:
+    runs = [
+        fake_relay("one", 500, 20_000.0),
+        fake_relay("one", 2000, 30_000.0),
+        fake_relay("two", 500, 25_000.0),
+        fake_relay("two", 2000, 40_000.0, window=8),
+        fake_openloop("one"),
+    ]
+    made = plots.all_plots(runs, tmp_path / "png")
+    names = sorted(p.name for p in made)
+    assert names == ["comparison.png", "latency_cdf.png", "openloop_sweep.png", "scaling.png"]
+    for path in made:
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+
+
+def test_plots_skip_when_nothing_to_draw(tmp_path: Path) -> None:
+    assert plots.latency_cdf([], tmp_path / "x.png") is None
+    assert plots.scaling([{"metrics": {}}], tmp_path / "y.png") is None
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_compare_markdown_has_machine_targets_and_ratios() -> None:
+    runs = []
+    for name, rate in (("mcp-tornado 2w", 40_000.0), ("channels baseline", 400.0)):
+        r = fake_relay(name, 2000, rate)
+        r["compare_target"], r["compare_test"] = name, "relay_w1"
+        runs.append(r)
+    ol = fake_openloop("mcp-tornado 2w")
+    ol["compare_target"], ol["compare_test"] = "mcp-tornado 2w", "openloop"
+    runs.append(ol)
+    specs = [
+        Spec("mcp-tornado 2w", "mcp", "x", workers=2),
+        Spec("channels baseline", "baseline", "y"),
+    ]
+    md = markdown(runs, specs, ["a note"], wall=60.0)
+    assert "Machine:" in md and "cores" in md and "Python" in md
+    assert "| mcp-tornado 2w | 40,000 |" in md
+    assert "100.00" in md  # 40,000 / 400 = 100x, the >= 50x target
+    assert "met" in md
+    assert "- a note" in md
+    assert cross_text(ol) == "15,000"
+
+
+def test_split_pairs() -> None:
+    assert split_pairs(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert split_pairs(1, 4) == [(0, 1)]
+    assert split_pairs(0, 2) == [(0, 0)]
+
+
+def test_url_from_spawn_command() -> None:
+    from bench.cli import url_from_spawn
+
+    assert url_from_spawn("mcp-tornado serve --workers 2 --port 8765") == (
+        "ws://127.0.0.1:8765/ws/signal/"
+    )
+    assert url_from_spawn("daphne -b 127.0.0.1 -p 9000 mcp_server.asgi:application") == (
+        "ws://127.0.0.1:9000/ws/signal/"
+    )
+    assert url_from_spawn("server --host=127.0.0.2 --port=1") == "ws://127.0.0.2:1/ws/signal/"
+    assert url_from_spawn("server") is None
+
+
+def test_report_rerenders_compare_json(tmp_path: Path) -> None:
+    from bench.compare import report_from_file
+
+    run = fake_relay("mcp-tornado 2w", 2000, 40_000.0)
+    run["compare_target"], run["compare_test"] = "mcp-tornado 2w", "relay_w1"
+    path = report.write_json(tmp_path / "compare.json", [run])
+    md = report_from_file(path, tmp_path / "png")
+    assert "| mcp-tornado 2w | 40,000 |" in md and "re-rendered" in md
+    assert (tmp_path / "png" / "compare_relay_w1_cdf.png").exists()
+
+
+def test_progress_line() -> None:
+    from bench.progress import Progress
+
+    out = io.StringIO()
+    bar = Progress("relay[x]", duration=10.0, stream=out)
+    bar.update("measure", 500, force=True)
+    bar.finish()
+    line = out.getvalue()
+    assert line.startswith("relay[x] measure") and "count=500" in line and "%" in line
+    assert Progress("t", total=100).render("connect", 50).count("#") == 15
+    quiet = io.StringIO()
+    Progress("t", stream=quiet, enabled=False).update("x", 1, force=True)
+    assert quiet.getvalue() == ""
