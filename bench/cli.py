@@ -118,7 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_int_list, default=[1, 2, 4])
     p.add_argument(
         "--server-cmd",
-        default="mcp-tornado serve --workers {workers} --host 127.0.0.1 --port {port}",
+        default=(
+            "mcp-tornado serve --workers {workers} --host 127.0.0.1 --port {port} --rate-limit 0"
+        ),
+        help="our server; the per-connection rate limit (50 msg/s) is off for load tests",
     )
     p.add_argument(
         "--baseline-dir",
