@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Callable
 from typing import Any, Final
 
 from tornado.iostream import StreamClosedError
@@ -52,8 +53,11 @@ class BulkReadProtocol(WebSocketProtocol13):
     Use it from a ``WebSocketHandler`` by overriding ``get_websocket_protocol``.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, on_close_frame: Callable[[], None] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self._on_close_frame = on_close_frame  # runs before the close is echoed
         self._fragments: bytearray | None = None  # a fragmented message being reassembled
         self._fragments_opcode = 0
         self._reader: asyncio.Future[None] | None = None  # the task running _read_loop
@@ -156,6 +160,8 @@ class BulkReadProtocol(WebSocketProtocol13):
                 self._fragments_opcode = opcode
                 self._fragments = bytearray(payload)
                 return True
+        if opcode == 0x8 and self._on_close_frame is not None and not self.client_terminated:
+            self._on_close_frame()
         # Our handlers' on_message is synchronous, so nothing here is awaited.
         self._handle_message(opcode, payload)
         return True

@@ -167,9 +167,12 @@ class RouterLink:
         self._queue(wire.Relay(peer_id, payload))
         return True
 
-    def leave(self, peer_id: int) -> None:
+    def leave(self, peer_id: int, at_once: bool = False) -> None:
+        """Free ``peer_id``'s slot; ``at_once``: send now, not at the end of the loop turn."""
         if self.peers.pop(peer_id, None) is not None and self.ready:
             self._queue(wire.Leave(peer_id))
+            if at_once:
+                self._flush()
 
     # --- sending -------------------------------------------------------------
 

@@ -95,7 +95,15 @@ class SignalHandler(WebSocketHandler):
         if self.request.headers.get("Sec-WebSocket-Version") != "13":
             return None
         params = _WebSocketParams(max_message_size=self.max_message_size)
-        return BulkReadProtocol(self, False, params)
+        return BulkReadProtocol(self, False, params, on_close_frame=self._release_slot)
+
+    def _release_slot(self) -> None:
+        # The client is closing: free its room slot (and tell the router right
+        # away) before our close echo goes out, so a client that reconnects as
+        # soon as its close completes finds the room free.
+        if self.peer_id is not None:
+            self.link.leave(self.peer_id, at_once=True)
+            self.peer_id = None
 
     def check_origin(self, origin: str) -> bool:
         return self.gate.origins.allows(origin, self.request.headers.get("Host", ""))

@@ -165,3 +165,16 @@ async def test_many_pairs_relay_in_order(cluster: Cluster) -> None:
             a.send(json.dumps({"type": "candidate", "n": i}))
     for _, b in pairs:
         assert [(await b.recv())["n"] for _ in range(50)] == list(range(50))
+
+
+async def test_slot_is_free_as_soon_as_a_clean_close_completes(cluster: Cluster) -> None:
+    name = room()
+    stays = await Client.connect(cluster.url(name, 0))
+    await stays.recv_type("joined")
+    for i in range(30):
+        # Alternate workers: the leave and the next join travel different pipes.
+        peer = await Client.connect(cluster.url(name, i % 2))
+        assert (await peer.recv()) == {"type": "joined", "room": name, "peers": 2, "initiator": True}
+        peer.close()
+        await peer.closed()  # the closing handshake is complete
+    assert (await stays.recv_type("peer-left"))["peers"] == 1
