@@ -94,6 +94,9 @@ class Router:
         self._deferred_peers: set[PeerKey] = set()
         self._claimed_paired: set[PeerKey] = set()
         self._unreachable: set[bytes] = set()
+        # Joins refused once, and what their peers sent since, awaiting a second look.
+        self._held: list[tuple[bytes, wire.ToRouter]] = []
+        self._held_peers: set[PeerKey] = set()
         self._grace_until = 0.0
         self._in_grace = True
         self._stopping = False
@@ -167,6 +170,8 @@ class Router:
             now = time.monotonic()
             if self._in_grace and self._grace_over(now):
                 self._end_grace()
+            if self._held:
+                self._release_held(now)
             self._flush(sock, now)
             if now >= next_beat:
                 self._heartbeat(now)
@@ -236,6 +241,8 @@ class Router:
                     self._flush_worker(self._sock, partner[0], box, time.monotonic())
             elif key in self._deferred_peers:
                 self._deferred.append((worker, msg))
+            elif key in self._held_peers:
+                self._held.append((worker, msg))
             elif self.rooms.room_of(key) is not None:
                 self._send(worker, wire.NoPeer(msg.peer))
             # else: the peer holds no slot (refused, already gone): nobody to tell.
@@ -251,6 +258,8 @@ class Router:
             key = (worker, msg.peer)
             if key in self._deferred_peers:
                 self._deferred.append((worker, msg))
+            elif key in self._held_peers:
+                self._held.append((worker, msg))
             else:
                 self._depart(self.rooms.leave(key))
         elif kind is wire.Hello:
@@ -261,9 +270,16 @@ class Router:
             self._drop_worker(worker)
         # Ping: last_seen is already updated.
 
-    def _join(self, worker: bytes, msg: wire.Join) -> None:
+    def _join(self, worker: bytes, msg: wire.Join, last_chance: bool = False) -> None:
         result = self.rooms.join((worker, msg.peer), msg.room)
         if not result.accepted:
+            if not last_chance:
+                # The room may be full only because a leave is still waiting in
+                # another worker's pipe (a client that rejoined the moment its
+                # close completed): look again once everything waiting is read.
+                self._held.append((worker, msg))
+                self._held_peers.add((worker, msg.peer))
+                return
             self._send(worker, wire.RoomFull(msg.peer, msg.room))
             return
         partner = result.partner
@@ -310,6 +326,19 @@ class Router:
         if self._deferred_peers:
             self._deferred = [(w, m) for (w, m) in self._deferred if w != worker]
             self._deferred_peers = {k for k in self._deferred_peers if k[0] != worker}
+        if self._held_peers:
+            self._held = [(w, m) for (w, m) in self._held if w != worker]
+            self._held_peers = {k for k in self._held_peers if k[0] != worker}
+
+    def _release_held(self, now: float) -> None:
+        held, self._held = self._held, []
+        self._held_peers.clear()
+        for worker, msg in held:
+            if type(msg) is wire.Join:
+                assert isinstance(msg, wire.Join)
+                self._join(worker, msg, last_chance=True)
+            else:
+                self._dispatch(worker, msg, now)
 
     # --- resync grace ------------------------------------------------------------
 

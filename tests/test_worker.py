@@ -174,7 +174,12 @@ async def test_slot_is_free_as_soon_as_a_clean_close_completes(cluster: Cluster)
     for i in range(30):
         # Alternate workers: the leave and the next join travel different pipes.
         peer = await Client.connect(cluster.url(name, i % 2))
-        assert (await peer.recv()) == {"type": "joined", "room": name, "peers": 2, "initiator": True}
+        assert (await peer.recv()) == {
+            "type": "joined",
+            "room": name,
+            "peers": 2,
+            "initiator": True,
+        }
         peer.close()
         await peer.closed()  # the closing handshake is complete
     assert (await stays.recv_type("peer-left"))["peers"] == 1

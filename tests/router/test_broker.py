@@ -304,3 +304,23 @@ def test_flood_loses_nothing_under_back_pressure(
         receiver.inbox.clear()
     assert len(got) == total
     assert got == [str(i) for i in range(total)]
+
+
+def test_a_join_racing_a_leave_from_another_worker_is_not_refused(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router()
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    w1.hello()
+    w2.hello()
+    w1.send(wire.Join(1, "r"), wire.Join(2, "r"))
+    w1.expect(wire.Joined)
+    w1.expect(wire.Joined)
+    w1.expect(wire.PeerJoined)
+    # Peer 2 closes and rejoins through w2; its leave (w1's pipe) may be read after the join.
+    w2.send(wire.Join(5, "r"), wire.Relay(5, "first"))
+    w1.send(wire.Leave(2))
+    assert w2.expect(wire.Joined) == wire.Joined(5, "r", 2, True)
+    assert w1.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
+    assert w1.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2)
+    assert w1.expect(wire.Deliver) == wire.Deliver(1, "first")
