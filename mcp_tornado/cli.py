@@ -89,13 +89,6 @@ def _add_worker_args(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         help="seconds a graceful shutdown may take (default: 10)",
     )
-    parser.add_argument(
-        "--batch-delay",
-        type=float,
-        default=0.0,
-        help="seconds a worker gathers messages before sending them to the router as one "
-        "batch; trades a little latency for router CPU under load (default: 0, one loop turn)",
-    )
     _add_limit_args(parser)
 
 
@@ -228,7 +221,6 @@ def _worker_flags(args: argparse.Namespace) -> list[str]:
         "--ping-interval", str(args.ping_interval),
         "--ping-timeout", str(args.ping_timeout),
         "--shutdown-timeout", str(args.shutdown_timeout),
-        "--batch-delay", str(args.batch_delay),
     ]  # fmt: skip
     if args.static_dir is not None:
         flags += ["--static-dir", str(args.static_dir)]
@@ -325,7 +317,6 @@ def _worker(args: argparse.Namespace) -> int:
                 endpoint=args.router or default_endpoint(),
                 heartbeat_interval=args.heartbeat_interval,
                 heartbeat_liveness=args.heartbeat_liveness,
-                batch_delay=args.batch_delay,
             ),
             host=args.host,
             port=args.port,

@@ -66,7 +66,6 @@ class LinkConfig:
     heartbeat_liveness: int = 3
     hwm: int = 100_000
     max_backlog: int = 200_000  # queued messages while the router cannot keep up
-    batch_delay: float = 0.0  # seconds to gather messages into a batch (0: one loop turn)
 
 
 _HELLO_RETRY = 0.05  # seconds between Hellos while the router has not answered
@@ -180,10 +179,7 @@ class RouterLink:
         self._outbox.append(msg)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            if self.config.batch_delay:
-                self._loop.call_later(self.config.batch_delay, self._flush)
-            else:
-                self._loop.add_callback(self._flush)
+            self._loop.add_callback(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
