@@ -1,7 +1,7 @@
 """A tiny MCP relay written straight on picows (+ uvloop): the speed reference.
 
 One process, no router, rooms of two in a dict. It speaks the protocol subset the
-bench uses (see /work/notes/PROTOCOL.md): join with ``?room=``, ``joined`` /
+bench uses (see the "Protocol" section of README.md): join with ``?room=``, ``joined`` /
 ``peer-joined`` / ``peer-left`` events, byte-for-byte relay of offer, answer,
 candidate and leave to the other peer, ``info``/``no_peer`` when alone,
 ``error``/``room_full`` then close 4409 for a third peer, ``error`` for bad JSON or

@@ -12,7 +12,7 @@ Run an echo bot::
 
 then open http://127.0.0.1:8080/?room=lobby in a browser and chat with it.
 
-Protocol notes (see notes/PROTOCOL.md):
+Protocol notes (see the "Protocol" section of README.md):
 
 * The server says ``joined`` with ``initiator``; the initiator (the peer that
   joined second) makes the offer, the other side answers. ``peer-joined`` means

@@ -4,7 +4,7 @@
  * Everything that touches the outside world (WebSocket, RTCPeerConnection,
  * timers) is injected, so the whole flow can be unit tested with fakes.
  *
- * Wire protocol: see notes/PROTOCOL.md. In short, the server tells each client
+ * Wire protocol: see the "Protocol" section of the top-level README.md. In short, the server tells each client
  * `joined` (with `initiator`), `peer-joined`, `leave` / `peer-left`, and
  * forwards offer/answer/candidate messages to the other peer of the room.
  * Exactly one side makes the offer: the one that joined second (initiator).
