@@ -239,9 +239,12 @@ def pending_bytes(connection: WebSocketProtocol | None) -> int:
 def log_request(handler: RequestHandler) -> None:
     """Tornado's access log line without the query string: room tokens travel there."""
     status = handler.get_status()
-    method = access_log.info if status < 400 else access_log.warning
+    level = logging.INFO if status < 400 else logging.WARNING
+    if not access_log.isEnabledFor(level):  # every handshake passes here: skip the formatting
+        return
     request = handler.request
-    method(
+    access_log.log(
+        level,
         "%d %s %s (%s) %.2fms",
         status,
         request.method,
