@@ -73,6 +73,17 @@ class FakeWorker:
 RouterFactory = Callable[..., tuple[Router, str]]
 
 
+def pair_up(first: FakeWorker, second: FakeWorker, room: str = "r") -> None:
+    """Register both workers and put peer 1 of each in ``room``, ``first``'s arriving first."""
+    first.hello()
+    second.hello()
+    first.send(wire.Join(1, room))
+    first.expect(wire.Joined)
+    second.send(wire.Join(1, room))
+    second.expect(wire.Joined)
+    first.expect(wire.PeerJoined)
+
+
 @pytest.fixture
 def start_router() -> Iterator[RouterFactory]:
     started: list[tuple[Router, threading.Thread]] = []
@@ -192,13 +203,7 @@ def test_silent_worker_is_dropped_and_partners_told(
 ) -> None:
     router, endpoint = start_router(heartbeat_liveness=3)
     w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
-    w1.hello()
-    w2.hello()
-    w1.send(wire.Join(1, "r"))
-    w2.send(wire.Join(1, "r"))
-    w1.expect(wire.Joined)
-    w1.expect(wire.PeerJoined)
-    w2.expect(wire.Joined)
+    pair_up(w1, w2)
     started = time.monotonic()
     # w1 keeps heartbeating, w2 goes silent.
     while True:
@@ -217,12 +222,7 @@ def test_bye_drops_a_worker_at_once(
 ) -> None:
     _, endpoint = start_router()
     w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
-    w1.hello()
-    w2.hello()
-    w1.send(wire.Join(1, "r"))
-    w2.send(wire.Join(1, "r"))
-    w1.expect(wire.Joined)
-    w1.expect(wire.PeerJoined)
+    pair_up(w1, w2)
     w2.send(wire.Bye())
     assert w1.expect(wire.PeerLeft, timeout=0.1) == wire.PeerLeft(1, "r", 1)
 
@@ -285,13 +285,7 @@ def test_flood_loses_nothing_under_back_pressure(
     _, endpoint = start_router(hwm=4, heartbeat_liveness=100)
     sender, receiver = workers(endpoint, "tx"), workers(endpoint, "rx")
     receiver.sock.setsockopt(zmq.RCVHWM, 4)
-    sender.hello()
-    receiver.hello()
-    sender.send(wire.Join(1, "r"))
-    receiver.send(wire.Join(1, "r"))
-    sender.expect(wire.Joined)
-    sender.expect(wire.PeerJoined)
-    receiver.expect(wire.Joined)
+    pair_up(sender, receiver)
     total, per_batch = 100_000, 100
     for start in range(0, total, per_batch):
         sender.send(*(wire.Relay(1, str(i)) for i in range(start, start + per_batch)))
