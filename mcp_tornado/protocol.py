@@ -161,6 +161,15 @@ NO_PEER_EVENT: Final = encode_event(
     Info("no_peer", "No other peer in the room; message not delivered")
 )
 PEER_GONE_EVENT: Final = encode_event(PeerGone())
+ROUTER_UNAVAILABLE_EVENT: Final = encode_event(
+    Error(ErrorCode.ROUTER_UNAVAILABLE, "Signaling router unavailable; retry shortly")
+)
+UNDELIVERED_EVENT: Final = encode_event(
+    Error(
+        ErrorCode.ROUTER_UNAVAILABLE,
+        "Signaling router unavailable; message not delivered, retry shortly",
+    )
+)
 
 
 def check_client_frame(frame: str | bytes) -> Error | None:

@@ -70,13 +70,6 @@ class LinkConfig:
 
 _HELLO_RETRY = 0.05  # seconds between Hellos while the router has not answered
 
-_ROUTER_UNAVAILABLE = protocol.encode_event(
-    protocol.Error(
-        protocol.ErrorCode.ROUTER_UNAVAILABLE,
-        "Signaling router unavailable; message not delivered, retry shortly",
-    )
-)
-
 
 class RouterLink:
     """The worker side of the ZeroMQ hop.  Create it in the running IOLoop, then :meth:`start`."""
@@ -246,59 +239,51 @@ class RouterLink:
             self._lost_router()
 
     def _dispatch(self, msg: wire.ToWorker) -> None:
-        kind = type(msg)
-        if kind is wire.Deliver:
-            assert isinstance(msg, wire.Deliver)
-            target = self.peers.get(msg.peer)
-            if target is not None:
-                target.send_text(msg.payload)
-        elif kind is wire.Joined:
-            assert isinstance(msg, wire.Joined)
-            target = self.peers.get(msg.peer)
-            if target is not None:
-                target.paired = msg.initiator
-                event = protocol.Joined(msg.room, msg.peers, msg.initiator)
-                target.send_text(protocol.encode_event(event))
-        elif kind is wire.PeerJoined:
-            assert isinstance(msg, wire.PeerJoined)
-            target = self.peers.get(msg.peer)
-            if target is not None:
-                target.paired = True
-                target.send_text(protocol.encode_event(protocol.PeerJoined(msg.room, msg.peers)))
-        elif kind is wire.PeerLeft:
-            assert isinstance(msg, wire.PeerLeft)
-            target = self.peers.get(msg.peer)
-            if target is not None:
-                target.paired = False
-                target.send_text(protocol.PEER_GONE_EVENT)
-                target.send_text(protocol.encode_event(protocol.PeerLeft(msg.room, msg.peers)))
-        elif kind is wire.NoPeer:
-            assert isinstance(msg, wire.NoPeer)
-            target = self.peers.get(msg.peer)
-            if target is not None:
-                target.send_text(protocol.NO_PEER_EVENT)
-        elif kind is wire.RoomFull:
-            assert isinstance(msg, wire.RoomFull)
-            self._refuse_room_full(msg.peer)
-        elif kind is wire.Ping:
-            assert isinstance(msg, wire.Ping)
-            if msg.epoch != self.router_epoch:
-                if self.ready:
-                    log.warning("worker: the router restarted; re-registering")
-                self._lost_router()
-        elif kind is wire.Welcome:
-            assert isinstance(msg, wire.Welcome)
-            self._welcomed(msg)
-        elif kind is wire.Reregister:
-            assert isinstance(msg, wire.Reregister)
-            for peer_id in msg.undelivered:
-                target = self.peers.get(peer_id)
+        match msg:
+            case wire.Deliver():
+                target = self.peers.get(msg.peer)
                 if target is not None:
-                    target.send_text(_ROUTER_UNAVAILABLE)
-            self._lost_router()
-        elif kind is wire.Bye:
-            log.warning("worker: the router is shutting down")
-            self._lost_router(hello=False)
+                    target.send_text(msg.payload)
+            case wire.Joined():
+                target = self.peers.get(msg.peer)
+                if target is not None:
+                    target.paired = msg.initiator
+                    joined = protocol.Joined(msg.room, msg.peers, msg.initiator)
+                    target.send_text(protocol.encode_event(joined))
+            case wire.PeerJoined():
+                target = self.peers.get(msg.peer)
+                if target is not None:
+                    target.paired = True
+                    arrived = protocol.PeerJoined(msg.room, msg.peers)
+                    target.send_text(protocol.encode_event(arrived))
+            case wire.PeerLeft():
+                target = self.peers.get(msg.peer)
+                if target is not None:
+                    target.paired = False
+                    target.send_text(protocol.PEER_GONE_EVENT)
+                    target.send_text(protocol.encode_event(protocol.PeerLeft(msg.room, msg.peers)))
+            case wire.NoPeer():
+                target = self.peers.get(msg.peer)
+                if target is not None:
+                    target.send_text(protocol.NO_PEER_EVENT)
+            case wire.RoomFull():
+                self._refuse_room_full(msg.peer)
+            case wire.Ping():
+                if msg.epoch != self.router_epoch:
+                    if self.ready:
+                        log.warning("worker: the router restarted; re-registering")
+                    self._lost_router()
+            case wire.Welcome():
+                self._welcomed(msg)
+            case wire.Reregister():
+                for peer_id in msg.undelivered:
+                    target = self.peers.get(peer_id)
+                    if target is not None:
+                        target.send_text(protocol.UNDELIVERED_EVENT)
+                self._lost_router()
+            case wire.Bye():
+                log.warning("worker: the router is shutting down")
+                self._lost_router(hello=False)
 
     def _refuse_room_full(self, peer_id: int) -> None:
         target = self.peers.pop(peer_id, None)
@@ -321,7 +306,7 @@ class RouterLink:
             if type(msg) is wire.Relay:
                 target = self.peers.get(msg.peer)
                 if target is not None:
-                    target.send_text(_ROUTER_UNAVAILABLE)
+                    target.send_text(protocol.UNDELIVERED_EVENT)
         self._outbox = []
         if hello:
             self._send_hello()

@@ -121,7 +121,7 @@ class SignalHandler(WebSocketHandler):
         self.bucket = self.gate.bucket(time.monotonic())
         self.peer_id = self.link.join(self)
         if self.peer_id is None:
-            self.refuse(_ROUTER_DOWN_EVENT, protocol.CloseCode.TRY_AGAIN_LATER)
+            self.refuse(protocol.ROUTER_UNAVAILABLE_EVENT, protocol.CloseCode.TRY_AGAIN_LATER)
 
     def _drop_handshake_state(self) -> None:
         # Request and response headers serve only the handshake, which is over
@@ -148,7 +148,7 @@ class SignalHandler(WebSocketHandler):
         if error is not None:
             self.send_text(protocol.encode_event(error))
         elif not self.link.relay(self.peer_id, message):
-            self.send_text(_ROUTER_DOWN_EVENT)
+            self.send_text(protocol.UNDELIVERED_EVENT)
 
     def on_pong(self, data: bytes) -> None:
         self.last_pong = time.monotonic()
@@ -268,12 +268,6 @@ class _Writes:
 
 _NO_HEADERS = HTTPHeaders()  # shared, never written: see SignalHandler._drop_handshake_state
 
-_ROUTER_DOWN_EVENT = protocol.encode_event(
-    protocol.Error(
-        protocol.ErrorCode.ROUTER_UNAVAILABLE,
-        "Signaling router unavailable; retry shortly",
-    )
-)
 _RATE_LIMITED_EVENT = protocol.encode_event(
     protocol.Error(protocol.ErrorCode.RATE_LIMITED, "Too many messages; slow down")
 )

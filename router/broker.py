@@ -37,7 +37,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from types import FrameType
-from typing import cast
+from typing import TypeAlias, cast
 
 import msgspec
 import zmq
@@ -62,6 +62,9 @@ class RouterConfig:
     resync_grace: float = 1.0
     expected_workers: int = 0  # end the resync grace early once this many workers said Hello
     hwm: int = 100_000  # ZeroMQ high-water mark, in batches
+
+
+_Parkable: TypeAlias = wire.Join | wire.Relay | wire.Leave
 
 
 class _Worker:
@@ -90,13 +93,13 @@ class Router:
         self._workers: dict[bytes, _Worker] = {}
         self._outbox: dict[bytes, list[wire.ToWorker]] = {}
         self._pending: dict[bytes, list[bytes]] = {}  # batches a full pipe refused, in order
-        self._deferred: list[tuple[bytes, wire.ToRouter]] = []
-        self._deferred_peers: set[PeerKey] = set()
         self._claimed_paired: set[PeerKey] = set()
         self._unreachable: set[bytes] = set()
-        # Joins refused once, and what their peers sent since, awaiting a second look.
-        self._held: list[tuple[bytes, wire.ToRouter]] = []
-        self._held_peers: set[PeerKey] = set()
+        # Messages set aside, in order, with what their peers send next: joins
+        # while the resync grace lasts, and a join that found its room full,
+        # until everything then waiting has been read (see _join).
+        self._parked: list[tuple[bytes, _Parkable, bool]] = []  # (worker, msg, refused once)
+        self._parked_peers: set[PeerKey] = set()
         self._grace_until = 0.0
         self._in_grace = True
         self._stopping = False
@@ -170,8 +173,8 @@ class Router:
             now = time.monotonic()
             if self._in_grace and self._grace_over(now):
                 self._end_grace()
-            if self._held:
-                self._release_held(now)
+            if self._parked and not self._in_grace:
+                self._release_parked(now)
             self._flush(sock, now)
             if now >= next_beat:
                 self._heartbeat(now)
@@ -229,56 +232,46 @@ class Router:
                 log.exception("router: failed on %r from %r", msg, worker)
 
     def _dispatch(self, worker: bytes, msg: wire.ToRouter, now: float) -> None:
-        kind = type(msg)
-        if kind is wire.Relay:
-            assert isinstance(msg, wire.Relay)
-            key = (worker, msg.peer)
-            partner = self.rooms.partner(key)
-            if partner is not None:
-                self._send(partner[0], wire.Deliver(partner[1], msg.payload))
-                if len(msg.payload) > _BIG_PAYLOAD and self._sock is not None:
-                    box = self._outbox.pop(partner[0])  # big frames travel alone
-                    self._flush_worker(self._sock, partner[0], box, time.monotonic())
-            elif key in self._deferred_peers:
-                self._deferred.append((worker, msg))
-            elif key in self._held_peers:
-                self._held.append((worker, msg))
-            elif self.rooms.room_of(key) is not None:
-                self._send(worker, wire.NoPeer(msg.peer))
-            # else: the peer holds no slot (refused, already gone): nobody to tell.
-        elif kind is wire.Join:
-            assert isinstance(msg, wire.Join)
-            if self._in_grace:
-                self._deferred.append((worker, msg))
-                self._deferred_peers.add((worker, msg.peer))
-            else:
-                self._join(worker, msg)
-        elif kind is wire.Leave:
-            assert isinstance(msg, wire.Leave)
-            key = (worker, msg.peer)
-            if key in self._deferred_peers:
-                self._deferred.append((worker, msg))
-            elif key in self._held_peers:
-                self._held.append((worker, msg))
-            else:
-                self._depart(self.rooms.leave(key))
-        elif kind is wire.Hello:
-            assert isinstance(msg, wire.Hello)
-            self._hello(worker, msg)
-        elif kind is wire.Bye:
-            log.info("router: worker %r said bye", worker)
-            self._drop_worker(worker)
-        # Ping: last_seen is already updated.
+        match msg:
+            case wire.Relay():
+                key = (worker, msg.peer)
+                partner = self.rooms.partner(key)
+                if partner is not None:
+                    self._send(partner[0], wire.Deliver(partner[1], msg.payload))
+                    if len(msg.payload) > _BIG_PAYLOAD and self._sock is not None:
+                        box = self._outbox.pop(partner[0])  # big frames travel alone
+                        self._flush_worker(self._sock, partner[0], box, time.monotonic())
+                elif key in self._parked_peers:
+                    self._park(worker, msg)
+                elif self.rooms.room_of(key) is not None:
+                    self._send(worker, wire.NoPeer(msg.peer))
+                # else: the peer holds no slot (refused, already gone): nobody to tell.
+            case wire.Join():
+                if self._in_grace:
+                    self._park(worker, msg)
+                else:
+                    self._join(worker, msg)
+            case wire.Leave():
+                key = (worker, msg.peer)
+                if key in self._parked_peers:
+                    self._park(worker, msg)
+                else:
+                    self._depart(self.rooms.leave(key))
+            case wire.Hello():
+                self._hello(worker, msg)
+            case wire.Bye():
+                log.info("router: worker %r said bye", worker)
+                self._drop_worker(worker)
+            # Ping: last_seen is already updated.
 
-    def _join(self, worker: bytes, msg: wire.Join, last_chance: bool = False) -> None:
+    def _join(self, worker: bytes, msg: wire.Join, refused_once: bool = False) -> None:
         result = self.rooms.join((worker, msg.peer), msg.room)
         if not result.accepted:
-            if not last_chance:
+            if not refused_once:
                 # The room may be full only because a leave is still waiting in
                 # another worker's pipe (a client that rejoined the moment its
                 # close completed): look again once everything waiting is read.
-                self._held.append((worker, msg))
-                self._held_peers.add((worker, msg.peer))
+                self._park(worker, msg, refused_once=True)
                 return
             self._send(worker, wire.RoomFull(msg.peer, msg.room))
             return
@@ -323,20 +316,22 @@ class Router:
         self._pending.pop(worker, None)
         for departure in self.rooms.drop_worker(worker):
             self._depart(departure)
-        if self._deferred_peers:
-            self._deferred = [(w, m) for (w, m) in self._deferred if w != worker]
-            self._deferred_peers = {k for k in self._deferred_peers if k[0] != worker}
-        if self._held_peers:
-            self._held = [(w, m) for (w, m) in self._held if w != worker]
-            self._held_peers = {k for k in self._held_peers if k[0] != worker}
+        if self._parked_peers:
+            self._parked = [entry for entry in self._parked if entry[0] != worker]
+            self._parked_peers = {key for key in self._parked_peers if key[0] != worker}
 
-    def _release_held(self, now: float) -> None:
-        held, self._held = self._held, []
-        self._held_peers.clear()
-        for worker, msg in held:
-            if type(msg) is wire.Join:
-                assert isinstance(msg, wire.Join)
-                self._join(worker, msg, last_chance=True)
+    def _park(self, worker: bytes, msg: _Parkable, refused_once: bool = False) -> None:
+        self._parked.append((worker, msg, refused_once))
+        self._parked_peers.add((worker, msg.peer))
+
+    def _release_parked(self, now: float) -> None:
+        parked, self._parked = self._parked, []
+        self._parked_peers.clear()
+        for worker, msg, refused_once in parked:
+            if worker not in self._workers:
+                continue
+            if isinstance(msg, wire.Join):
+                self._join(worker, msg, refused_once)
             else:
                 self._dispatch(worker, msg, now)
 
@@ -357,12 +352,7 @@ class Router:
             if room is not None and self.rooms.partner(key) is None:
                 self._send(key[0], wire.PeerLeft(key[1], room, 1))
         self._claimed_paired.clear()
-        deferred, self._deferred = self._deferred, []
-        self._deferred_peers.clear()
-        now = time.monotonic()
-        for worker, msg in deferred:
-            if worker in self._workers:
-                self._dispatch(worker, msg, now)
+        self._release_parked(time.monotonic())
 
     # --- output --------------------------------------------------------------
 
