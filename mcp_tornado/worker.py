@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -405,6 +406,7 @@ def run_worker(config: WorkerConfig) -> None:
     """
 
     async def main() -> None:
+        _tune_gc()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -413,3 +415,13 @@ def run_worker(config: WorkerConfig) -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
+
+
+def _tune_gc() -> None:
+    # Connections are freed by reference counting: the cyclic collector found
+    # under 1,000 objects over 12,000 connections, yet at Python's default
+    # thresholds it took a tenth of a worker's time in a connect storm, mostly
+    # full collections walking every live connection.  Collect far less often,
+    # and never walk what start-up allocated.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
