@@ -1,41 +1,42 @@
-"""WebSocket framing on the hot path: read every frame a recv brought, write frames in bulk.
+"""RFC 6455 framing for the server side: parse client frames in bulk, build server frames.
 
-Tornado implements RFC 6455 well but spends its time per frame: its reader
-awaits the stream three or four times per frame (header, length, mask,
-payload) and its ``write_message`` creates a Task and issues a ``send()`` per
-frame.  This module keeps Tornado's handshake, handler API, close and
-ping/pong handling, and replaces only those two inner loops:
+:class:`FrameReader` takes whatever bytes a read brought and hands every
+complete message to a callback, keeping the tail of a frame that has not
+fully arrived.  It applies the rules a server must: client frames are masked,
+no extension is negotiated (reserved bits are zero), control frames are
+short and never fragmented, fragments reassemble in order, and a message
+over ``max_message_size`` is refused from its header, before its payload is
+read.
 
-* :class:`BulkReadProtocol` reads whatever the socket has in one await and
-  parses all complete frames from it, with Tornado's own validation rules
-  (reserved bits, control-frame limits, fragmentation, ``max_message_size``)
-  and hands each message to Tornado's ``_handle_message``.
-* :func:`text_frame_header` builds the header of a server text frame, so a
-  handler can queue ``header + payload`` pairs and write them with one call.
+The builders (:func:`text_frame_header`, :func:`close_frame`,
+:func:`control_frame`) make unmasked server frames, so a connection can queue
+``header + payload`` pairs and write them with one call.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import struct
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
-from tornado.iostream import StreamClosedError
 from tornado.speedups import websocket_mask
-from tornado.websocket import WebSocketProtocol13
 
-log = logging.getLogger("mcp_tornado.worker")
+CONTINUATION: Final = 0x0
+TEXT: Final = 0x1
+BINARY: Final = 0x2
+CLOSE: Final = 0x8
+PING: Final = 0x9
+PONG: Final = 0xA
+
+# What feed() reports when the client broke the protocol (RFC 6455 7.4.1 close codes).
+PROTOCOL_ERROR: Final = 1002
+MESSAGE_TOO_BIG: Final = 1009
 
 _SHORT_HEADERS: Final = [bytes((0x81, n)) for n in range(126)]
 _pack_header16 = struct.Struct("!BBH").pack
 _pack_header64 = struct.Struct("!BBQ").pack
 _unpack16 = struct.Struct("!H").unpack_from
 _unpack64 = struct.Struct("!Q").unpack_from
-
-_READ_SIZE: Final = 64 * 1024
-_YIELD_AFTER: Final = 256 * 1024  # bytes parsed before letting other connections run
 
 
 def text_frame_header(length: int) -> bytes:
@@ -47,70 +48,59 @@ def text_frame_header(length: int) -> bytes:
     return _pack_header64(0x81, 127, length)
 
 
-class BulkReadProtocol(WebSocketProtocol13):
-    """Tornado's server-side RFC 6455 protocol with a reader that parses frames in bulk.
+def control_frame(opcode: int, payload: bytes = b"") -> bytes:
+    """An unmasked control frame (close, ping, pong); ``payload`` is cut to 125 bytes."""
+    payload = payload[:125]
+    return bytes((0x80 | opcode, len(payload))) + payload
 
-    Use it from a ``WebSocketHandler`` by overriding ``get_websocket_protocol``.
+
+def close_frame(code: int | None, reason: str | None = None) -> bytes:
+    """A close frame with ``code`` and ``reason`` (the reason cut to fit 125 bytes)."""
+    if code is None:
+        return control_frame(CLOSE)
+    body = struct.pack("!H", code) + (reason or "").encode()[:123]
+    return control_frame(CLOSE, body)
+
+
+class FrameReader:
+    """Parses a client's byte stream into messages.
+
+    ``on_message(opcode, payload)`` receives each whole data message
+    (:data:`TEXT` or :data:`BINARY`, fragments already joined) and each
+    control frame (:data:`CLOSE`, :data:`PING`, :data:`PONG`), unmasked.  It
+    returns ``False`` to stop reading (the connection is closing).
     """
 
-    def __init__(
-        self, *args: Any, on_close_frame: Callable[[], None] | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._on_close_frame = on_close_frame  # runs before the close is echoed
+    __slots__ = ("_fragments", "_fragments_opcode", "_on_message", "_pending", "max_message_size")
+
+    def __init__(self, max_message_size: int, on_message: Callable[[int, bytes], bool]) -> None:
+        self.max_message_size = max_message_size
+        self._on_message = on_message
+        self._pending = b""  # bytes of a frame that has not fully arrived yet
         self._fragments: bytearray | None = None  # a fragmented message being reassembled
         self._fragments_opcode = 0
-        self._reader: asyncio.Future[None] | None = None  # the task running _read_loop
 
-    async def _receive_frame_loop(self) -> None:
-        # Read in a task of its own and return at once: the handshake's chain of
-        # coroutines (the handler's get(), Tornado's accept) then finishes and is
-        # freed instead of staying suspended, with its locals, for the whole life
-        # of every connection, about 1.5 KB each.
-        self._reader = asyncio.ensure_future(self._read_loop())
+    def feed(self, chunk: bytes) -> int:
+        """Handle every complete frame so far; 0, or the close code of a protocol violation.
 
-    async def _read_loop(self) -> None:
-        pending = b""  # bytes of a frame that has not fully arrived yet
-        work = 0
-        try:
-            while not self.client_terminated:
-                chunk = await self.stream.read_bytes(_READ_SIZE, partial=True)
-                self._wire_bytes_in += len(chunk)
-                data = pending + chunk if pending else chunk
-                used = self._parse_frames(data)
-                if used < 0:  # protocol violation: already aborted or closing
-                    return
-                pending = data[used:]
-                work += len(chunk)
-                if work >= _YIELD_AFTER:
-                    work = 0
-                    await asyncio.sleep(0)
-        except StreamClosedError:
-            self._abort()
-        except Exception:
-            log.exception("websocket: reader failed; closing the connection")
-            self._abort()
-        finally:
-            self.handler.on_ws_connection_close(self.close_code, self.close_reason)
-
-    def _parse_frames(self, data: bytes) -> int:
-        """Handle every complete frame in ``data``; return the bytes used, or -1 to stop."""
+        After a violation (or once ``on_message`` said stop) the reader is done:
+        the caller closes the connection and feeds it nothing more.
+        """
+        data = self._pending + chunk if self._pending else chunk
         pos = 0
         end = len(data)
-        max_size = self.params.max_message_size
+        max_size = self.max_message_size
         while end - pos >= 2:
             header = data[pos]
             second = data[pos + 1]
             fin = header & 0x80
             opcode = header & 0x0F
             if header & 0x70:  # reserved bits: no extension is negotiated
-                self._abort()
-                return -1
+                return PROTOCOL_ERROR
             length = second & 0x7F
             at = pos + 2
             if opcode & 0x8 and (length >= 126 or not fin):
-                self._abort()  # control frames are short and never fragmented
-                return -1
+                return PROTOCOL_ERROR  # control frames are short and never fragmented
             if length == 126:
                 if end - at < 2:
                     break
@@ -123,45 +113,41 @@ class BulkReadProtocol(WebSocketProtocol13):
                 at += 8
             buffered = self._fragments
             if length + (len(buffered) if buffered is not None else 0) > max_size:
-                self.close(1009, "message too big")
-                self._abort()
-                return -1
+                return MESSAGE_TOO_BIG
             if not second & 0x80:  # clients must mask every frame
-                self._abort()
-                return -1
+                return PROTOCOL_ERROR
             if end - at < 4 + length:
                 break
             payload = websocket_mask(data[at : at + 4], data[at + 4 : at + 4 + length])
             pos = at + 4 + length
-            if not self._on_frame(fin, opcode, payload):
-                return -1
-            if self.client_terminated:
-                return -1
-        return pos
+            verdict = self._frame(fin, opcode, payload)
+            if verdict:
+                return verdict
+            if verdict is None:
+                self._pending = b""
+                return 0
+        self._pending = data[pos:]
+        return 0
 
-    def _on_frame(self, fin: int, opcode: int, payload: bytes) -> bool:
-        """Reassemble fragments as Tornado does; ``False`` on a protocol violation."""
-        if opcode == 0:  # continuation
+    def _frame(self, fin: int, opcode: int, payload: bytes) -> int | None:
+        """Reassemble fragments; 0 to go on, ``None`` to stop, else a violation's close code."""
+        if opcode == CONTINUATION:
             buffered = self._fragments
             if buffered is None:
-                self._abort()
-                return False
+                return PROTOCOL_ERROR
             buffered.extend(payload)
             if not fin:
-                return True
+                return 0
             opcode = self._fragments_opcode
             payload = bytes(buffered)
             self._fragments = None
-        elif not opcode & 0x8:  # first frame of a data message
+        elif opcode in (TEXT, BINARY):
             if self._fragments is not None:
-                self._abort()
-                return False
+                return PROTOCOL_ERROR  # a new message before the last one ended
             if not fin:
                 self._fragments_opcode = opcode
                 self._fragments = bytearray(payload)
-                return True
-        if opcode == 0x8 and self._on_close_frame is not None and not self.client_terminated:
-            self._on_close_frame()
-        # Our handlers' on_message is synchronous, so nothing here is awaited.
-        self._handle_message(opcode, payload)
-        return True
+                return 0
+        elif opcode not in (CLOSE, PING, PONG):
+            return PROTOCOL_ERROR  # reserved opcode
+        return 0 if self._on_message(opcode, payload) else None

@@ -10,11 +10,11 @@ policy; the worker applies it at four points:
 * the socket opening: :meth:`Gatekeeper.admit` checks the room name and, when a
   token secret is set, the room token (:mod:`mcp_tornado.tokens`);
 * every frame: a :class:`TokenBucket` (``--rate-limit``/``--rate-burst``)
-  before the one decode, and :func:`pending_bytes` after every write to a
-  client (``--max-pending-bytes``, for peers that stop reading).
+  before the one decode, and the bytes waiting to be written to each client
+  (``--max-pending-bytes``, for peers that stop reading).
 
-Frames over ``--max-message-size`` never get this far: Tornado refuses them
-from the frame header, before reading the payload, and closes with 1009.
+Frames over ``--max-message-size`` never get this far: the frame reader refuses
+them from the frame header, before reading the payload, and closes with 1009.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from typing import Any, Final, NamedTuple
 
 from tornado.log import access_log
 from tornado.web import RequestHandler
-from tornado.websocket import WebSocketProtocol
 
 from mcp_tornado import protocol, tokens
 from mcp_tornado.origins import OriginPolicy
@@ -227,28 +226,14 @@ class Gatekeeper:
         return Admission(room, grant.peer)
 
 
-def pending_bytes(connection: WebSocketProtocol | None) -> int:
-    """Bytes written to a client's socket that it has not read yet (queued in user space)."""
-    stream = getattr(connection, "stream", None)
-    if stream is None:
-        return 0
-    buffer = getattr(stream, "_write_buffer", None)  # Tornado 6.x IOStream internals
-    return len(buffer) if buffer is not None else 0
-
-
 def log_request(handler: RequestHandler) -> None:
     """Tornado's access log line without the query string: room tokens travel there."""
-    status = handler.get_status()
-    level = logging.INFO if status < 400 else logging.WARNING
-    if not access_log.isEnabledFor(level):  # every handshake passes here: skip the formatting
-        return
     request = handler.request
-    access_log.log(
-        level,
-        "%d %s %s (%s) %.2fms",
-        status,
-        request.method,
-        request.path,
-        request.remote_ip,
-        1000.0 * request.request_time(),
-    )
+    log_access(handler.get_status(), request.method or "-", request.remote_ip or "-", request.path)
+
+
+def log_access(status: int, method: str, remote_ip: str, path: str = "/ws/signal/") -> None:
+    """One access log line (logger ``tornado.access``), in Tornado's format, no query string."""
+    level = logging.INFO if status < 400 else logging.WARNING
+    if access_log.isEnabledFor(level):  # every handshake passes here: skip the formatting
+        access_log.log(level, "%d %s %s (%s)", status, method, path, remote_ip)

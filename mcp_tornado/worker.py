@@ -1,12 +1,15 @@
-"""A worker process: Tornado serving WebSockets (and the browser client) in front of the router.
+"""A worker process: signaling WebSockets and Tornado's HTTP server on one port, before the router.
 
 Usage::
 
     run_worker(WorkerConfig(host="127.0.0.1", port=8000, link=LinkConfig("ipc:///run/r.ipc")))
 
 Several workers can share one port (``SO_REUSEPORT``); a worker starts
-listening once the router has welcomed it.  Each holds its clients'
-sockets and forwards their frames through its :class:`~mcp_tornado.router_link.RouterLink`.
+listening once the router has welcomed it.  Its
+:class:`~mcp_tornado.listener.Listener` gives each upgrade to
+``/ws/signal/`` a :class:`SignalConnection` and every other request (the
+browser client, ``/healthz``) to Tornado.  Connections forward their frames
+through the worker's :class:`~mcp_tornado.router_link.RouterLink`.
 On SIGTERM a worker stops accepting, keeps relaying for a quarter second so
 messages in flight arrive, closes every client with 1001 (going away), lets
 queued messages drain to the router, and exits within ``shutdown_timeout``
@@ -16,32 +19,26 @@ seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
+import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import uvloop
 from tornado.httpserver import HTTPServer
-from tornado.httputil import HTTPHeaders
-from tornado.ioloop import IOLoop, PeriodicCallback
-from tornado.iostream import StreamClosedError
+from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler, StaticFileHandler
-from tornado.websocket import (
-    WebSocketClosedError,
-    WebSocketHandler,
-    WebSocketProtocol,
-    _WebSocketParams,
-)
 
-from mcp_tornado import limits, protocol
-from mcp_tornado.frames import BulkReadProtocol, text_frame_header
+from mcp_tornado import frames, handshake, limits, protocol
+from mcp_tornado.frames import FrameReader, text_frame_header
 from mcp_tornado.limits import Gatekeeper, Limits, Refusal, TokenBucket
+from mcp_tornado.listener import Listener
 from mcp_tornado.router_link import LinkConfig, RouterLink
 
 log = logging.getLogger("mcp_tornado.worker")
@@ -60,7 +57,7 @@ class WorkerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     static_dir: Path | None = DEFAULT_STATIC_DIR
-    max_message_size: int = limits.DEFAULT_MAX_MESSAGE_SIZE  # Tornado closes bigger with 1009
+    max_message_size: int = limits.DEFAULT_MAX_MESSAGE_SIZE  # bigger messages: close 1009
     ping_interval: float = 20.0  # WebSocket pings, to find clients that vanished
     ping_timeout: float = 20.0
     shutdown_timeout: float = 10.0
@@ -68,131 +65,252 @@ class WorkerConfig:
     limits: Limits = field(default_factory=Limits)
 
 
-class SignalHandler(WebSocketHandler):
-    """One client at ``/ws/signal/?room=NAME``: joins the room, relays frames, reports events."""
+class _Shared:
+    """What every connection of a worker uses, passed in explicitly."""
 
-    link: RouterLink
+    __slots__ = ("gate", "link", "loop", "max_message_size", "writes")
 
-    def initialize(self, link: RouterLink, gate: Gatekeeper, writes: _Writes) -> None:
+    def __init__(self, link: RouterLink, gate: Gatekeeper, max_message_size: int) -> None:
         self.link = link
         self.gate = gate
-        self.writes = writes
-        self._out: list[bytes] | None = None  # frames queued this loop turn
-        self._queued = 0  # their payload bytes
+        self.max_message_size = max_message_size
+        self.writes = _Writes()
+        self.loop = asyncio.get_running_loop()
+
+
+class SignalConnection(asyncio.Protocol):
+    """One client at ``/ws/signal/?room=NAME``: the handshake, then its frames.
+
+    It joins the client's room through the router link, relays the client's
+    frames byte for byte, and writes back what the router sends it.  The
+    :class:`~mcp_tornado.listener.Listener` creates one per upgrade request;
+    the handshake rules are in :mod:`mcp_tornado.handshake`, the framing in
+    :mod:`mcp_tornado.frames`.
+
+    Not Tornado's ``WebSocketHandler``: its request machinery cost a worker
+    about 300 us per connection, and its stream a Future per read.  An
+    asyncio protocol on the worker's (uvloop) event loop is called with each
+    read's bytes, and everything said to a client in one loop turn leaves in
+    one write.
+    """
+
+    __slots__ = (
+        "_close_received",
+        "_close_sent",
+        "_counted",
+        "_deadline",
+        "_head",
+        "_lost",
+        "_out",
+        "_queued",
+        "_reader",
+        "_timer",
+        "bucket",
+        "last_pong",
+        "link",
+        "paired",
+        "peer_id",
+        "room",
+        "shared",
+        "transport",
+    )
+
+    def __init__(self, shared: _Shared, deadline: float | None) -> None:
+        self.shared = shared
+        self.link = shared.link
+        self.transport: asyncio.Transport | None = None
         self.room = protocol.DEFAULT_ROOM
         self.paired = False
         self.peer_id: int | None = None
         self.last_pong = time.monotonic()
         self.bucket: TokenBucket | None = None
-        self.counted = False
+        self._counted = False  # in the gate's connection count
+        self._head = b""  # the request head while it arrives
+        self._reader: FrameReader | None = None  # set once upgraded
+        self._out: list[bytes] | None = None  # frames queued this loop turn
+        self._queued = 0  # their payload bytes
+        self._timer: asyncio.TimerHandle | None = None  # handshake, then close deadline
+        self._deadline = deadline
+        self._close_sent = False
+        self._close_received = False
+        self._lost = False
 
-    def prepare(self) -> None:
-        if self.gate.full():  # refused before the upgrade: cheaper than a WebSocket close
-            self.set_status(503)
-            self.set_header("Retry-After", "5")
-            self.finish("server full, try again later\n")
+    # --- asyncio.Protocol ---------------------------------------------------
 
-    def get_websocket_protocol(self) -> WebSocketProtocol | None:
-        if self.request.headers.get("Sec-WebSocket-Version") != "13":
-            return None
-        params = _WebSocketParams(max_message_size=self.max_message_size)
-        return BulkReadProtocol(self, False, params, on_close_frame=self._release_slot)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if self._deadline is not None:
+            self._timer = self.shared.loop.call_at(self._deadline, self.abort)
 
-    def _release_slot(self) -> None:
-        # The client is closing: free its room slot (and tell the router right
-        # away) before our close echo goes out, so a client that reconnects as
-        # soon as its close completes finds the room free.
-        if self.peer_id is not None:
-            self.link.leave(self.peer_id, at_once=True)
-            self.peer_id = None
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        if reader is not None:
+            verdict = reader.feed(data)
+            if verdict:
+                self._violation(verdict)
+        elif not self._close_sent:
+            self._read_head(data)
 
-    def check_origin(self, origin: str) -> bool:
-        return self.gate.origins.allows(origin, self.request.headers.get("Host", ""))
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._out = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._on_close()
 
-    def open(self, *args: str, **kwargs: str) -> None:
-        self.set_nodelay(True)
-        self.gate.connections += 1
-        self.counted = True
-        admission = self.gate.admit(self.request.query_arguments)
+    # --- handshake ----------------------------------------------------------
+
+    def _read_head(self, data: bytes) -> None:
+        head = self._head + data if self._head else data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(head) > handshake.MAX_HEAD:
+                self._reject(handshake.Rejection(431, "Request headers too large"))
+            else:
+                self._head = head
+            return
+        self._head = b""
+        self._upgrade(head[: end + 4])
+        rest = head[end + 4 :]
+        if rest and self._reader is not None:  # frames sent right behind the request
+            self.data_received(rest)
+
+    def _upgrade(self, head: bytes) -> None:
+        request = handshake.parse_upgrade(head)
+        if isinstance(request, handshake.Rejection):
+            self._reject(request)
+            return
+        gate = self.shared.gate
+        if gate.full():  # refused before the upgrade: cheaper than a WebSocket close
+            self._reject(_SERVER_FULL)
+            return
+        if request.origin is not None and not gate.origins.allows(request.origin, request.host):
+            self._reject(_CROSS_ORIGIN)
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        assert self.transport is not None
+        self.transport.write(handshake.accept_response(request.key))
+        limits.log_access(101, "GET", self._remote_ip())
+        self._reader = FrameReader(self.shared.max_message_size, self._on_frame)
+        self._open(request.query)
+
+    def _reject(self, rejection: handshake.Rejection) -> None:
+        limits.log_access(rejection.status, "GET", self._remote_ip())
+        self._close_sent = True
+        assert self.transport is not None
+        self.transport.write(handshake.rejection_response(rejection))
+        self.transport.close()
+
+    def _remote_ip(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return str(peer[0]) if peer else "-"
+
+    def _open(self, query: dict[str, list[bytes]]) -> None:
+        gate = self.shared.gate
+        gate.connections += 1
+        self._counted = True
+        admission = gate.admit(query)
         if isinstance(admission, Refusal):
             self.refuse(admission.event, admission.close_code)
             return
         self.room = admission.room
-        self._drop_handshake_state()
-        self.bucket = self.gate.bucket(time.monotonic())
+        self.bucket = gate.bucket(time.monotonic())
         self.peer_id = self.link.join(self)
         if self.peer_id is None:
             self.refuse(protocol.ROUTER_UNAVAILABLE_EVENT, protocol.CloseCode.TRY_AGAIN_LATER)
 
-    def _drop_handshake_state(self) -> None:
-        # Request and response headers serve only the handshake, which is over
-        # (Tornado has disabled the handler's HTTP methods), yet they are about
-        # 2.4 KB of every idle connection a worker holds by the ten thousand.
-        self.request.headers = _NO_HEADERS
-        self._headers = _NO_HEADERS
+    # --- frames from the client ---------------------------------------------
 
-    def on_message(self, message: str | bytes) -> None:
-        if self.peer_id is None:
-            return
-        if self.bucket is not None:
-            verdict = self.bucket.take(time.monotonic())
-            if verdict:
-                self.over_rate(verdict)
-                return
-        if isinstance(message, bytes):
+    def _on_frame(self, opcode: int, payload: bytes) -> bool:
+        if opcode == frames.TEXT:
             try:
-                message = message.decode()
+                text = payload.decode()
+            except UnicodeDecodeError:  # RFC 6455 8.1: fail the connection
+                self.abort()
+                return False
+            self._on_message(text)
+        elif opcode == frames.BINARY:
+            try:
+                self._on_message(payload.decode())
             except UnicodeDecodeError:
                 self.send_text(_BINARY_EVENT)
-                return
+        elif opcode == frames.CLOSE:
+            self._close_received = True
+            # Free the room slot (and tell the router at once) before our close
+            # echo goes out, so a client that reconnects as soon as its close
+            # completes finds the room free.
+            if self.peer_id is not None:
+                self.link.leave(self.peer_id, at_once=True)
+                self.peer_id = None
+            code = _CLOSE_CODE(payload)[0] if len(payload) >= 2 else None
+            self.close(code)  # echo the client's code (RFC 6455 5.5.1)
+            return False
+        elif opcode == frames.PING:
+            self._queue(frames.control_frame(frames.PONG, payload), 0)
+            self._count_frame()  # pings are frames too, and each costs a pong
+        else:
+            self.last_pong = time.monotonic()
+        return not self._lost
+
+    def _on_message(self, message: str) -> None:
+        if self.peer_id is None:
+            return
+        if self._count_frame():
+            return
         error = protocol.check_client_frame(message)
         if error is not None:
             self.send_text(protocol.encode_event(error))
         elif not self.link.relay(self.peer_id, message):
             self.send_text(protocol.UNDELIVERED_EVENT)
 
-    def on_pong(self, data: bytes) -> None:
-        self.last_pong = time.monotonic()
+    def _count_frame(self) -> bool:
+        """Take a frame from the rate limit; ``True`` if it must be dropped."""
+        if self.bucket is None or self.peer_id is None:
+            return False
+        verdict = self.bucket.take(time.monotonic())
+        if verdict == limits.DROP_AND_WARN:
+            self.send_text(_RATE_LIMITED_EVENT)
+        elif verdict == limits.CLOSE:
+            self._on_close()  # free the room slot now, not after the close handshake
+            self.refuse(_RATE_LIMITED_EVENT, protocol.CloseCode.RATE_LIMITED)
+        return verdict != limits.ALLOW
 
-    def on_close(self) -> None:
-        if self.counted:
-            self.counted = False
-            self.gate.connections -= 1
+    def _violation(self, close_code: int) -> None:
+        if close_code == frames.MESSAGE_TOO_BIG and self.transport is not None:
+            self._close_sent = True
+            self.transport.write(frames.close_frame(close_code, "message too big"))
+        self.abort()
+
+    def _on_close(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.shared.gate.connections -= 1
         if self.peer_id is not None:
             self.link.leave(self.peer_id)
             self.peer_id = None
 
-    def over_rate(self, verdict: int) -> None:
-        if verdict == limits.DROP_AND_WARN:
-            self.send_text(_RATE_LIMITED_EVENT)
-        elif verdict == limits.CLOSE:
-            self.on_close()  # free the room slot now, not after the close handshake
-            self.refuse(_RATE_LIMITED_EVENT, protocol.CloseCode.RATE_LIMITED)
-
-    def on_ping(self, data: bytes) -> None:
-        # Pings are frames too, and each one makes Tornado write a pong: they count
-        # against the rate limit.
-        if self.bucket is not None and self.peer_id is not None:
-            verdict = self.bucket.take(time.monotonic())
-            if verdict:
-                self.over_rate(verdict)
-
-    # --- called by the router link ------------------------------------------
+    # --- called by the router link, the pinger and the worker ----------------
 
     def send_text(self, text: str) -> None:
         """Queue a text frame; frames queued in one loop turn go out in one write."""
+        data = text.encode()
+        self._queue(text_frame_header(len(data)), 0)
+        self._queue(data, len(data))
+
+    def _queue(self, frame: bytes, size: int) -> None:
         out = self._out
         if out is None:
-            if self.ws_connection is None or self.ws_connection.is_closing():
+            if self._close_sent or self._lost:
                 return
             out = self._out = []
             self._queued = 0
-            self.writes.mark(self)
-        data = text.encode()
-        out.append(text_frame_header(len(data)))
-        out.append(data)
-        self._queued += len(data)
-        cap = self.gate.limits.max_pending_bytes
+            self.shared.writes.mark(self)
+        out.append(frame)
+        self._queued += size
+        cap = self.shared.gate.limits.max_pending_bytes
         if cap and self._queued > cap:  # a flood within one turn: do not even build the write
             self._out = None
             self._drop_slow_reader()
@@ -200,75 +318,77 @@ class SignalHandler(WebSocketHandler):
     def write_queued(self) -> None:
         """Write the frames queued this turn (called by :class:`_Writes`, and before a close)."""
         out, self._out = self._out, None
-        connection = self.ws_connection
-        if not out or connection is None or connection.stream is None:
+        transport = self.transport
+        if not out or transport is None or self._lost:
             return
-        # Not write_message: it costs a Task and a send() per frame, most of a
-        # busy worker's time.  When nothing is waiting in the stream's buffer we
-        # send() ourselves (skipping the stream's Future); whatever the socket
-        # does not take goes through the stream, which keeps order from then on.
-        stream = connection.stream
-        data = memoryview(b"".join(out))
-        if not stream.writing() and not stream.closed():
-            try:
-                sent = stream.socket.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                stream.close()  # reset by the peer: on_close follows
-                return
-            if sent == len(data):
-                return
-            data = data[sent:]
-        try:
-            stream.write(data)
-        except StreamClosedError:
-            return
-        cap = self.gate.limits.max_pending_bytes
-        if cap and limits.pending_bytes(connection) > cap:
+        transport.write(b"".join(out))
+        cap = self.shared.gate.limits.max_pending_bytes
+        if cap and transport.get_write_buffer_size() > cap:
             self._drop_slow_reader()
 
     def _drop_slow_reader(self) -> None:
         # It stopped reading: drop it rather than buffer without bound.
         log.info("worker: dropping a client that stopped reading (room %r)", self.room)
-        self.on_close()
+        self._on_close()
         self.close(protocol.CloseCode.TOO_SLOW, protocol.close_reason(protocol.CloseCode.TOO_SLOW))
 
+    def ping(self) -> None:
+        if not self._close_sent and not self._lost and self.transport is not None:
+            self.transport.write(_PING)
+
     def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Start (or, after the client's close frame, finish) the closing handshake."""
         self.write_queued()  # what was said before the close goes before the close frame
-        super().close(code, reason)
+        transport = self.transport
+        if self._lost or transport is None:
+            return
+        if not self._close_sent:
+            self._close_sent = True
+            transport.write(frames.close_frame(code, reason))
+        if self._close_received:
+            transport.close()  # after the close frame is written
+        elif self._timer is None:  # give the client a moment to answer, then hang up
+            self._timer = self.shared.loop.call_later(_CLOSE_WAIT, self.abort)
 
     def refuse(self, text: str, close_code: int) -> None:
         self.send_text(text)
         self.peer_id = None
         self.close(close_code, protocol.close_reason(close_code))
 
+    def abort(self) -> None:
+        """Drop the connection without a closing handshake (it cannot answer one)."""
+        if self.transport is not None and not self._lost:
+            self.transport.abort()  # connection_lost follows
+
 
 class _Writes:
-    """The clients with frames queued during this event-loop turn.
+    """The connections with frames queued during this event-loop turn.
 
     Everything a worker says to a client in one turn (typically a whole batch
-    from the router) leaves in a single ``send()`` per client, from one
-    callback at the end of the turn.
+    from the router) leaves in a single write per client, from one callback
+    at the end of the turn.
     """
 
     def __init__(self) -> None:
-        self._dirty: list[SignalHandler] = []
-        self._loop = IOLoop.current()
+        self._dirty: list[SignalConnection] = []
+        self._loop = asyncio.get_running_loop()
 
-    def mark(self, handler: SignalHandler) -> None:
+    def mark(self, connection: SignalConnection) -> None:
         if not self._dirty:
-            self._loop.add_callback(self._flush)
-        self._dirty.append(handler)
+            self._loop.call_soon(self._flush)
+        self._dirty.append(connection)
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
-        for handler in dirty:
-            handler.write_queued()
+        for connection in dirty:
+            connection.write_queued()
 
 
-_NO_HEADERS = HTTPHeaders()  # shared, never written: see SignalHandler._drop_handshake_state
-
+_CLOSE_WAIT = 5.0  # seconds a client has to answer our close frame (Tornado's figure)
+_CLOSE_CODE = struct.Struct("!H").unpack_from
+_PING = frames.control_frame(frames.PING)
+_SERVER_FULL = handshake.Rejection(503, "server full, try again later", (("Retry-After", "5"),))
+_CROSS_ORIGIN = handshake.Rejection(403, "Cross origin websockets not allowed")
 _RATE_LIMITED_EVENT = protocol.encode_event(
     protocol.Error(protocol.ErrorCode.RATE_LIMITED, "Too many messages; slow down")
 )
@@ -303,16 +423,13 @@ class _Pinger:
     def _sweep(self) -> None:
         deadline = time.monotonic() - self.interval - self.timeout
         for peer in list(self.link.peers.values()):
-            if not isinstance(peer, SignalHandler) or peer.ws_connection is None:
+            if not isinstance(peer, SignalConnection):
                 continue
             if peer.last_pong < deadline:
                 log.info("worker: peer %s stopped answering pings; dropping it", peer.peer_id)
-                stream = peer.ws_connection.stream
-                if stream is not None:
-                    stream.close()
+                peer.abort()
             else:
-                with contextlib.suppress(WebSocketClosedError):
-                    peer.ping()
+                peer.ping()
 
 
 class HealthHandler(RequestHandler):
@@ -337,12 +454,8 @@ class _NoFrontendHandler(RequestHandler):
 
 
 def make_app(config: WorkerConfig, link: RouterLink) -> Application:
-    """The Tornado application a worker serves."""
-    gate = Gatekeeper(config.limits)
-    routes: list[Any] = [
-        (r"/ws/signal/?", SignalHandler, {"link": link, "gate": gate, "writes": _Writes()}),
-        (r"/healthz", HealthHandler, {"link": link}),
-    ]
+    """The Tornado application a worker serves: everything but the signaling endpoint."""
+    routes: list[Any] = [(r"/healthz", HealthHandler, {"link": link})]
     if config.static_dir is not None and (config.static_dir / "index.html").is_file():
         routes.append(
             (
@@ -353,11 +466,7 @@ def make_app(config: WorkerConfig, link: RouterLink) -> Application:
         )
     else:
         routes.append((r"/(.*)", _NoFrontendHandler))
-    return Application(
-        routes,
-        websocket_max_message_size=config.max_message_size,
-        log_function=limits.log_request,
-    )
+    return Application(routes, log_function=limits.log_request)
 
 
 async def serve_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
@@ -376,8 +485,17 @@ async def serve_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         link.close()
         return
     server = HTTPServer(app, xheaders=False, **limits.http_server_options(config.limits))
-    listeners = bind_sockets(config.port, config.host, reuse_port=True, backlog=_LISTEN_BACKLOG)
-    server.add_sockets(listeners)
+    shared = _Shared(link, Gatekeeper(config.limits), config.max_message_size)
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sock: socket.socket, address: Any, deadline: float | None) -> None:
+        connection = SignalConnection(shared, deadline)
+        opening = asyncio.ensure_future(loop.connect_accepted_socket(lambda: connection, sock))
+        opening.add_done_callback(lambda done: _opened(done, sock))
+
+    sockets = bind_sockets(config.port, config.host, reuse_port=True, backlog=_LISTEN_BACKLOG)
+    listener = Listener(sockets, server, on_signal, config.limits.handshake_timeout)
+    listener.start()
     log.info("worker %s serving on %s:%d", link.name, config.host, config.port)
     pinger = _Pinger(link, config.ping_interval, config.ping_timeout)
     pinger.start()
@@ -385,17 +503,22 @@ async def serve_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
     pinger.stop()
 
     log.info("worker %s shutting down", link.name)
-    server.stop()
+    listener.stop()
     # Keep relaying briefly so messages already on their way reach their peers.
     await asyncio.sleep(min(_DRAIN_PERIOD, config.shutdown_timeout / 2))
-    handlers = [p for p in link.peers.values() if isinstance(p, SignalHandler)]
-    for handler in handlers:
-        handler.close(protocol.CloseCode.GOING_AWAY, "server shutting down")
-    loop = asyncio.get_running_loop()
+    connections = [p for p in link.peers.values() if isinstance(p, SignalConnection)]
+    for connection in connections:
+        connection.close(protocol.CloseCode.GOING_AWAY, "server shutting down")
     deadline = loop.time() + config.shutdown_timeout
     while (link.peers or link.backlog) and loop.time() < deadline:
         await asyncio.sleep(0.02)
     link.close()
+
+
+def _opened(opening: asyncio.Future[Any], sock: socket.socket) -> None:
+    if opening.cancelled() or opening.exception() is not None:
+        log.warning("worker: could not open a connection: %r", opening)
+        sock.close()
 
 
 def run_worker(config: WorkerConfig) -> None:

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mcp_tornado.frames import text_frame_header
+from mcp_tornado import frames
+from mcp_tornado.frames import FrameReader, text_frame_header
 from tests.rawws import CONTINUATION, PING, PONG, TEXT, RawWebSocket, encode_frame
 from tests.support import Cluster
 
@@ -117,3 +118,73 @@ def test_protocol_violations_end_the_connection_and_free_the_slot(
     a.send_raw(frame)
     a.wait_closed()
     assert b.recv_type("leave") == {"type": "leave"}
+
+
+# --- the reader on its own ---------------------------------------------------------
+
+
+class Collect:
+    def __init__(self, stop_on: int | None = None) -> None:
+        self.got: list[tuple[int, bytes]] = []
+        self.stop_on = stop_on
+
+    def __call__(self, opcode: int, payload: bytes) -> bool:
+        self.got.append((opcode, payload))
+        return opcode != self.stop_on
+
+
+def reader(limit: int = 1000, stop_on: int | None = None) -> tuple[FrameReader, Collect]:
+    collect = Collect(stop_on)
+    return FrameReader(limit, collect), collect
+
+
+def test_reader_unmasks_and_reassembles_across_reads() -> None:
+    r, got = reader()
+    data = (
+        encode_frame(TEXT, b"hello", fin=False)
+        + encode_frame(PING, b"p")
+        + encode_frame(CONTINUATION, b" world")
+        + encode_frame(frames.BINARY, bytes(300))
+    )
+    for i in range(len(data)):
+        assert r.feed(data[i : i + 1]) == 0
+    assert got.got == [(PING, b"p"), (TEXT, b"hello world"), (frames.BINARY, bytes(300))]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        encode_frame(TEXT, b"x", mask=False),  # clients must mask
+        bytes([0xC1, 0x80]) + bytes(4),  # a reserved bit: no extension was negotiated
+        encode_frame(0x3, b"x"),  # a reserved opcode
+        encode_frame(CONTINUATION, b"x"),  # continuing nothing
+        encode_frame(TEXT, b"a", fin=False) + encode_frame(TEXT, b"b"),  # a new message mid-way
+        encode_frame(PING, b"x", fin=False),  # fragmented control frame
+        encode_frame(PING, bytes(126)),  # control frame over 125 bytes
+    ],
+)
+def test_reader_reports_protocol_errors(data: bytes) -> None:
+    assert reader()[0].feed(data) == frames.PROTOCOL_ERROR
+
+
+def test_reader_refuses_a_big_message_from_its_header_alone() -> None:
+    r, got = reader(limit=100)
+    assert r.feed(encode_frame(TEXT, bytes(101))[:8]) == frames.MESSAGE_TOO_BIG
+    r, got = reader(limit=100)
+    parts = encode_frame(TEXT, bytes(60), fin=False) + encode_frame(CONTINUATION, bytes(60))
+    assert r.feed(parts) == frames.MESSAGE_TOO_BIG and got.got == []
+    assert reader(limit=100)[0].feed(encode_frame(TEXT, bytes(100))) == 0
+
+
+def test_reader_stops_when_told() -> None:
+    r, got = reader(stop_on=frames.CLOSE)
+    data = encode_frame(frames.CLOSE, b"\x03\xe8") + encode_frame(TEXT, b"after")
+    assert r.feed(data) == 0
+    assert got.got == [(frames.CLOSE, b"\x03\xe8")]
+
+
+def test_server_control_frames() -> None:
+    assert frames.close_frame(1000, "bye") == b"\x88\x05\x03\xe8bye"
+    assert frames.close_frame(None) == b"\x88\x00"
+    assert len(frames.close_frame(4000, "x" * 200)) == 2 + 125
+    assert frames.control_frame(PONG, b"abc") == b"\x8a\x03abc"

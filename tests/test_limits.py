@@ -120,10 +120,6 @@ def test_connection_cap_and_unlimited() -> None:
     assert Gatekeeper(Limits(rate=0)).bucket(0.0) is None
 
 
-def test_pending_bytes_without_a_connection() -> None:
-    assert limits.pending_bytes(None) == 0
-
-
 # --- against a real worker ---------------------------------------------------------
 
 BURST = 5

@@ -1,0 +1,113 @@
+"""The WebSocket opening handshake (RFC 6455 4.2) of the signaling endpoint, as pure functions.
+
+:func:`parse_upgrade` reads a request head (the bytes up to and including the
+blank line) and returns either an :class:`Upgrade` or the :class:`Rejection`
+to answer with; :func:`accept_response` and :func:`rejection_response` build
+the bytes of the answer.  Nothing here does I/O, so each rule is tested on
+its own; :mod:`mcp_tornado.worker` applies them to a connection.
+
+The rules are Tornado's ``WebSocketHandler``'s: ``GET`` over HTTP/1.1 with
+``Upgrade: websocket``, ``Connection: upgrade``, a ``Host``, a
+``Sec-WebSocket-Key`` and ``Sec-WebSocket-Version: 13``; the ``Origin`` (or
+the older ``Sec-WebSocket-Origin``) is returned for the caller's policy.  No
+subprotocol and no extension is ever selected.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Final, NamedTuple
+
+from tornado.escape import parse_qs_bytes
+
+SIGNAL_PATHS: Final = frozenset({"/ws/signal", "/ws/signal/"})
+MAX_HEAD: Final = 64 * 1024  # Tornado's default max_header_size
+_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class Upgrade(NamedTuple):
+    """A valid upgrade request to the signaling endpoint."""
+
+    key: str
+    query: dict[str, list[bytes]]  # as Tornado's ``request.query_arguments``
+    host: str
+    origin: str | None
+
+
+class Rejection(NamedTuple):
+    """An HTTP error to answer instead of upgrading."""
+
+    status: int
+    message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+_REASONS: Final = {
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+
+
+def parse_upgrade(head: bytes) -> Upgrade | Rejection:
+    """Check a request head for the signaling endpoint; header names are case-insensitive."""
+    lines = head.decode("latin-1").split("\r\n")
+    request_line = lines[0].split(" ")
+    if len(request_line) != 3 or not request_line[2].startswith("HTTP/1."):
+        return Rejection(400, "Malformed request line")
+    method, target, version = request_line
+    path, _, query = target.partition("?")
+    if path not in SIGNAL_PATHS:
+        return Rejection(404, "Not found")
+    if method != "GET" or version == "HTTP/1.0":
+        return Rejection(400, "A WebSocket upgrade is a GET over HTTP/1.1")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            return Rejection(400, "Malformed header line")
+        name = name.lower()
+        value = value.strip()
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    if headers.get("upgrade", "").lower() != "websocket":
+        return Rejection(400, 'Can "Upgrade" only to "WebSocket".')
+    if "upgrade" not in (
+        token.strip().lower() for token in headers.get("connection", "").split(",")
+    ):
+        return Rejection(400, '"Connection" must be "Upgrade".')
+    if headers.get("sec-websocket-version") != "13":
+        return Rejection(426, "Only WebSocket version 13", (("Sec-WebSocket-Version", "13"),))
+    key = headers.get("sec-websocket-key", "")
+    host = headers.get("host", "")
+    if not key or not host:
+        return Rejection(400, "Missing/Invalid WebSocket headers")
+    origin = headers.get("origin", headers.get("sec-websocket-origin"))
+    return Upgrade(key, parse_qs_bytes(query, keep_blank_values=True), host, origin)
+
+
+def accept_response(key: str) -> bytes:
+    """The ``101 Switching Protocols`` answer to an upgrade with ``key``."""
+    accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest())
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+
+
+def rejection_response(rejection: Rejection) -> bytes:
+    """A complete HTTP error response; the connection is closed after it."""
+    body = (rejection.message + "\n").encode()
+    lines = [
+        f"HTTP/1.1 {rejection.status} {_REASONS.get(rejection.status, 'Error')}",
+        "Content-Type: text/plain; charset=UTF-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in rejection.headers),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

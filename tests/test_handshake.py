@@ -1,0 +1,112 @@
+"""The opening handshake's rules, on request heads (no sockets)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mcp_tornado.handshake import (
+    Rejection,
+    Upgrade,
+    accept_response,
+    parse_upgrade,
+    rejection_response,
+)
+
+GOOD = {
+    "Host": "127.0.0.1:8000",
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+
+
+def head(
+    target: str = "/ws/signal/?room=a", line: str | None = None, **changes: str | None
+) -> bytes:
+    fields = {**GOOD, **{k.replace("_", "-"): v for k, v in changes.items()}}
+    lines = [line if line is not None else f"GET {target} HTTP/1.1"]
+    lines += [f"{name}: {value}" for name, value in fields.items() if value is not None]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def test_a_browser_upgrade_is_accepted() -> None:
+    request = parse_upgrade(head(Origin="http://127.0.0.1:8000"))
+    assert request == Upgrade(
+        "dGhlIHNhbXBsZSBub25jZQ==", {"room": [b"a"]}, "127.0.0.1:8000", "http://127.0.0.1:8000"
+    )
+
+
+def test_the_accept_key_is_the_rfc_example() -> None:
+    # RFC 6455 1.3: this key must be answered with this accept value.
+    response = accept_response("dGhlIHNhbXBsZSBub25jZQ==")
+    assert response.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in response
+    assert response.endswith(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "target", ["/ws/signal", "/ws/signal/", "/ws/signal?room=x", "/ws/signal/?"]
+)
+def test_both_paths_with_and_without_a_query(target: str) -> None:
+    assert isinstance(parse_upgrade(head(target)), Upgrade)
+
+
+def test_header_names_ignore_case_and_connection_may_list_tokens() -> None:
+    raw = head(Connection="keep-alive, Upgrade").replace(
+        b"Upgrade: websocket", b"uPgRaDe: WebSocket"
+    )
+    assert isinstance(parse_upgrade(raw), Upgrade)
+
+
+def test_the_query_is_parsed_like_tornado() -> None:
+    request = parse_upgrade(head("/ws/signal/?room=a&room=b&token=&x=%41"))
+    assert isinstance(request, Upgrade)
+    assert request.query == {"room": [b"a", b"b"], "token": [b""], "x": [b"A"]}
+
+
+def test_older_origin_header_is_used_when_origin_is_absent() -> None:
+    request = parse_upgrade(head(Sec_WebSocket_Origin="https://old.example"))
+    assert isinstance(request, Upgrade) and request.origin == "https://old.example"
+    request = parse_upgrade(head())
+    assert isinstance(request, Upgrade) and request.origin is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (head(Upgrade=None), 400),
+        (head(Upgrade="h2c"), 400),
+        (head(Connection="keep-alive"), 400),
+        (head(Sec_WebSocket_Key=None), 400),
+        (head(Host=None), 400),
+        (head(Sec_WebSocket_Version="8"), 426),
+        (head(Sec_WebSocket_Version=None), 426),
+        (head(line="POST /ws/signal/ HTTP/1.1"), 400),
+        (head(line="GET /ws/signal/ HTTP/1.0"), 400),
+        (head(line="GET /ws/signal/"), 400),
+        (head(line="GET  /ws/signal/ HTTP/1.1"), 400),
+        (head(line="GET /ws/signal/ SPDY/3"), 400),
+        (head("/ws/signalling/"), 404),
+        (head().replace(b"Host:", b"Host"), 400),
+        (head().replace(b"Host:", b" Host:"), 400),
+    ],
+)
+def test_bad_requests_are_rejected(raw: bytes, status: int) -> None:
+    rejection = parse_upgrade(raw)
+    assert isinstance(rejection, Rejection) and rejection.status == status
+
+
+def test_426_names_the_version_we_speak() -> None:
+    rejection = parse_upgrade(head(Sec_WebSocket_Version="8"))
+    assert isinstance(rejection, Rejection)
+    assert b"\r\nSec-WebSocket-Version: 13\r\n" in rejection_response(rejection)
+
+
+def test_rejection_response_is_complete_http() -> None:
+    raw = rejection_response(Rejection(503, "server full", (("Retry-After", "5"),)))
+    header, _, body = raw.partition(b"\r\n\r\n")
+    lines = header.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 503 Service Unavailable"
+    assert b"Retry-After: 5" in lines and b"Connection: close" in lines
+    assert f"Content-Length: {len(body)}".encode() in lines and body == b"server full\n"

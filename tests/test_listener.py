@@ -1,0 +1,110 @@
+"""Sorting new connections: signaling upgrades to the worker, the rest to Tornado."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from mcp_tornado.listener import is_signal_request
+from tests.rawws import TEXT, RawWebSocket, encode_frame
+from tests.support import Cluster, running_cluster
+
+
+@pytest.mark.parametrize(
+    ("start", "verdict"),
+    [
+        (b"GET /ws/signal/?room=a HTTP/1.1", True),
+        (b"GET /ws/signal/ HTTP/1.1", True),
+        (b"GET /ws/signal?room=a HTTP/1.1", True),
+        (b"GET /ws/signal HTTP/1.1", True),
+        (b"G", None),
+        (b"GET /ws/signal", None),
+        (b"GET /ws/signal/", None),
+        (b"GET / HTTP/1.1", False),
+        (b"GET /healthz HTTP/1.1", False),
+        (b"GET /ws/signalx HTTP/1.1", False),
+        (b"POST /ws/signal/ HTTP/1.1", False),
+        (b"\x16\x03\x01\x02\x00", False),  # a TLS hello
+    ],
+)
+def test_is_signal_request(start: bytes, verdict: bool | None) -> None:
+    assert is_signal_request(start) is verdict
+
+
+def handshake_bytes(port: int, room: str) -> bytes:
+    return (
+        f"GET /ws/signal/?room={room} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def read_head(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_a_request_line_sent_a_byte_at_a_time_still_upgrades(cluster: Cluster) -> None:
+    port = cluster.ports[0]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        request = handshake_bytes(port, f"drip-{uuid.uuid4().hex[:8]}")
+        for i in range(20):  # through the part that tells the endpoint apart
+            sock.sendall(request[i : i + 1])
+            time.sleep(0.01)
+        sock.sendall(request[20:])
+        assert read_head(sock).startswith(b"HTTP/1.1 101 ")
+
+
+def test_frames_sent_right_behind_the_request_are_read(cluster: Cluster) -> None:
+    port = cluster.ports[0]
+    room = f"eager-{uuid.uuid4().hex[:8]}"
+    partner = RawWebSocket.connect(cluster.ports[1], f"?room={room}")
+    partner.recv_type("joined")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(handshake_bytes(port, room) + encode_frame(TEXT, b'{"type":"offer","n":1}'))
+        assert read_head(sock).startswith(b"HTTP/1.1 101 ")
+        assert partner.recv_type("offer") == {"type": "offer", "n": 1}
+    partner.close()
+
+
+def test_other_requests_reach_tornado(cluster: Cluster) -> None:
+    port = cluster.ports[0]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as response:
+        assert response.status == 200 and response.read() == b"ok\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /ws/signalling HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_head(sock).split(b" ")[1] == b"404"
+
+
+def test_plain_get_of_the_endpoint_is_a_400(cluster: Cluster) -> None:
+    with socket.create_connection(("127.0.0.1", cluster.ports[0]), timeout=5) as sock:
+        sock.sendall(b"GET /ws/signal/?room=a HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = read_head(sock)
+        assert reply.startswith(b"HTTP/1.1 400 ") and b"Upgrade" in reply
+        assert sock.recv(4096) in (b"", b'Can "Upgrade" only to "WebSocket".\n')
+
+
+def test_silent_and_half_started_connections_are_closed_at_the_deadline(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, 1, "--handshake-timeout", "1") as cluster:
+        port = cluster.ports[0]
+        for first in (b"", b"GET /ws/si"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(first)
+                started = time.monotonic()
+                # Closed by the server (a reset when it never read the partial line).
+                with contextlib.suppress(ConnectionResetError):
+                    assert sock.recv(1024) == b""
+                assert 0.5 < time.monotonic() - started < 4
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as response:
+            assert response.status == 200
