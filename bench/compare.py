@@ -432,34 +432,38 @@ def markdown(
             ]
         )
 
-    ours, theirs = _get(runs, mcp2, "relay_w1"), _get(runs, base, "relay_w1")
-    r_ratio = _ratio(_m(ours, "deliveries_per_s"), _m(theirs, "deliveries_per_s"))
-    if theirs is not None and not (valid(ours) and valid(theirs)):
-        r_ratio = None
-        r_text: Any = f"invalid: mcp {ready_text(ours)}, baseline {ready_text(theirs)}"
-    else:
-        r_text = r_ratio
-    target_row(
+    def ratio_row(
+        what: str, ours: str, theirs: str, test: str, goal: str, least: float | None = None
+    ) -> None:
+        """Deliveries/s of ``ours`` / ``theirs`` (met when >= ``least``); refused when
+        either run had too few pairs ready."""
+        a, b = _get(runs, ours, test), _get(runs, theirs, test)
+        ratio = _ratio(_m(a, "deliveries_per_s"), _m(b, "deliveries_per_s"))
+        value: Any = ratio
+        if a is not None and b is not None and not (valid(a) and valid(b)):
+            ratio, value = None, f"invalid: {ours} {ready_text(a)}, {theirs} {ready_text(b)}"
+        target_row(what, value, goal, None if ratio is None or least is None else ratio >= least)
+
+    ratio_row(
         "relay 2,000 peers w1: mcp-tornado 2w / Channels baseline",
-        r_text,
+        mcp2,
+        base,
+        "relay_w1",
         ">= 50x",
-        None if r_ratio is None else r_ratio >= 50,
+        50,
     )
-    w8 = _ratio(
-        _m(_get(runs, mcp2, "relay_w8_2procs"), "deliveries_per_s"),
-        _m(_get(runs, ref, "relay_w8_2procs"), "deliveries_per_s"),
+    for name in (mcp2, "mcp-tornado 1w"):
+        ratio_row(
+            f"relay w8 2 client procs: {name} / picows reference (same run)",
+            name,
+            ref,
+            "relay_w8_2procs",
+            ">= 0.5",
+            0.5,
+        )
+    ratio_row(
+        "relay w1: mcp-tornado 2w / picows reference", mcp2, ref, "relay_w1", "ratio reported"
     )
-    target_row(
-        "relay w8 2 client procs: mcp-tornado 2w / picows reference (same run)",
-        w8,
-        "ratio reported",
-        None,
-    )
-    w1r = _ratio(
-        _m(_get(runs, mcp2, "relay_w1"), "deliveries_per_s"),
-        _m(_get(runs, ref, "relay_w1"), "deliveries_per_s"),
-    )
-    target_row("relay w1: mcp-tornado 2w / picows reference", w1r, "ratio reported", None)
     ol = _get(runs, mcp2, "openloop")
     ol_p99 = ol["steps"][0]["metrics"]["latency_ms"]["p99"] if ol and ol.get("steps") else None
     target_row(

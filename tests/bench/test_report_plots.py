@@ -139,6 +139,28 @@ def test_compare_markdown_has_machine_targets_and_ratios() -> None:
     assert cross_text(ol) == "15,000"
 
 
+def test_compare_markdown_window8_ratios_against_the_reference() -> None:
+    """mcp-tornado 1w and 2w relay w8 / the reference relay: met at >= 0.5; refused when
+    too few pairs of a run got ready."""
+    runs = []
+    for name, rate in (
+        ("mcp-tornado 1w", 80_000.0),
+        ("mcp-tornado 2w", 40_000.0),
+        ("picows reference", 100_000.0),
+    ):
+        r = fake_relay(name, 2000, rate, window=8)
+        r["compare_target"], r["compare_test"] = name, "relay_w8_2procs"
+        runs.append(r)
+    specs = [Spec(r["compare_target"], "", "") for r in runs]
+    md = markdown(runs, specs, [], wall=60.0)
+    w8 = "| relay w8 2 client procs: mcp-tornado {}w / picows reference (same run) |"
+    assert w8.format(2) + " 0.40 | >= 0.5 | NOT met |" in md
+    assert w8.format(1) + " 0.80 | >= 0.5 | met |" in md
+    runs[0]["metrics"]["ready_pairs"] = 500  # of 1,000
+    md = markdown(runs, specs, [], wall=60.0)
+    assert w8.format(1) + " invalid: mcp-tornado 1w 500 of 1000 pairs ready, " in md
+
+
 def test_split_pairs() -> None:
     assert split_pairs(10, 3) == [(0, 4), (4, 7), (7, 10)]
     assert split_pairs(1, 4) == [(0, 1)]
