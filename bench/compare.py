@@ -45,7 +45,7 @@ class Sizes:
         default_factory=lambda: [5, 7, 10, 14, 20, 28, 40, 56, 80, 113, 160]
     )
     open_s: float = 5.0
-    connect_peers: int = 4000
+    connect_peers: int = 8000  # 4,000 made the storm last about 1 s: too short to be stable
     idle_peers: int = 10000
     baseline_idle_peers: int = 2000
     idle_hold: float = 10.0
