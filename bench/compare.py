@@ -145,10 +145,10 @@ def plan_targets(args: argparse.Namespace, notes: list[str]) -> list[Spec]:
 def suite(spec: Spec, target: drivers.Target, sz: Sizes, progress: bool) -> list[dict[str, Any]]:
     """The runs for one server; smaller for the (slow) baseline."""
     runs: list[dict[str, Any]] = []
-    tag = spec.name
 
-    def add(run: dict[str, Any], test: str) -> None:
-        run["compare_target"] = tag
+    def add(test: str, scenario: str, **params: Any) -> None:
+        run = drivers.run(scenario, target, progress=progress, **params)
+        run["compare_target"] = spec.name
         run["compare_test"] = test
         runs.append(run)
         report.print_summary([run])
@@ -159,75 +159,30 @@ def suite(spec: Spec, target: drivers.Target, sz: Sizes, progress: bool) -> list
     # reused by the new connections and hide their cost.
     if spec.kind != "mcp" or spec.workers == 2:
         idle_peers = sz.baseline_idle_peers if slow else sz.idle_peers
-        add(
-            drivers.run_idle(
-                target, idle_peers, 2, sz.idle_hold, ping_interval=5.0, progress=progress
-            ),
-            "idle",
-        )
-    add(
-        drivers.run_connect(
-            target,
-            sz.relay_peers if slow else sz.connect_peers,
-            2,
-            setup_timeout=st,
-            progress=progress,
-        ),
-        "connect",
-    )
-    add(
-        drivers.run_relay(
-            target,
-            sz.relay_peers // 2,
-            1,
-            1,
-            10**9,
-            sz.relay_s,
-            setup_timeout=st,
-            progress=progress,
-        ),
-        "relay_w1",
-    )
+        add("idle", "idle", peers=idle_peers, procs=2, hold=sz.idle_hold, timeout=900.0)
+    connect_peers = sz.relay_peers if slow else sz.connect_peers
+    add("connect", "connect", peers=connect_peers, procs=2, setup_timeout=st)
+    relay = {"messages": 10**9, "duration": sz.relay_s, "setup_timeout": st}
+    add("relay_w1", "relay", peers=sz.relay_peers, procs=1, window=1, **relay)
     if not slow:
-        add(
-            drivers.run_relay(
-                target,
-                sz.relay_peers // 2,
-                2,
-                8,
-                10**9,
-                sz.relay_s,
-                setup_timeout=st,
-                progress=progress,
-            ),
-            "relay_w8_2procs",
-        )
+        add("relay_w8_2procs", "relay", peers=sz.relay_peers, procs=2, window=8, **relay)
     if spec.kind == "reference" or (spec.kind == "mcp" and spec.workers == 2):
         for peers in sz.scaling_peers:
-            add(
-                drivers.run_relay(
-                    target, peers // 2, 1, 1, 10**9, sz.relay_s, setup_timeout=st, progress=progress
-                ),
-                f"relay_w1_{peers}",
-            )
-    rates = sorted({sz.open_rate, *sz.sweep_rates})
+            add(f"relay_w1_{peers}", "relay", peers=peers, procs=1, window=1, **relay)
     # The baseline's whole closed-loop capacity (~400 msg/s at 2,000 peers) is far below
     # the 5,000 msg/s offered here: an open loop would only measure its backlog.
     if not slow:
+        rates = sorted({sz.open_rate, *sz.sweep_rates})
         add(
-            drivers.run_openloop(
-                target,
-                sz.open_pairs,
-                1,
-                rates,
-                sz.open_s,
-                stop_p99_ms=50.0,
-                setup_timeout=st,
-                progress=progress,
-            ),
             "openloop",
+            "openloop",
+            pairs=sz.open_pairs,
+            rates=rates,
+            duration=sz.open_s,
+            stop_p99_ms=50.0,
+            setup_timeout=st,
         )
-    add(drivers.run_churn(target, sz.churn_pairs, 1, sz.churn_s, progress=progress), "churn")
+    add("churn", "churn", pairs=sz.churn_pairs, procs=1, duration=sz.churn_s)
     return runs
 
 

@@ -204,3 +204,86 @@ def test_progress_line() -> None:
     quiet = io.StringIO()
     Progress("t", stream=quiet, enabled=False).update("x", 1, force=True)
     assert quiet.getvalue() == ""
+
+
+def test_scenario_params_keep_their_names_order_and_defaults() -> None:
+    """The params block of every result file (and the summary's params line)."""
+    from bench.drivers import SCENARIOS, run_params
+
+    expected = {
+        "relay": "pairs peers procs window messages duration concurrency setup_timeout "
+        "drain_timeout",
+        "openloop": "pairs peers procs rates duration stop_p99_ms concurrency setup_timeout "
+        "drain_timeout",
+        "churn": "pairs peers procs duration rejoin_delay setup_timeout",
+        "connect": "peers pairs procs concurrency wait_joined setup_timeout",
+        "idle": "peers pairs procs hold ping_interval settle concurrency setup_timeout",
+    }
+    assert {name: " ".join(run_params(name)) for name in SCENARIOS} == expected
+    assert run_params("connect", peers=201) == {
+        "peers": 200,
+        "pairs": 100,
+        "procs": 1,
+        "concurrency": 64,
+        "wait_joined": 0.0,
+        "setup_timeout": 30.0,
+    }
+    assert run_params("churn", pairs=5)["peers"] == 10
+    with pytest.raises(TypeError, match="window"):
+        run_params("churn", window=2)
+
+
+def test_cli_scenario_options_and_defaults() -> None:
+    from bench.cli import build_parser
+
+    parse = build_parser().parse_args
+
+    def opts(argv: list[str]) -> dict[str, Any]:
+        args = vars(parse(argv))
+        return {k: args[k] for k in args if k not in ("command", "url", "label", "spawn")}
+
+    common = {
+        "spawn_cwd": None,
+        "server_pid": None,
+        "procs": 1,
+        "out": None,
+        "plot_dir": None,
+        "no_progress": False,
+        "timeout": 600.0,
+    }
+    assert opts(["relay"]) == {
+        **common,
+        "peers": [2000],
+        "window": 1,
+        "messages": 1_000_000,
+        "duration": 10.0,
+        "concurrency": 200,
+    }
+    assert opts(["openloop", "--rate", "5,10", "--stop-p99", "20", "--pairs", "7"]) == {
+        **common,
+        "pairs": 7,
+        "rates": [5.0, 10.0],
+        "duration": 10.0,
+        "stop_p99_ms": 20.0,
+        "concurrency": 200,
+    }
+    assert opts(["churn", "--rejoin-delay", "0.5"]) == {
+        **common,
+        "pairs": 100,
+        "duration": 10.0,
+        "rejoin_delay": 0.5,
+    }
+    assert opts(["connect", "--peers", "10,20", "--wait-joined", "1"]) == {
+        **common,
+        "peers": [10, 20],
+        "concurrency": 64,
+        "wait_joined": 1.0,
+    }
+    assert opts(["idle", "--procs", "2", "--ping-interval", "1"]) == {
+        **common,
+        "procs": 2,
+        "peers": [10000],
+        "hold": 20.0,
+        "ping_interval": 1.0,
+        "concurrency": 64,
+    }
