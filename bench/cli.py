@@ -15,6 +15,8 @@ from bench.procmon import SpawnedServer, check_loopback
 from bench.wsclient import raise_nofile_limit
 
 DEFAULT_URL = "ws://127.0.0.1:8765/ws/signal/"
+#: Options not spelled like their parameter (the others: rejoin_delay -> --rejoin-delay)
+FLAGS = {"rates": "--rate", "stop_p99_ms": "--stop-p99"}
 
 
 def _int_list(text: str) -> list[int]:
@@ -57,52 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("relay", help="closed-loop relay: throughput and round-trip latency")
-    _common(p)
-    p.add_argument("--peers", type=_int_list, default=[2000], help="peers, comma list (sweep)")
-    p.add_argument("--window", type=int, default=1, help="messages in flight per pair")
-    p.add_argument("--messages", type=int, default=1_000_000, help="max messages per pair")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds of sending")
-    p.add_argument("--concurrency", type=int, default=200, help="connects in flight per proc")
-
-    p = sub.add_parser("openloop", help="open loop at a fixed rate per pair (or a sweep)")
-    _common(p)
-    p.add_argument("--pairs", type=int, default=1000)
-    p.add_argument("--rate", type=_float_list, default=[5.0], help="msg/s per pair, comma list")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
-    p.add_argument(
-        "--stop-p99", type=float, default=50.0, help="stop a sweep once p99 > 2x this (ms)"
-    )
-    p.add_argument("--concurrency", type=int, default=200)
-
-    p = sub.add_parser("churn", help="pairs join, exchange, leave and rejoin")
-    _common(p)
-    p.add_argument("--pairs", type=int, default=100)
-    p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--rejoin-delay", type=float, default=0.0, help="pause before a rejoin, s")
-
-    p = sub.add_parser("connect", help="connect storm: joins/s and time to all joined")
-    _common(p)
-    p.add_argument("--peers", type=_int_list, default=[2000])
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        default=64,
-        help="connects in flight per proc (keep procs x this under the server listen backlog)",
-    )
-    p.add_argument(
-        "--wait-joined",
-        type=float,
-        default=0.0,
-        help="also wait up to this many s for a 'joined' event (servers that send one)",
-    )
-
-    p = sub.add_parser("idle", help="hold N idle peers with pings; server memory per peer")
-    _common(p)
-    p.add_argument("--peers", type=_int_list, default=[10000])
-    p.add_argument("--hold", type=float, default=20.0, help="seconds to hold")
-    p.add_argument("--ping-interval", type=float, default=5.0)
-    p.add_argument("--concurrency", type=int, default=64, help="connects in flight per proc")
+    for name, spec in drivers.SCENARIOS.items():
+        p = sub.add_parser(name, help=spec.help)
+        _common(p)
+        for param, text in spec.options.items():
+            default = spec.params[param]
+            if param == "peers":  # a sweep: one run per value
+                kind: Callable[[str], Any] = _int_list
+                default = [default]
+            else:
+                kind = _float_list if isinstance(default, list) else type(default)
+            flag = FLAGS.get(param, "--" + param.replace("_", "-"))
+            metavar = flag[2:].replace("-", "_").upper()
+            p.add_argument(flag, dest=param, metavar=metavar, type=kind, default=default, help=text)
 
     p = sub.add_parser("libs", help="micro-measure WebSocket client libraries")
     p.add_argument("--url", default=None, help="server (default: start the reference relay)")
@@ -239,87 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     progress = not getattr(args, "no_progress", False)
     cmd = args.command
 
-    if cmd == "relay":
+    if cmd in drivers.SCENARIOS:
+        given = {k: v for k, v in vars(args).items() if k in drivers.SCENARIOS[cmd].params}
+        sizes = given.pop("peers", None)  # --peers: one run per value
+        each = [given] if sizes is None else [{**given, "peers": n} for n in sizes]
         return _each_target(
             args,
             lambda t: [
-                drivers.run_relay(
-                    t,
-                    pairs=peers // 2,
-                    procs=args.procs,
-                    window=args.window,
-                    messages=args.messages,
-                    duration=args.duration,
-                    concurrency=args.concurrency,
-                    progress=progress,
-                    timeout=args.timeout,
-                )
-                for peers in args.peers
-            ],
-        )
-    if cmd == "openloop":
-        return _each_target(
-            args,
-            lambda t: [
-                drivers.run_openloop(
-                    t,
-                    pairs=args.pairs,
-                    procs=args.procs,
-                    rates=args.rate,
-                    duration=args.duration,
-                    stop_p99_ms=args.stop_p99,
-                    concurrency=args.concurrency,
-                    progress=progress,
-                    timeout=args.timeout,
-                )
-            ],
-        )
-    if cmd == "churn":
-        return _each_target(
-            args,
-            lambda t: [
-                drivers.run_churn(
-                    t,
-                    pairs=args.pairs,
-                    procs=args.procs,
-                    duration=args.duration,
-                    rejoin_delay=args.rejoin_delay,
-                    progress=progress,
-                    timeout=args.timeout,
-                )
-            ],
-        )
-    if cmd == "connect":
-        return _each_target(
-            args,
-            lambda t: [
-                drivers.run_connect(
-                    t,
-                    peers=peers,
-                    procs=args.procs,
-                    concurrency=args.concurrency,
-                    wait_joined=args.wait_joined,
-                    progress=progress,
-                    timeout=args.timeout,
-                )
-                for peers in args.peers
-            ],
-        )
-    if cmd == "idle":
-        return _each_target(
-            args,
-            lambda t: [
-                drivers.run_idle(
-                    t,
-                    peers=peers,
-                    procs=args.procs,
-                    hold=args.hold,
-                    ping_interval=args.ping_interval,
-                    concurrency=args.concurrency,
-                    progress=progress,
-                    timeout=args.timeout,
-                )
-                for peers in args.peers
+                drivers.run(cmd, t, progress=progress, timeout=args.timeout, **params)
+                for params in each
             ],
         )
     if cmd == "libs":

@@ -1,6 +1,12 @@
-"""Main-process side of each scenario: run the workers, turn their raw data into a result.
+"""Main-process side of the scenarios: run the workers, turn their raw data into a result.
 
-Every function returns one JSON-ready *run* dict::
+``SCENARIOS`` is the one table of scenarios: per name, its worker coroutine
+(bench/scenarios.py), its parameters with their defaults (and which of them are
+command-line options), the name of each phase (one per barrier) and how the
+workers' raw results become metrics. ``run()`` does the rest for all of them, and
+``python -m bench`` builds its subcommands from the same table.
+
+``run()`` returns one JSON-ready *run* dict::
 
     {"scenario": ..., "label": ..., "url": ..., "params": {...},
      "metrics": {...}, "server": {...} | None, "client": {...}, "cdf": [[ms, frac], ...]}
@@ -8,15 +14,17 @@ Every function returns one JSON-ready *run* dict::
 
 from __future__ import annotations
 
+import functools
 import time
 from array import array
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench import scenarios
 from bench.procmon import ProcTree, TreeSnapshot, cpu_between
 from bench.progress import Progress
-from bench.runner import RunOutput, run_workers
+from bench.runner import RunOutput, WorkerFn, run_workers
 from bench.stats import cdf_points, crossing_point, merge_counts, summarize
 
 
@@ -76,31 +84,19 @@ def _snap(snaps: list[TreeSnapshot | None], k: int) -> TreeSnapshot | None:
     return snaps[k] if 0 <= k < len(snaps) else None
 
 
-def _base(scenario: str, target: Target, params: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "scenario": scenario,
-        "label": target.label,
-        "url": target.url,
-        "params": params,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
 def _setup_errors(out: RunOutput) -> dict[str, int]:
     infos = out.barrier_infos[0] if out.barrier_infos else []
     return _counter_sum(infos, "errors")
 
 
-def _latency_block(payloads: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Any]]:
+def _relay_metrics(payloads: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Any]]:
+    """Metrics and latency CDF of one closed- or open-loop measuring phase."""
+    span = _span_s(payloads)
     rtts = _ns_values(payloads, "rtt_ns")
-    return summarize(rtts), [list(p) for p in cdf_points(rtts)]
-
-
-def _relay_metrics(payloads: list[dict[str, Any]], span: float) -> dict[str, Any]:
-    latency, _ = _latency_block(payloads)
+    latency = summarize(rtts)
     loss = _counter_sum(payloads, "loss")
     deliveries = sum(p["deliveries"] for p in payloads)
-    return {
+    metrics = {
         "ready_pairs": sum(p.get("ready_pairs", 0) for p in payloads),
         "deliveries": deliveries,
         "deliveries_per_s": deliveries / span,
@@ -116,286 +112,100 @@ def _relay_metrics(payloads: list[dict[str, Any]], span: float) -> dict[str, Any
         "errors": _counter_sum(payloads, "errors"),
         "events": _counter_sum(payloads, "events"),
     }
+    return metrics, [list(p) for p in cdf_points(rtts)]
 
 
-def run_relay(
-    target: Target,
-    pairs: int,
-    procs: int,
-    window: int,
-    messages: int,
-    duration: float,
-    concurrency: int = 200,
-    setup_timeout: float = 30.0,
-    drain_timeout: float = 5.0,
-    progress: bool = True,
-    timeout: float = 600.0,
-) -> dict[str, Any]:
-    params = {
-        "pairs": pairs,
-        "peers": 2 * pairs,
-        "procs": procs,
-        "window": window,
-        "messages": messages,
-        "duration": duration,
-        "concurrency": concurrency,
-        "setup_timeout": setup_timeout,
-        "drain_timeout": drain_timeout,
-    }
-    bar = Progress(f"relay[{target.label}]", duration=duration, enabled=progress)
-    out = run_workers(
-        "relay",
-        target.url,
-        pairs,
-        procs,
-        params,
-        n_barriers=2,
-        n_steps=1,
-        server=target.tree(),
-        timeout=timeout,
-        progress=bar,
-        phase_names=["measure", "closing"],
-    )
-    payloads = out.results[0]
-    run = _base("relay", target, params)
-    metrics = _relay_metrics(payloads, _span_s(payloads))
+# ------------------------------------------------------------------ summaries
+# Each turns a RunOutput into the run's "metrics" (and "cdf", "steps" ...); "server"
+# and "client" are the first phase's unless the summary sets them.
+
+
+def _relay(out: RunOutput, params: dict[str, Any]) -> dict[str, Any]:
+    metrics, cdf = _relay_metrics(out.results[0])
     metrics["setup_errors"] = _setup_errors(out)
-    run["metrics"] = metrics
-    _, run["cdf"] = _latency_block(payloads)
-    run["server"], run["client"] = _phase(out, 0, 1)
-    run["failures"] = out.errors
-    run["wall_s"] = out.wall_s
-    return run
+    return {"metrics": metrics, "cdf": cdf}
 
 
-def run_openloop(
-    target: Target,
-    pairs: int,
-    procs: int,
-    rates: list[float],
-    duration: float,
-    stop_p99_ms: float | None = 50.0,
-    concurrency: int = 200,
-    setup_timeout: float = 30.0,
-    drain_timeout: float = 5.0,
-    progress: bool = True,
-    timeout: float = 600.0,
-) -> dict[str, Any]:
-    """One run per rate (msg/s per pair) on one set of connections; a sweep when several."""
-    params = {
-        "pairs": pairs,
-        "peers": 2 * pairs,
-        "procs": procs,
-        "rates": rates,
-        "duration": duration,
-        "stop_p99_ms": stop_p99_ms,
-        "concurrency": concurrency,
-        "setup_timeout": setup_timeout,
-        "drain_timeout": drain_timeout,
-    }
-    bar = Progress(f"openloop[{target.label}]", duration=duration, enabled=progress)
-
-    def on_barrier(k: int, out: RunOutput) -> bool:
-        # Every worker sends step k-1's result before arriving at barrier k.
-        if k == 0 or stop_p99_ms is None or k > len(rates):
-            return False
-        payloads = out.results[k - 1]
-        if not payloads:
-            return False
-        p99 = float(summarize(_ns_values(payloads, "rtt_ns"))["p99"])
-        # Stop the sweep once p99 is well past the limit: the next rate only hurts more.
-        return p99 == p99 and p99 > stop_p99_ms * 2
-
-    out = run_workers(
-        "openloop",
-        target.url,
-        pairs,
-        procs,
-        params,
-        n_barriers=len(rates) + 1,
-        n_steps=len(rates),
-        server=target.tree(),
-        timeout=timeout,
-        progress=bar,
-        on_barrier=on_barrier,
-        phase_names=[f"{r:g}/s" for r in rates] + ["closing"],
-    )
-    run = _base("openloop", target, params)
+def _openloop(out: RunOutput, params: dict[str, Any]) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
-    for k, rate in enumerate(rates):
+    for k, rate in enumerate(params["rates"]):
         payloads = out.results[k]
         if not payloads:
             continue
-        metrics = _relay_metrics(payloads, _span_s(payloads))
+        metrics, cdf = _relay_metrics(payloads)
         metrics["rate_per_pair"] = rate
-        metrics["offered_msgs_per_s"] = rate * pairs
+        metrics["offered_msgs_per_s"] = rate * params["pairs"]
         server, client = _phase(out, k, k + 1)
-        _, cdf = _latency_block(payloads)
         steps.append({"metrics": metrics, "server": server, "client": client, "cdf": cdf})
-    run["steps"] = steps
     offered = [s["metrics"]["offered_msgs_per_s"] for s in steps]
     p99s = [s["metrics"]["latency_ms"]["p99"] for s in steps]
     empty: dict[str, Any] = {"metrics": {}, "server": None, "client": None, "cdf": []}
     first = steps[0] if steps else empty
-    run["metrics"] = dict(first["metrics"])
-    run["metrics"]["setup_errors"] = _setup_errors(out)
-    run["metrics"]["sweep"] = [
+    metrics = dict(first["metrics"])
+    metrics["setup_errors"] = _setup_errors(out)
+    metrics["sweep"] = [
         {"offered_msgs_per_s": o, "p99_ms": p} for o, p in zip(offered, p99s, strict=True)
     ]
-    run["metrics"]["p99_crosses_50ms_at_msgs_per_s"] = crossing_point(offered, p99s, 50.0)
-    run["server"], run["client"], run["cdf"] = first["server"], first["client"], first["cdf"]
-    run["failures"] = out.errors
-    run["wall_s"] = out.wall_s
-    return run
-
-
-def run_churn(
-    target: Target,
-    pairs: int,
-    procs: int,
-    duration: float,
-    rejoin_delay: float = 0.0,
-    setup_timeout: float = 10.0,
-    progress: bool = True,
-    timeout: float = 600.0,
-) -> dict[str, Any]:
-    params = {
-        "pairs": pairs,
-        "peers": 2 * pairs,
-        "procs": procs,
-        "duration": duration,
-        "rejoin_delay": rejoin_delay,
-        "setup_timeout": setup_timeout,
+    metrics["p99_crosses_50ms_at_msgs_per_s"] = crossing_point(offered, p99s, 50.0)
+    return {
+        "steps": steps,
+        "metrics": metrics,
+        "server": first["server"],
+        "client": first["client"],
+        "cdf": first["cdf"],
     }
-    bar = Progress(f"churn[{target.label}]", duration=duration, enabled=progress)
-    out = run_workers(
-        "churn",
-        target.url,
-        pairs,
-        procs,
-        params,
-        n_barriers=2,
-        n_steps=1,
-        server=target.tree(),
-        timeout=timeout,
-        progress=bar,
-        phase_names=["churn", "done"],
-    )
+
+
+def _openloop_stop(params: dict[str, Any], k: int, out: RunOutput) -> bool:
+    """Stop a rate sweep once p99 is well past the limit: the next rate only hurts more."""
+    # Every worker sends step k-1's result before arriving at barrier k.
+    stop_p99_ms = params["stop_p99_ms"]
+    if k == 0 or stop_p99_ms is None or k > len(params["rates"]):
+        return False
+    payloads = out.results[k - 1]
+    if not payloads:
+        return False
+    p99 = float(summarize(_ns_values(payloads, "rtt_ns"))["p99"])
+    return p99 == p99 and p99 > stop_p99_ms * 2
+
+
+def _churn(out: RunOutput, params: dict[str, Any]) -> dict[str, Any]:
     payloads = out.results[0]
     span = _span_s(payloads)
     counts = _counter_sum(payloads, "counts")
-    cycle = summarize(_ns_values(payloads, "cycle_ns"))
-    run = _base("churn", target, params)
-    run["metrics"] = {
+    metrics = {
         "cycles": counts.get("cycles", 0),
         "cycles_per_s": counts.get("cycles", 0) / span,
         "joins_per_s": 2 * counts.get("cycles", 0) / span,
         "room_full_first_join": counts.get("room_full_first_join", 0),
         "room_full_on_rejoin": counts.get("room_full_on_rejoin", 0),
         "handshake_timeouts": counts.get("handshake_timeout", 0),
-        "cycle_ms": cycle,
+        "cycle_ms": summarize(_ns_values(payloads, "cycle_ns")),
         "errors": _counter_sum(payloads, "errors"),
         "events": _counter_sum(payloads, "events"),
     }
-    run["server"], run["client"] = _phase(out, 0, 1)
-    run["failures"] = out.errors
-    run["wall_s"] = out.wall_s
-    return run
+    return {"metrics": metrics}
 
 
-def run_connect(
-    target: Target,
-    peers: int,
-    procs: int,
-    concurrency: int = 64,
-    wait_joined: float = 0.0,
-    setup_timeout: float = 30.0,
-    progress: bool = True,
-    timeout: float = 600.0,
-) -> dict[str, Any]:
-    pairs = peers // 2
-    params = {
-        "peers": 2 * pairs,
-        "pairs": pairs,
-        "procs": procs,
-        "concurrency": concurrency,
-        "wait_joined": wait_joined,
-        "setup_timeout": setup_timeout,
-    }
-    bar = Progress(f"connect[{target.label}]", total=2 * pairs, enabled=progress)
-    out = run_workers(
-        "connect",
-        target.url,
-        pairs,
-        procs,
-        params,
-        n_barriers=2,
-        n_steps=1,
-        server=target.tree(),
-        timeout=timeout,
-        progress=bar,
-        phase_names=["connect", "closing"],
-    )
+def _connect(out: RunOutput, params: dict[str, Any]) -> dict[str, Any]:
     payloads = out.results[0]
     span = _span_s(payloads)
     joined = sum(p["joined"] for p in payloads)
-    latency = summarize(_ns_values(payloads, "connect_ns"))
-    run = _base("connect", target, params)
-    run["metrics"] = {
+    latencies = _ns_values(payloads, "connect_ns")
+    metrics = {
         "joined": joined,
         "joins_per_s": joined / span,
         "time_to_all_joined_s": span,
-        "connect_ms": latency,
+        "connect_ms": summarize(latencies),
         "errors": _counter_sum(payloads, "errors"),
         "events": _counter_sum(payloads, "events"),
     }
-    run["cdf"] = [list(p) for p in cdf_points(_ns_values(payloads, "connect_ns"))]
-    run["server"], run["client"] = _phase(out, 0, 1)
-    run["failures"] = out.errors
-    run["wall_s"] = out.wall_s
-    return run
+    return {"metrics": metrics, "cdf": [list(p) for p in cdf_points(latencies)]}
 
 
-def run_idle(
-    target: Target,
-    peers: int,
-    procs: int,
-    hold: float,
-    ping_interval: float = 5.0,
-    settle: float = 2.0,
-    concurrency: int = 64,
-    setup_timeout: float = 30.0,
-    progress: bool = True,
-    timeout: float = 900.0,
-) -> dict[str, Any]:
-    pairs = peers // 2
-    params = {
-        "peers": 2 * pairs,
-        "pairs": pairs,
-        "procs": procs,
-        "hold": hold,
-        "ping_interval": ping_interval,
-        "settle": settle,
-        "concurrency": concurrency,
-        "setup_timeout": setup_timeout,
-    }
-    bar = Progress(f"idle[{target.label}]", total=2 * pairs, enabled=progress)
-    out = run_workers(
-        "idle",
-        target.url,
-        pairs,
-        procs,
-        params,
-        n_barriers=3,
-        n_steps=1,
-        server=target.tree(),
-        timeout=timeout,
-        progress=bar,
-        phase_names=["connect", "hold", "closing"],
-    )
+def _idle(out: RunOutput, params: dict[str, Any]) -> dict[str, Any]:
     payloads = out.results[0]
     held = sum(info.get("held", 0) for info in (out.barrier_infos[1] if out.barrier_infos else []))
-    run = _base("idle", target, params)
     metrics: dict[str, Any] = {
         "held": held,
         "still_open": sum(p.get("still_open", 0) for p in payloads),
@@ -414,14 +224,192 @@ def run_idle(
     if len(out.client_snaps) > 1 and held:
         c0, c1 = out.client_snaps[0], out.client_snaps[1]
         metrics["client_kib_per_peer"] = (c1.rss - c0.rss) / held / 1024
-    run["metrics"] = metrics
-    run["server"], run["client"] = _phase(out, 1, 2)
-    run["failures"] = out.errors
-    run["wall_s"] = out.wall_s
-    return run
+    server, client = _phase(out, 1, 2)  # the hold, not the connecting
+    return {"metrics": metrics, "server": server, "client": client}
 
 
-def error_total(run: dict[str, Any]) -> int:
-    metrics = run.get("metrics", {})
-    total = Counter(metrics.get("errors", {}))
-    return sum(total.values())
+# ------------------------------------------------------------------ the table
+@dataclass(frozen=True)
+class Scenario:
+    """One scenario. ``params``: every parameter with its default, in the order results
+    list them (``pairs`` and ``peers`` = 2 x pairs are always there). ``options``: the
+    parameters that are command-line options, with their help (``--peers`` takes a
+    comma list: one run per value)."""
+
+    help: str
+    worker: WorkerFn
+    params: dict[str, Any]
+    options: dict[str, str]
+    phases: Callable[[dict[str, Any]], list[str]]  # one name per barrier
+    summarise: Callable[[RunOutput, dict[str, Any]], dict[str, Any]]
+    stop: Callable[[dict[str, Any], int, RunOutput], bool] | None = None  # abort what is left
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "relay": Scenario(
+        "closed-loop relay: throughput and round-trip latency",
+        scenarios.relay_worker,
+        params={
+            "pairs": 1000,
+            "peers": 2000,
+            "procs": 1,
+            "window": 1,
+            "messages": 1_000_000,
+            "duration": 10.0,
+            "concurrency": 200,
+            "setup_timeout": 30.0,
+            "drain_timeout": 5.0,
+        },
+        options={
+            "peers": "peers, comma list (sweep)",
+            "window": "messages in flight per pair",
+            "messages": "max messages per pair",
+            "duration": "seconds of sending",
+            "concurrency": "connects in flight per proc",
+        },
+        phases=lambda p: ["measure", "closing"],
+        summarise=_relay,
+    ),
+    "openloop": Scenario(
+        "open loop at a fixed rate per pair (or a sweep)",
+        scenarios.openloop_worker,
+        params={
+            "pairs": 1000,
+            "peers": 2000,
+            "procs": 1,
+            "rates": [5.0],
+            "duration": 10.0,
+            "stop_p99_ms": 50.0,
+            "concurrency": 200,
+            "setup_timeout": 30.0,
+            "drain_timeout": 5.0,
+        },
+        options={
+            "pairs": "pairs of peers",
+            "rates": "msg/s per pair, comma list",
+            "duration": "seconds per rate",
+            "stop_p99_ms": "stop a sweep once p99 > 2x this (ms)",
+            "concurrency": "connects in flight per proc",
+        },
+        phases=lambda p: [f"{r:g}/s" for r in p["rates"]] + ["closing"],
+        summarise=_openloop,
+        stop=_openloop_stop,
+    ),
+    "churn": Scenario(
+        "pairs join, exchange, leave and rejoin",
+        scenarios.churn_worker,
+        params={
+            "pairs": 100,
+            "peers": 200,
+            "procs": 1,
+            "duration": 10.0,
+            "rejoin_delay": 0.0,
+            "setup_timeout": 10.0,
+        },
+        options={
+            "pairs": "pairs of peers",
+            "duration": "seconds of churning",
+            "rejoin_delay": "pause before a rejoin, s",
+        },
+        phases=lambda p: ["churn", "done"],
+        summarise=_churn,
+    ),
+    "connect": Scenario(
+        "connect storm: joins/s and time to all joined",
+        scenarios.connect_worker,
+        params={
+            "peers": 2000,
+            "pairs": 1000,
+            "procs": 1,
+            "concurrency": 64,
+            "wait_joined": 0.0,
+            "setup_timeout": 30.0,
+        },
+        options={
+            "peers": "peers, comma list (one storm per value)",
+            "concurrency": "connects in flight per proc "
+            "(keep procs x this under the server listen backlog)",
+            "wait_joined": "also wait up to this many s for a 'joined' event "
+            "(servers that send one)",
+        },
+        phases=lambda p: ["connect", "closing"],
+        summarise=_connect,
+    ),
+    "idle": Scenario(
+        "hold N idle peers with pings; server memory per peer",
+        scenarios.idle_worker,
+        params={
+            "peers": 10000,
+            "pairs": 5000,
+            "procs": 1,
+            "hold": 20.0,
+            "ping_interval": 5.0,
+            "settle": 2.0,
+            "concurrency": 64,
+            "setup_timeout": 30.0,
+        },
+        options={
+            "peers": "peers, comma list (one run per value)",
+            "hold": "seconds to hold",
+            "ping_interval": "seconds between two pings of a peer",
+            "concurrency": "connects in flight per proc",
+        },
+        phases=lambda p: ["connect", "hold", "closing"],
+        summarise=_idle,
+    ),
+}
+
+
+def run_params(scenario: str, **given: Any) -> dict[str, Any]:
+    """``given`` over the scenario's defaults; ``peers`` sets ``pairs`` to peers // 2."""
+    defaults = SCENARIOS[scenario].params
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise TypeError(f"{scenario}: unknown parameters {sorted(unknown)}")
+    if "peers" in given:
+        given["pairs"] = given["peers"] // 2
+    params = {**defaults, **given}
+    params["peers"] = 2 * params["pairs"]
+    return params
+
+
+def run(
+    scenario: str, target: Target, progress: bool = True, timeout: float = 600.0, **given: Any
+) -> dict[str, Any]:
+    """One run of ``scenario`` against ``target`` (``given``: see run_params)."""
+    spec = SCENARIOS[scenario]
+    params = run_params(scenario, **given)
+    result: dict[str, Any] = {
+        "scenario": scenario,
+        "label": target.label,
+        "url": target.url,
+        "params": params,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    timed = "duration" in params  # else the progress line counts peers
+    bar = Progress(
+        f"{scenario}[{target.label}]",
+        total=None if timed else params["peers"],
+        duration=params.get("duration"),
+        enabled=progress,
+    )
+    phases = spec.phases(params)
+    out = run_workers(
+        spec.worker,
+        target.url,
+        params["pairs"],
+        params["procs"],
+        params,
+        n_barriers=len(phases),
+        server=target.tree(),
+        timeout=timeout,
+        progress=bar,
+        on_barrier=functools.partial(spec.stop, params) if spec.stop else None,
+        phase_names=phases,
+    )
+    result.update(spec.summarise(out, params))
+    if "server" not in result:
+        result["server"], result["client"] = _phase(out, 0, 1)
+    result["failures"] = out.errors
+    result["wall_s"] = out.wall_s
+    return result

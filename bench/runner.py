@@ -17,7 +17,7 @@ import queue
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
@@ -75,8 +75,12 @@ class WorkerCtx:
         self._progress.value = value
 
 
+#: A scenario's worker coroutine (bench/scenarios.py), run in each client process.
+WorkerFn = Callable[[WorkerCtx], Coroutine[Any, Any, None]]
+
+
 def _worker_main(
-    scenario: str,
+    worker: WorkerFn,
     index: int,
     procs: int,
     url: str,
@@ -89,15 +93,12 @@ def _worker_main(
     progress: Any,
     abort: Any,
 ) -> None:
-    from bench.scenarios import WORKER_SCENARIOS
-
     raise_nofile_limit()
     ctx = WorkerCtx(
         index, procs, url, room_prefix, pair_lo, pair_hi, params, q, go, progress, abort
     )
     try:
-        fn = WORKER_SCENARIOS[scenario]
-        run_async(lambda: fn(ctx))
+        run_async(lambda: worker(ctx))
     except BaseException:
         q.put(("error", index, -1, {"traceback": traceback.format_exc()}))
     finally:
@@ -134,13 +135,12 @@ def split_pairs(n_pairs: int, procs: int) -> list[tuple[int, int]]:
 
 
 def run_workers(
-    scenario: str,
+    worker: WorkerFn,
     url: str,
     n_pairs: int,
     procs: int,
     params: dict[str, Any],
     n_barriers: int,
-    n_steps: int,
     server: ProcTree | None,
     timeout: float,
     progress: Progress | None = None,
@@ -149,7 +149,9 @@ def run_workers(
 ) -> RunOutput:
     """Start the workers, release barriers in order, collect results.
 
-    Everything is bounded by ``timeout`` seconds; stragglers are killed.
+    A worker sends at most one result per step (numbered from 0) and a run has fewer
+    steps than barriers. Everything is bounded by ``timeout`` seconds; stragglers are
+    killed.
     """
     room_prefix = f"b{os.getpid()}x{int(time.time() * 1000) % 10**8}"
     ranges = split_pairs(n_pairs, procs)
@@ -162,7 +164,7 @@ def run_workers(
         proc = _MP.Process(
             target=_worker_main,
             args=(
-                scenario,
+                worker,
                 i,
                 len(ranges),
                 url,
@@ -175,14 +177,14 @@ def run_workers(
                 counters[i],
                 abort,
             ),
-            name=f"bench-{scenario}-{i}",
+            name=f"bench-{worker.__name__}-{i}",
             daemon=True,
         )
         proc.start()
         workers.append(proc)
     client = ProcTree([p.pid for p in workers if p.pid is not None])
     out = RunOutput(
-        results=[[] for _ in range(n_steps)],
+        results=[[] for _ in range(max(1, n_barriers - 1))],
         barrier_infos=[[] for _ in range(n_barriers)],
         server_snaps=[None] * n_barriers,
         client_snaps=[],

@@ -18,7 +18,7 @@ import re
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from bench.runner import WorkerCtx
@@ -714,15 +714,6 @@ async def idle_worker(ctx: WorkerCtx) -> None:
     ctx.result(0, result)
     await ctx.barrier(2)
     await _close_peers(peers)
-
-
-WORKER_SCENARIOS: dict[str, Callable[[WorkerCtx], Coroutine[Any, Any, None]]] = {
-    "relay": relay_worker,
-    "openloop": openloop_worker,
-    "churn": churn_worker,
-    "connect": connect_worker,
-    "idle": idle_worker,
-}
 
 
 async def probe_ready(url: str, timeout: float) -> bool:

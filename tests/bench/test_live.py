@@ -25,7 +25,8 @@ def test_relay_no_loss_and_server_sampled(
     server_fixture: str, request: pytest.FixtureRequest
 ) -> None:
     server: SpawnedServer = request.getfixturevalue(server_fixture)
-    run = drivers.run_relay(
+    run = drivers.run(
+        "relay",
         target(server, server_fixture),
         pairs=20,
         procs=2,
@@ -55,7 +56,8 @@ def test_relay_no_loss_and_server_sampled(
 def test_openloop_connect_churn_idle(server_fixture: str, request: pytest.FixtureRequest) -> None:
     server: SpawnedServer = request.getfixturevalue(server_fixture)
     t = target(server, server_fixture)
-    ol = drivers.run_openloop(
+    ol = drivers.run(
+        "openloop",
         t,
         pairs=20,
         procs=1,
@@ -72,19 +74,33 @@ def test_openloop_connect_churn_idle(server_fixture: str, request: pytest.Fixtur
             20 * 20 * step["metrics"]["rate_per_pair"] / 20, rel=0.2
         )
 
-    cn = drivers.run_connect(
-        t, peers=200, procs=2, wait_joined=1.0 if server_fixture else 0, progress=False, timeout=120
+    cn = drivers.run(
+        "connect",
+        t,
+        peers=200,
+        procs=2,
+        wait_joined=1.0 if server_fixture else 0,
+        progress=False,
+        timeout=120,
     )
     assert cn["metrics"]["joined"] == 200 and cn["metrics"]["joins_per_s"] > 0
     assert cn["metrics"]["errors"] == {}
     assert cn["metrics"]["events"].get("no_joined_event", 0) == 0  # both send "joined"
 
-    ch = drivers.run_churn(t, pairs=5, procs=1, duration=1.5, progress=False, timeout=120)
+    ch = drivers.run("churn", t, pairs=5, procs=1, duration=1.5, progress=False, timeout=120)
     assert ch["metrics"]["cycles"] > 5
     assert ch["metrics"]["room_full_first_join"] == 0
 
-    idle = drivers.run_idle(
-        t, peers=200, procs=2, hold=1.0, ping_interval=0.5, settle=0.5, progress=False, timeout=120
+    idle = drivers.run(
+        "idle",
+        t,
+        peers=200,
+        procs=2,
+        hold=1.0,
+        ping_interval=0.5,
+        settle=0.5,
+        progress=False,
+        timeout=120,
     )
     im = idle["metrics"]
     assert im["held"] == 200 and im["still_open"] == 200 and im["closed_during_hold"] == 0

@@ -139,6 +139,28 @@ def test_compare_markdown_has_machine_targets_and_ratios() -> None:
     assert cross_text(ol) == "15,000"
 
 
+def test_compare_markdown_window8_ratios_against_the_reference() -> None:
+    """mcp-tornado 1w and 2w relay w8 / the reference relay: met at >= 0.5; refused when
+    too few pairs of a run got ready."""
+    runs = []
+    for name, rate in (
+        ("mcp-tornado 1w", 80_000.0),
+        ("mcp-tornado 2w", 40_000.0),
+        ("picows reference", 100_000.0),
+    ):
+        r = fake_relay(name, 2000, rate, window=8)
+        r["compare_target"], r["compare_test"] = name, "relay_w8_2procs"
+        runs.append(r)
+    specs = [Spec(r["compare_target"], "", "") for r in runs]
+    md = markdown(runs, specs, [], wall=60.0)
+    w8 = "| relay w8 2 client procs: mcp-tornado {}w / picows reference (same run) |"
+    assert w8.format(2) + " 0.40 | >= 0.5 | NOT met |" in md
+    assert w8.format(1) + " 0.80 | >= 0.5 | met |" in md
+    runs[0]["metrics"]["ready_pairs"] = 500  # of 1,000
+    md = markdown(runs, specs, [], wall=60.0)
+    assert w8.format(1) + " invalid: mcp-tornado 1w 500 of 1000 pairs ready, " in md
+
+
 def test_split_pairs() -> None:
     assert split_pairs(10, 3) == [(0, 4), (4, 7), (7, 10)]
     assert split_pairs(1, 4) == [(0, 1)]
@@ -182,3 +204,86 @@ def test_progress_line() -> None:
     quiet = io.StringIO()
     Progress("t", stream=quiet, enabled=False).update("x", 1, force=True)
     assert quiet.getvalue() == ""
+
+
+def test_scenario_params_keep_their_names_order_and_defaults() -> None:
+    """The params block of every result file (and the summary's params line)."""
+    from bench.drivers import SCENARIOS, run_params
+
+    expected = {
+        "relay": "pairs peers procs window messages duration concurrency setup_timeout "
+        "drain_timeout",
+        "openloop": "pairs peers procs rates duration stop_p99_ms concurrency setup_timeout "
+        "drain_timeout",
+        "churn": "pairs peers procs duration rejoin_delay setup_timeout",
+        "connect": "peers pairs procs concurrency wait_joined setup_timeout",
+        "idle": "peers pairs procs hold ping_interval settle concurrency setup_timeout",
+    }
+    assert {name: " ".join(run_params(name)) for name in SCENARIOS} == expected
+    assert run_params("connect", peers=201) == {
+        "peers": 200,
+        "pairs": 100,
+        "procs": 1,
+        "concurrency": 64,
+        "wait_joined": 0.0,
+        "setup_timeout": 30.0,
+    }
+    assert run_params("churn", pairs=5)["peers"] == 10
+    with pytest.raises(TypeError, match="window"):
+        run_params("churn", window=2)
+
+
+def test_cli_scenario_options_and_defaults() -> None:
+    from bench.cli import build_parser
+
+    parse = build_parser().parse_args
+
+    def opts(argv: list[str]) -> dict[str, Any]:
+        args = vars(parse(argv))
+        return {k: args[k] for k in args if k not in ("command", "url", "label", "spawn")}
+
+    common = {
+        "spawn_cwd": None,
+        "server_pid": None,
+        "procs": 1,
+        "out": None,
+        "plot_dir": None,
+        "no_progress": False,
+        "timeout": 600.0,
+    }
+    assert opts(["relay"]) == {
+        **common,
+        "peers": [2000],
+        "window": 1,
+        "messages": 1_000_000,
+        "duration": 10.0,
+        "concurrency": 200,
+    }
+    assert opts(["openloop", "--rate", "5,10", "--stop-p99", "20", "--pairs", "7"]) == {
+        **common,
+        "pairs": 7,
+        "rates": [5.0, 10.0],
+        "duration": 10.0,
+        "stop_p99_ms": 20.0,
+        "concurrency": 200,
+    }
+    assert opts(["churn", "--rejoin-delay", "0.5"]) == {
+        **common,
+        "pairs": 100,
+        "duration": 10.0,
+        "rejoin_delay": 0.5,
+    }
+    assert opts(["connect", "--peers", "10,20", "--wait-joined", "1"]) == {
+        **common,
+        "peers": [10, 20],
+        "concurrency": 64,
+        "wait_joined": 1.0,
+    }
+    assert opts(["idle", "--procs", "2", "--ping-interval", "1"]) == {
+        **common,
+        "procs": 2,
+        "peers": [10000],
+        "hold": 20.0,
+        "ping_interval": 1.0,
+        "concurrency": 64,
+    }
