@@ -447,6 +447,19 @@ class HealthHandler(RequestHandler):
             self.finish("router unavailable\n")
 
 
+class _UpgradeOnFreshConnection(RequestHandler):
+    """``/ws/signal/`` requests that reached Tornado: a later request on a kept-alive connection.
+
+    The listener sorts connections by their first request, so an upgrade sent
+    after, say, ``GET /healthz`` on the same connection lands here.  Browsers
+    always open a WebSocket on a new connection; other clients are told to.
+    """
+
+    def get(self) -> None:
+        self.set_status(400)
+        self.finish("open the signaling WebSocket on a new connection\n")
+
+
 class _NoFrontendHandler(RequestHandler):
     def get(self, path: str) -> None:
         self.set_status(404)
@@ -455,7 +468,10 @@ class _NoFrontendHandler(RequestHandler):
 
 def make_app(config: WorkerConfig, link: RouterLink) -> Application:
     """The Tornado application a worker serves: everything but the signaling endpoint."""
-    routes: list[Any] = [(r"/healthz", HealthHandler, {"link": link})]
+    routes: list[Any] = [
+        (r"/healthz", HealthHandler, {"link": link}),
+        (r"/ws/signal/?", _UpgradeOnFreshConnection),
+    ]
     if config.static_dir is not None and (config.static_dir / "index.html").is_file():
         routes.append(
             (

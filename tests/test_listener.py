@@ -87,6 +87,21 @@ def test_other_requests_reach_tornado(cluster: Cluster) -> None:
         assert read_head(sock).split(b" ")[1] == b"404"
 
 
+def test_an_upgrade_after_another_request_on_the_same_connection_is_told_to_reconnect(
+    cluster: Cluster,
+) -> None:
+    port = cluster.ports[0]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_head(sock).startswith(b"HTTP/1.1 200 ")  # and its 3-byte body
+        sock.sendall(handshake_bytes(port, "late"))
+        reply = read_head(sock)
+        with contextlib.suppress(TimeoutError):
+            while b"new connection" not in reply:
+                reply += sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 400 ") and b"new connection" in reply
+
+
 def test_plain_get_of_the_endpoint_is_a_400(cluster: Cluster) -> None:
     with socket.create_connection(("127.0.0.1", cluster.ports[0]), timeout=5) as sock:
         sock.sendall(b"GET /ws/signal/?room=a HTTP/1.1\r\nHost: x\r\n\r\n")
