@@ -72,6 +72,32 @@ def encode_frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = Tru
     return head + key + masked
 
 
+def upgrade_request(port: int, path: str, headers: dict[str, str] | None = None) -> bytes:
+    """The bytes of a WebSocket upgrade request for ``path`` (with a fresh key)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """Read until the end of an HTTP response head (or EOF); may hold bytes after it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 class RawWebSocket:
     """One connection.  :meth:`connect` returns it after the handshake (or raises)."""
 
@@ -96,24 +122,8 @@ class RawWebSocket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.settimeout(timeout)
         sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        lines = [
-            f"GET {path} HTTP/1.1",
-            f"Host: 127.0.0.1:{port}",
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            f"Sec-WebSocket-Key: {key}",
-            "Sec-WebSocket-Version: 13",
-        ]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
+        sock.sendall(upgrade_request(port, path, headers))
+        head, _, rest = read_head(sock).partition(b"\r\n\r\n")
         status_line = head.split(b"\r\n", 1)[0].split()
         status = int(status_line[1]) if len(status_line) > 1 else 0
         return cls(sock, status, rest)

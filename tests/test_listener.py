@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mcp_tornado.listener import is_signal_request
-from tests.rawws import TEXT, RawWebSocket, encode_frame
+from tests.rawws import TEXT, RawWebSocket, encode_frame, read_head, upgrade_request
 from tests.support import Cluster, running_cluster
 
 
@@ -38,21 +38,7 @@ def test_is_signal_request(start: bytes, verdict: bool | None) -> None:
 
 
 def handshake_bytes(port: int, room: str) -> bytes:
-    return (
-        f"GET /ws/signal/?room={room} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-
-
-def read_head(sock: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
+    return upgrade_request(port, f"/ws/signal/?room={room}")
 
 
 def test_a_request_line_sent_a_byte_at_a_time_still_upgrades(cluster: Cluster) -> None:
