@@ -125,7 +125,7 @@ class SignalConnection(asyncio.Protocol):
         self.last_pong = time.monotonic()
         self.bucket: TokenBucket | None = None
         self._counted = False  # in the gate's connection count
-        self._head = b""  # the request head while it arrives
+        self._head: bytearray | None = None  # the request head while it arrives in pieces
         self._reader: FrameReader | None = None  # set once upgraded
         self._out: list[bytes] | None = None  # frames queued this loop turn
         self._queued = 0  # their payload bytes
@@ -162,19 +162,26 @@ class SignalConnection(asyncio.Protocol):
     # --- handshake ----------------------------------------------------------
 
     def _read_head(self, data: bytes) -> None:
-        head = self._head + data if self._head else data
-        end = head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(head) > handshake.MAX_HEAD:
-                self._reject(handshake.Rejection(431, "Request headers too large"))
-            else:
-                self._head = head
-            return
-        self._head = b""
-        self._upgrade(head[: end + 4])
-        rest = head[end + 4 :]
-        if rest and self._reader is not None:  # frames sent right behind the request
-            self.data_received(rest)
+        partial = self._head
+        if partial is None and b"\r\n\r\n" in data:  # the usual case: all in one read
+            head = data
+        else:
+            # Arriving in pieces: append, and search only the new bytes (and the
+            # three before them), so a client dripping bytes costs linear time.
+            if partial is None:
+                partial = self._head = bytearray()
+            seen = len(partial)
+            partial += data
+            if partial.find(b"\r\n\r\n", max(0, seen - 3)) < 0:
+                if len(partial) > handshake.MAX_HEAD:
+                    self._reject(handshake.Rejection(431, "Request headers too large"))
+                return
+            head = bytes(partial)
+            self._head = None
+        end = head.index(b"\r\n\r\n") + 4
+        self._upgrade(head[:end])
+        if len(head) > end and self._reader is not None:  # frames sent right behind the request
+            self.data_received(head[end:])
 
     def _upgrade(self, head: bytes) -> None:
         request = handshake.parse_upgrade(head)

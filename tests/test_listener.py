@@ -109,3 +109,24 @@ def test_silent_and_half_started_connections_are_closed_at_the_deadline(tmp_path
                 assert 0.5 < time.monotonic() - started < 4
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as response:
             assert response.status == 200
+
+
+def test_a_head_dripped_in_pieces_upgrades_and_an_endless_one_is_refused(cluster: Cluster) -> None:
+    port = cluster.ports[0]
+    request = handshake_bytes(port, f"pieces-{uuid.uuid4().hex[:8]}")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(request), 7):  # the blank line itself split across pieces
+            sock.sendall(request[i : i + 7])
+            time.sleep(0.002)
+        assert read_head(sock).startswith(b"HTTP/1.1 101 ")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /ws/signal/ HTTP/1.1\r\n")
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            for _ in range(70):
+                sock.sendall(b"X-Filler: " + b"y" * 1000 + b"\r\n")
+        try:  # refused, not waited on (a hang would end in TimeoutError)
+            reply = read_head(sock)
+        except ConnectionResetError:  # the refusal raced our last sends
+            reply = b"HTTP/1.1 431 (reset)"
+        assert reply.startswith(b"HTTP/1.1 431 ")
