@@ -8,7 +8,7 @@ import socket
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from mcp_tornado import limits, protocol
 from mcp_tornado.limits import Admission, Gatekeeper, Limits, Refusal, TokenBucket
-from tests.rawws import PING, RawWebSocket, encode_frame
+from tests.rawws import PING, TEXT, RawWebSocket, encode_frame
 from tests.support import Cluster, running_cluster, wait_until
 
 # --- the token bucket -------------------------------------------------------------
@@ -244,6 +244,54 @@ def test_connection_cap(tmp_path: Path) -> None:
         wait_until(admitted, 5, "a slot after a client left")
         for ws in clients:
             ws.close()
+
+
+def test_every_way_a_connection_ends_gives_its_place_back(tmp_path: Path) -> None:
+    """The connection count returns to zero however connections end, so the cap never leaks."""
+    with running_cluster(
+        tmp_path, 1, "--max-connections", "2", "--rate-limit", "5", "--rate-burst", "2"
+    ) as cluster:
+        port = cluster.ports[0]
+        shared = room()
+        a = RawWebSocket.connect(port, f"?room={shared}")
+        joined(a)
+        b = RawWebSocket.connect(port, f"?room={shared}")
+        joined(b)
+        b.close()  # a clean close
+        a.sock.close()  # gone without a close frame
+
+        def flood(ws: RawWebSocket) -> None:
+            for _ in range(20):
+                ws.send_json({"type": "leave"})
+
+        endings: list[tuple[Callable[[RawWebSocket], object], int | None]] = [
+            (lambda ws: ws.send_raw(encode_frame(TEXT, b"{}", mask=False)), None),  # violation
+            (lambda ws: ws.send_raw(encode_frame(TEXT, b"x" * 70_000)), 1009),  # too big
+            (lambda ws: ws.send_raw(encode_frame(TEXT, b"\xff")), None),  # text, not UTF-8
+            (flood, protocol.CloseCode.RATE_LIMITED),
+        ]
+        for end, code in endings:
+
+            def admitted() -> bool:
+                ws = RawWebSocket.handshake(port, f"/ws/signal/?room={room()}")
+                ws.close()
+                return ws.status == 101
+
+            wait_until(admitted, 5, "a place after the last connection ended")
+            ws = RawWebSocket.connect(port, f"?room={room()}")
+            joined(ws)
+            end(ws)
+            assert ws.wait_closed() == code
+            ws.sock.close()
+        RawWebSocket.connect(port, "?room=bad%00name").close()  # refused after the upgrade
+
+        def both_admitted() -> bool:
+            pair = [RawWebSocket.handshake(port, f"/ws/signal/?room={room()}") for _ in range(2)]
+            for ws in pair:
+                ws.close()
+            return all(ws.status == 101 for ws in pair)
+
+        wait_until(both_admitted, 5, "both places free again")
 
 
 def test_limits_are_validated_at_startup(tmp_path: Path) -> None:
