@@ -56,6 +56,18 @@ class Peer(Protocol):
         """Send ``text`` and close the connection with ``close_code``."""
         ...
 
+    def pair_locally(self, partner_id: int) -> None:
+        """The router paired this peer with ``partner_id``, a peer of this worker too."""
+        ...
+
+    def fence(self) -> None:
+        """Send again the fence this peer waits for, if any (the router came back)."""
+        ...
+
+    def fenced(self, seq: int) -> None:
+        """The router answered this peer's fence number ``seq``."""
+        ...
+
 
 @dataclass(frozen=True)
 class LinkConfig:
@@ -159,6 +171,11 @@ class RouterLink:
         self._queue(wire.Relay(peer_id, payload))
         return True
 
+    def fence(self, peer_id: int, seq: int) -> None:
+        """Ask the router to answer once everything ``peer_id`` sent so far is handled."""
+        if self.ready and peer_id in self.peers:
+            self._queue(wire.Fence(peer_id, seq))
+
     def leave(self, peer_id: int, at_once: bool = False) -> None:
         """Free ``peer_id``'s slot; ``at_once``: send now, not at the end of the loop turn."""
         if self.peers.pop(peer_id, None) is not None and self.ready:
@@ -250,12 +267,20 @@ class RouterLink:
                     target.paired = msg.initiator
                     joined = protocol.Joined(msg.room, msg.peers, msg.initiator)
                     target.send_text(protocol.encode_event(joined))
+                    if msg.local_partner:
+                        target.pair_locally(msg.local_partner)
             case wire.PeerJoined():
                 target = self.peers.get(msg.peer)
                 if target is not None:
                     target.paired = True
                     arrived = protocol.PeerJoined(msg.room, msg.peers)
                     target.send_text(protocol.encode_event(arrived))
+                    if msg.local_partner:
+                        target.pair_locally(msg.local_partner)
+            case wire.Fenced():
+                target = self.peers.get(msg.peer)
+                if target is not None:
+                    target.fenced(msg.seq)
             case wire.PeerLeft():
                 target = self.peers.get(msg.peer)
                 if target is not None:
@@ -298,6 +323,8 @@ class RouterLink:
         self.ready = True
         self.router_epoch = msg.epoch
         self._welcomed_once.set()
+        for peer in list(self.peers.values()):
+            peer.fence()  # fences sent to a router that went away are never answered
 
     def _lost_router(self, hello: bool = True) -> None:
         self.ready = False

@@ -80,6 +80,18 @@ class Bye(_Msg, tag=6):
     """The sender is shutting down on purpose: the other side need not wait for heartbeats."""
 
 
+class Fence(_Msg, tag=7):
+    """Answer :class:`Fenced` once everything ``peer`` sent before this is handled.
+
+    A worker whose two peers of a room are both its own relays between them
+    directly, without this hop; it fences each peer first, so that the messages
+    it already routed through the router reach the partner before the direct ones.
+    """
+
+    peer: int
+    seq: int  # the worker's fence number for this peer; only the latest counts
+
+
 # --- router -> worker ---------------------------------------------------------
 
 
@@ -97,6 +109,7 @@ class Joined(_Msg, tag=21):
     room: str
     peers: int
     initiator: bool
+    local_partner: int = 0  # the partner's id when it is on the same worker, else 0
 
 
 class RoomFull(_Msg, tag=22):
@@ -112,6 +125,7 @@ class PeerJoined(_Msg, tag=23):
     peer: int
     room: str
     peers: int
+    local_partner: int = 0  # the newcomer's id when it is on the same worker, else 0
 
 
 class PeerLeft(_Msg, tag=24):
@@ -144,9 +158,26 @@ class Reregister(_Msg, tag=27):
     undelivered: list[int]
 
 
-ToRouter: TypeAlias = Hello | Join | Relay | Leave | Ping | Bye
+class Fenced(_Msg, tag=28):
+    """Everything ``peer`` sent before its :class:`Fence` number ``seq`` has been handled."""
+
+    peer: int
+    seq: int
+
+
+ToRouter: TypeAlias = Hello | Join | Relay | Leave | Fence | Ping | Bye
 ToWorker: TypeAlias = (
-    Welcome | Joined | RoomFull | PeerJoined | PeerLeft | Deliver | NoPeer | Reregister | Ping | Bye
+    Welcome
+    | Joined
+    | RoomFull
+    | PeerJoined
+    | PeerLeft
+    | Deliver
+    | NoPeer
+    | Fenced
+    | Reregister
+    | Ping
+    | Bye
 )
 
 _encoder = msgspec.msgpack.Encoder()

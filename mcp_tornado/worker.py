@@ -99,7 +99,10 @@ class SignalConnection(asyncio.Protocol):
         "_close_sent",
         "_counted",
         "_deadline",
+        "_direct",
+        "_fence_seq",
         "_head",
+        "_held",
         "_lost",
         "_out",
         "_queued",
@@ -109,6 +112,7 @@ class SignalConnection(asyncio.Protocol):
         "last_pong",
         "link",
         "paired",
+        "partner",
         "peer_id",
         "room",
         "shared",
@@ -122,6 +126,13 @@ class SignalConnection(asyncio.Protocol):
         self.room = protocol.DEFAULT_ROOM
         self.paired = False
         self.peer_id: int | None = None
+        # The other peer of the room when it is a connection of this worker too:
+        # messages then go to it directly once a fence confirmed that the ones
+        # already routed through the router have arrived (see pair_locally).
+        self.partner: SignalConnection | None = None
+        self._direct = False
+        self._held: list[str] | None = None  # messages held while a fence is out
+        self._fence_seq = 0
         self.last_pong = time.monotonic()
         self.bucket: TokenBucket | None = None
         self._counted = False  # in the gate's connection count
@@ -249,9 +260,7 @@ class SignalConnection(asyncio.Protocol):
             # Free the room slot (and tell the router at once) before our close
             # echo goes out, so a client that reconnects as soon as its close
             # completes finds the room free.
-            if self.peer_id is not None:
-                self.link.leave(self.peer_id, at_once=True)
-                self.peer_id = None
+            self._leave_room(at_once=True)
             code = _CLOSE_CODE(payload)[0] if len(payload) >= 2 else None
             self.close(code)  # echo the client's code (RFC 6455 5.5.1)
             return False
@@ -270,7 +279,15 @@ class SignalConnection(asyncio.Protocol):
         error = protocol.check_client_frame(message)
         if error is not None:
             self.send_text(protocol.encode_event(error))
-        elif not self.link.relay(self.peer_id, message):
+        elif self._direct and self.partner is not None:
+            self.partner.send_text(message)
+        elif self._held is not None and len(self._held) < _MAX_HELD:
+            self._held.append(message)
+        else:
+            self._route(message)
+
+    def _route(self, message: str) -> None:
+        if self.peer_id is None or not self.link.relay(self.peer_id, message):
             self.send_text(protocol.UNDELIVERED_EVENT)
 
     def _count_frame(self) -> bool:
@@ -295,9 +312,59 @@ class SignalConnection(asyncio.Protocol):
         if self._counted:
             self._counted = False
             self.shared.gate.connections -= 1
+        self._leave_room()
+
+    def _leave_room(self, at_once: bool = False, tell_router: bool = True) -> None:
+        """Give up the room slot: tell the router (``at_once``: now) and a local partner."""
         if self.peer_id is not None:
-            self.link.leave(self.peer_id)
+            if tell_router:
+                self.link.leave(self.peer_id, at_once=at_once)
             self.peer_id = None
+        partner, self.partner = self.partner, None
+        if partner is not None:
+            partner._partner_left()
+
+    # --- a partner on this worker ------------------------------------------------
+
+    def pair_locally(self, partner_id: int) -> None:
+        """The router paired us with peer ``partner_id``, a connection of this worker too.
+
+        Both fence (:class:`~mcp_tornado.wire.Fence`): messages sent until the
+        router answers are held, then go to the partner directly, as does
+        everything after.
+        """
+        partner = self.link.peers.get(partner_id)
+        if not isinstance(partner, SignalConnection) or self.partner is not None:
+            return  # it left already; or this is the second notice of the pair
+        if self.peer_id is None or partner.peer_id is None or partner.partner is not None:
+            return
+        self.partner, partner.partner = partner, self
+        for connection in (self, partner):
+            connection._held = []
+            connection.fence()
+
+    def fence(self) -> None:
+        """(Re)send this connection's fence, if one is out (also after the router came back)."""
+        if self._held is not None and self.peer_id is not None:
+            self._fence_seq += 1
+            self.link.fence(self.peer_id, self._fence_seq)
+
+    def fenced(self, seq: int) -> None:
+        """The router has handled everything sent before fence ``seq``: go direct."""
+        held, partner = self._held, self.partner
+        if held is None or partner is None or seq != self._fence_seq:
+            return  # an older fence, or the partner left meanwhile
+        self._held = None
+        self._direct = True
+        for message in held:
+            partner.send_text(message)
+
+    def _partner_left(self) -> None:
+        self.partner = None
+        self._direct = False
+        held, self._held = self._held, None
+        for message in held or ():  # through the router, which says the peer is gone
+            self._route(message)
 
     # --- called by the router link, the pinger and the worker ----------------
 
@@ -359,7 +426,7 @@ class SignalConnection(asyncio.Protocol):
 
     def refuse(self, text: str, close_code: int) -> None:
         self.send_text(text)
-        self.peer_id = None
+        self._leave_room(tell_router=False)  # never joined, or the router refused it
         self.close(close_code, protocol.close_reason(close_code))
 
     def abort(self) -> None:
@@ -391,6 +458,7 @@ class _Writes:
             connection.write_queued()
 
 
+_MAX_HELD = 1000  # messages held for a fence; more are refused as undelivered
 _CLOSE_WAIT = 5.0  # seconds a client has to answer our close frame (Tornado's figure)
 _CLOSE_CODE = struct.Struct("!H").unpack_from
 _PING = frames.control_frame(frames.PING)

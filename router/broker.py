@@ -64,7 +64,7 @@ class RouterConfig:
     hwm: int = 100_000  # ZeroMQ high-water mark, in batches
 
 
-_Parkable: TypeAlias = wire.Join | wire.Relay | wire.Leave
+_Parkable: TypeAlias = wire.Join | wire.Relay | wire.Leave | wire.Fence
 
 
 class _Worker:
@@ -257,6 +257,11 @@ class Router:
                     self._park(worker, msg)
                 else:
                     self._depart(self.rooms.leave(key))
+            case wire.Fence():
+                if (worker, msg.peer) in self._parked_peers:
+                    self._park(worker, msg)  # after the peer's parked messages, as sent
+                else:
+                    self._send(worker, wire.Fenced(msg.peer, msg.seq))
             case wire.Hello():
                 self._hello(worker, msg)
             case wire.Bye():
@@ -276,9 +281,13 @@ class Router:
             self._send(worker, wire.RoomFull(msg.peer, msg.room))
             return
         partner = result.partner
-        self._send(worker, wire.Joined(msg.peer, msg.room, result.peers, partner is not None))
+        local = partner[1] if partner is not None and partner[0] == worker else 0
+        self._send(
+            worker, wire.Joined(msg.peer, msg.room, result.peers, partner is not None, local)
+        )
         if partner is not None:
-            self._send(partner[0], wire.PeerJoined(partner[1], msg.room, result.peers))
+            arrived = wire.PeerJoined(partner[1], msg.room, result.peers, msg.peer if local else 0)
+            self._send(partner[0], arrived)
 
     def _depart(self, departure: Departure | None) -> None:
         if departure is None:

@@ -186,7 +186,7 @@ def test_leave_frees_the_slot_and_tells_the_partner(
     w1.send(wire.Leave(2))
     assert w1.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
     w1.send(wire.Join(3, "r"))
-    assert w1.expect(wire.Joined) == wire.Joined(3, "r", 2, True)
+    assert w1.expect(wire.Joined) == wire.Joined(3, "r", 2, True, local_partner=1)
 
 
 def test_unknown_worker_is_asked_to_reregister(
@@ -320,3 +320,32 @@ def test_a_join_racing_a_leave_from_another_worker_is_not_refused(
     assert w1.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
     assert w1.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2)
     assert w1.expect(wire.Deliver) == wire.Deliver(1, "first")
+
+
+def test_a_pair_on_one_worker_is_told_so_and_fences_keep_their_place(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router()
+    w1 = workers(endpoint, "w1")
+    w1.hello()
+    w1.send(wire.Join(1, "r"))
+    assert w1.expect(wire.Joined) == wire.Joined(1, "r", 1, False, 0)
+    w1.send(wire.Join(2, "r"))
+    assert w1.expect(wire.Joined) == wire.Joined(2, "r", 2, True, local_partner=1)
+    assert w1.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2, local_partner=2)
+    w1.send(wire.Relay(1, "a"), wire.Fence(1, 5), wire.Relay(1, "b"))
+    assert w1.expect(wire.Deliver) == wire.Deliver(2, "a")
+    assert w1.expect(wire.Fenced) == wire.Fenced(1, 5)
+    assert w1.expect(wire.Deliver) == wire.Deliver(2, "b")
+
+
+def test_a_fence_waits_behind_its_peers_parked_messages(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router(resync_grace=0.3, expected_workers=9)
+    w1 = workers(endpoint, "w1")
+    w1.hello()
+    w1.send(wire.Join(1, "r"), wire.Relay(1, "alone"), wire.Fence(1, 1))
+    assert w1.expect(wire.Joined, timeout=2) == wire.Joined(1, "r", 1, False, 0)
+    assert w1.expect(wire.NoPeer) == wire.NoPeer(1)
+    assert w1.expect(wire.Fenced) == wire.Fenced(1, 1)
