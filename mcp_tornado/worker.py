@@ -281,10 +281,12 @@ class SignalConnection(asyncio.Protocol):
             self.send_text(protocol.encode_event(error))
         elif self._direct and self.partner is not None:
             self.partner.send_text(message)
-        elif self._held is not None and len(self._held) < _MAX_HELD:
-            self._held.append(message)
-        else:
+        elif self._held is None:
             self._route(message)
+        elif len(self._held) < _MAX_HELD:
+            self._held.append(message)
+        else:  # routing it would overtake the held ones
+            self.send_text(protocol.UNDELIVERED_EVENT)
 
     def _route(self, message: str) -> None:
         if self.peer_id is None or not self.link.relay(self.peer_id, message):

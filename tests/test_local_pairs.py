@@ -7,18 +7,142 @@ and that direct delivery is real (it goes on while the router is stopped).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import signal
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from tests.rawws import RawWebSocket
+from mcp_tornado import frames, protocol
+from mcp_tornado.limits import Gatekeeper, Limits
+from mcp_tornado.router_link import RouterLink
+from mcp_tornado.worker import SignalConnection, _Shared
+from tests.rawws import TEXT, RawWebSocket, encode_frame, upgrade_request
 from tests.support import Cluster, running_cluster
+
+# --- one worker's connections, with the router stubbed out --------------------------
+
+
+class StubLink:
+    """Records what connections ask of the router; answers nothing by itself."""
+
+    def __init__(self) -> None:
+        self.peers: dict[int, Any] = {}
+        self.relayed: list[tuple[int, str]] = []
+        self.fences: list[tuple[int, int]] = []
+
+    def join(self, peer: Any) -> int:
+        self.peers[len(self.peers) + 1] = peer
+        return len(self.peers)
+
+    def relay(self, peer_id: int, payload: str) -> bool:
+        self.relayed.append((peer_id, payload))
+        return True
+
+    def fence(self, peer_id: int, seq: int) -> None:
+        self.fences.append((peer_id, seq))
+
+    def leave(self, peer_id: int, at_once: bool = False) -> None:
+        self.peers.pop(peer_id, None)
+
+
+class StubTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = bytearray()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.out += data
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def texts(self) -> list[str]:
+        """The text frames written after the handshake response."""
+        data = bytes(self.out).split(b"\r\n\r\n", 1)[1]
+        found: list[str] = []
+
+        def collect(opcode: int, payload: bytes) -> bool:
+            found.append(payload.decode())
+            return True
+
+        frames.FrameReader(1 << 20, collect).feed(_masked(data))
+        return found
+
+
+def _masked(server_frames: bytes) -> bytes:
+    """Server frames re-encoded as client frames, so FrameReader can read them."""
+    out, pos = b"", 0
+    while pos < len(server_frames):
+        size = server_frames[pos + 1]
+        assert size < 126
+        out += encode_frame(TEXT, server_frames[pos + 2 : pos + 2 + size])
+        pos += 2 + size
+    return out
+
+
+def candidate(n: int) -> bytes:
+    return encode_frame(TEXT, f'{{"type":"candidate","n":{n}}}'.encode())
+
+
+async def two_connections() -> tuple[StubLink, SignalConnection, SignalConnection]:
+    link = StubLink()
+    shared = _Shared(cast(RouterLink, link), Gatekeeper(Limits(rate=0)), 65536)
+    pair = []
+    for _ in range(2):
+        connection = SignalConnection(shared, None)
+        connection.connection_made(StubTransport())
+        connection.data_received(upgrade_request(8000, "/ws/signal/?room=r"))
+        pair.append(connection)
+    return link, pair[0], pair[1]
+
+
+def transport(connection: SignalConnection) -> StubTransport:
+    assert isinstance(connection.transport, StubTransport)
+    return connection.transport
+
+
+@pytest.mark.gen_test
+async def test_held_messages_go_first_and_overflow_is_refused_not_reordered() -> None:
+    link, a, b = await two_connections()
+    a.data_received(candidate(-1))  # before the pairing: to the router
+    a.pair_locally(2)
+    assert link.fences == [(1, 1), (2, 1)]
+    a.data_received(b"".join(candidate(n) for n in range(1001)))  # one over the cap
+    await asyncio.sleep(0)
+    assert transport(a).texts()[-1] == protocol.UNDELIVERED_EVENT
+    a.fenced(0)  # an older fence: ignored
+    assert b.partner is a and transport(b).texts() == []
+    a.fenced(1)
+    a.data_received(candidate(1001))  # direct from now on
+    await asyncio.sleep(0)
+    got = [json.loads(text)["n"] for text in transport(b).texts()]
+    assert got == [*range(1000), 1001]
+    assert [json.loads(m)["n"] for _, m in link.relayed] == [-1]
+
+
+@pytest.mark.gen_test
+async def test_messages_held_when_the_partner_leaves_go_to_the_router_in_order() -> None:
+    link, a, b = await two_connections()
+    a.pair_locally(2)
+    a.data_received(candidate(1) + candidate(2))
+    b.connection_lost(None)
+    assert a.partner is None
+    a.data_received(candidate(3))
+    assert [json.loads(m)["n"] for _, m in link.relayed] == [1, 2, 3]
+    a.fenced(1)  # answered after all: nothing is sent twice
+    await asyncio.sleep(0)
+    assert [json.loads(m)["n"] for _, m in link.relayed] == [1, 2, 3]
+
+
+# --- a real worker ------------------------------------------------------------------
 
 
 def room() -> str:
