@@ -99,7 +99,6 @@ class SignalConnection(asyncio.Protocol):
         "_close_sent",
         "_counted",
         "_deadline",
-        "_direct",
         "_fence_seq",
         "_head",
         "_held",
@@ -130,8 +129,7 @@ class SignalConnection(asyncio.Protocol):
         # messages then go to it directly once a fence confirmed that the ones
         # already routed through the router have arrived (see pair_locally).
         self.partner: SignalConnection | None = None
-        self._direct = False
-        self._held: list[str] | None = None  # messages held while a fence is out
+        self._held: list[bytes] | None = None  # messages held while a fence is out
         self._fence_seq = 0
         self.last_pong = time.monotonic()
         self.bucket: TokenBucket | None = None
@@ -249,10 +247,10 @@ class SignalConnection(asyncio.Protocol):
             except UnicodeDecodeError:  # RFC 6455 8.1: fail the connection
                 self.abort()
                 return False
-            self._on_message(text)
+            self._on_message(text, payload)
         elif opcode == frames.BINARY:
             try:
-                self._on_message(payload.decode())
+                self._on_message(payload.decode(), payload)
             except UnicodeDecodeError:
                 self.send_text(_BINARY_EVENT)
         elif opcode == frames.CLOSE:
@@ -271,7 +269,9 @@ class SignalConnection(asyncio.Protocol):
             self.last_pong = time.monotonic()
         return not self._lost
 
-    def _on_message(self, message: str) -> None:
+    def _on_message(self, message: str, raw: bytes) -> None:
+        # ``raw``: the same message as the client's bytes, which a local partner
+        # gets as they are; the router hop carries the text.
         if self.peer_id is None:
             return
         if self._count_frame():
@@ -279,12 +279,12 @@ class SignalConnection(asyncio.Protocol):
         error = protocol.check_client_frame(message)
         if error is not None:
             self.send_text(protocol.encode_event(error))
-        elif self._direct and self.partner is not None:
-            self.partner.send_text(message)
-        elif self._held is None:
+        elif self.partner is None:
             self._route(message)
+        elif self._held is None:  # the fence is behind us
+            self.partner.send_payload(raw)
         elif len(self._held) < _MAX_HELD:
-            self._held.append(message)
+            self._held.append(raw)
         else:  # routing it would overtake the held ones
             self.send_text(protocol.UNDELIVERED_EVENT)
 
@@ -357,22 +357,23 @@ class SignalConnection(asyncio.Protocol):
         if held is None or partner is None or seq != self._fence_seq:
             return  # an older fence, or the partner left meanwhile
         self._held = None
-        self._direct = True
         for message in held:
-            partner.send_text(message)
+            partner.send_payload(message)
 
     def _partner_left(self) -> None:
         self.partner = None
-        self._direct = False
         held, self._held = self._held, None
         for message in held or ():  # through the router, which says the peer is gone
-            self._route(message)
+            self._route(message.decode())
 
     # --- called by the router link, the pinger and the worker ----------------
 
     def send_text(self, text: str) -> None:
         """Queue a text frame; frames queued in one loop turn go out in one write."""
-        data = text.encode()
+        self.send_payload(text.encode())
+
+    def send_payload(self, data: bytes) -> None:
+        """Queue a text frame holding ``data``, UTF-8 already."""
         self._queue(text_frame_header(len(data)), 0)
         self._queue(data, len(data))
 
