@@ -10,8 +10,9 @@ side a message arrives as ``[worker_id, batch]`` and is answered the same way.
 
 Peers are named by ``(worker_id, peer)`` where ``peer`` is an integer the
 worker allocates; the router never invents peer ids.  Client payloads travel as
-the exact text the client sent (``str``; msgpack carries it as UTF-8 bytes) and
-are never parsed or re-encoded on the way.
+the exact bytes the client sent (msgpack ``bin``): the worker that received the
+frame checked its UTF-8 once, and nobody past it decodes, re-checks or
+re-encodes them.
 
 Every Struct is ``array_like`` (encoded as a positional array, not a map) and
 tagged with a short integer so a batch decodes straight into typed objects.
@@ -61,7 +62,7 @@ class Relay(_Msg, tag=3):
     """Forward ``payload`` (the client's frame, untouched) to the other peer of the room."""
 
     peer: int
-    payload: str
+    payload: bytes
 
 
 class Leave(_Msg, tag=4):
@@ -137,10 +138,10 @@ class PeerLeft(_Msg, tag=24):
 
 
 class Deliver(_Msg, tag=25):
-    """Write ``payload`` to ``peer``'s WebSocket as it is."""
+    """Write ``payload`` to ``peer``'s WebSocket as it is (a text frame; UTF-8 already checked)."""
 
     peer: int
-    payload: str
+    payload: bytes
 
 
 class NoPeer(_Msg, tag=26):

@@ -7,7 +7,7 @@ from mcp_tornado import wire
 
 
 def test_worker_batch_round_trips() -> None:
-    payload = '{"type":"offer","sdp":"v=0\\r\\n","x":"\u00e9\U0001f600"}'
+    payload = '{"type":"offer","sdp":"v=0\\r\\n","x":"\u00e9\U0001f600"}'.encode()
     batch: list[wire.ToRouter] = [
         wire.Hello([wire.PeerRecord(1, "a", True)]),
         wire.Join(2, "room"),
@@ -29,7 +29,7 @@ def test_router_batch_round_trips() -> None:
         wire.RoomFull(4, "r"),
         wire.PeerJoined(1, "r", 2),
         wire.PeerLeft(1, "r", 1),
-        wire.Deliver(1, "{}"),
+        wire.Deliver(1, b"{}"),
         wire.NoPeer(1),
         wire.Reregister([1, 2]),
         wire.Ping("e"),
@@ -48,6 +48,12 @@ def test_malformed_batches_raise_msgspec_errors(frame: bytes) -> None:
 
 
 def test_a_worker_cannot_send_router_only_messages() -> None:
-    frame = wire.encode_batch([wire.Deliver(1, "{}")])
+    frame = wire.encode_batch([wire.Deliver(1, b"{}")])
     with pytest.raises(msgspec.ValidationError):
         wire.decode_to_router(frame)
+
+
+def test_relayed_payloads_are_bytes_and_never_checked_as_text() -> None:
+    # The worker that received the frame checked its UTF-8; the hop carries bytes.
+    relay = wire.decode_to_router(wire.encode_batch([wire.Relay(1, b"\xff not utf-8")]))[0]
+    assert isinstance(relay, wire.Relay) and relay.payload == b"\xff not utf-8"

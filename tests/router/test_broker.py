@@ -136,8 +136,8 @@ def test_pairing_relay_and_room_full(
     w2.send(wire.Join(7, "r"))
     assert w2.expect(wire.Joined) == wire.Joined(7, "r", 2, True)
     assert w1.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2)
-    w2.send(wire.Relay(7, '{"type":"offer"}'))
-    assert w1.expect(wire.Deliver) == wire.Deliver(1, '{"type":"offer"}')
+    w2.send(wire.Relay(7, b'{"type":"offer"}'))
+    assert w1.expect(wire.Deliver) == wire.Deliver(1, b'{"type":"offer"}')
     assert w2.quiet(), "the sender must not get its own message back"
     w1.send(wire.Join(2, "r"))
     assert w1.expect(wire.RoomFull) == wire.RoomFull(2, "r")
@@ -149,7 +149,7 @@ def test_message_while_alone_is_not_delivered_later(
     _, endpoint = start_router()
     w1 = workers(endpoint, "w1")
     w1.hello()
-    w1.send(wire.Join(1, "r"), wire.Relay(1, '{"type":"offer"}'))
+    w1.send(wire.Join(1, "r"), wire.Relay(1, b'{"type":"offer"}'))
     w1.expect(wire.Joined)
     assert w1.expect(wire.NoPeer) == wire.NoPeer(1)
     w1.send(wire.Join(2, "r"))
@@ -167,10 +167,10 @@ def test_join_and_first_message_in_one_batch_are_ordered(
     w2.hello()
     w1.send(wire.Join(1, "r"))
     w1.expect(wire.Joined)
-    w2.send(wire.Join(1, "r"), wire.Relay(1, "first"), wire.Relay(1, "second"))
+    w2.send(wire.Join(1, "r"), wire.Relay(1, b"first"), wire.Relay(1, b"second"))
     w1.expect(wire.PeerJoined)
-    assert w1.expect(wire.Deliver).payload == "first"
-    assert w1.expect(wire.Deliver).payload == "second"
+    assert w1.expect(wire.Deliver).payload == b"first"
+    assert w1.expect(wire.Deliver).payload == b"second"
 
 
 def test_leave_frees_the_slot_and_tells_the_partner(
@@ -194,7 +194,7 @@ def test_unknown_worker_is_asked_to_reregister(
 ) -> None:
     _, endpoint = start_router()
     w1 = workers(endpoint, "w1")
-    w1.send(wire.Relay(4, "x"), wire.Relay(5, "y"))
+    w1.send(wire.Relay(4, b"x"), wire.Relay(5, b"y"))
     assert w1.expect(wire.Reregister) == wire.Reregister([4, 5])
 
 
@@ -235,7 +235,7 @@ def test_malformed_input_is_dropped_and_the_router_keeps_going(
     w1.hello()
     w1.sock.send(b"\xc1garbage")
     w1.sock.send_multipart([b"two", b"frames"])
-    w1.sock.send(wire.encode_batch([wire.Deliver(1, "router-only message")]))
+    w1.sock.send(wire.encode_batch([wire.Deliver(1, b"router-only message")]))
     w1.send(wire.Join(1, "r"))
     assert w1.expect(wire.Joined).peer == 1
 
@@ -252,8 +252,8 @@ def test_resync_rebuilds_rooms_and_settles_conflicts(
     )
     assert welcome.rejected == [2]
     assert len(router.rooms) == 4
-    w2.send(wire.Relay(1, "after resync"))
-    assert w1.expect(wire.Deliver) == wire.Deliver(1, "after resync")
+    w2.send(wire.Relay(1, b"after resync"))
+    assert w1.expect(wire.Deliver) == wire.Deliver(1, b"after resync")
     assert w1.quiet(0.5) and w2.quiet(0.1), "resynced pairs must not be re-announced"
 
 
@@ -272,7 +272,7 @@ def test_joins_during_the_grace_wait_for_resynced_peers(
     _, endpoint = start_router(resync_grace=0.3)
     w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
     w1.hello()
-    w1.send(wire.Join(9, "r"), wire.Relay(9, "early"))  # a newcomer, arriving first
+    w1.send(wire.Join(9, "r"), wire.Relay(9, b"early"))  # a newcomer, arriving first
     w2.hello(wire.PeerRecord(1, "r", False), wire.PeerRecord(2, "r", False))  # survivors
     assert w1.expect(wire.RoomFull, timeout=1) == wire.RoomFull(9, "r")
     assert w2.quiet(0.1)
@@ -288,16 +288,16 @@ def test_flood_loses_nothing_under_back_pressure(
     pair_up(sender, receiver)
     total, per_batch = 100_000, 100
     for start in range(0, total, per_batch):
-        sender.send(*(wire.Relay(1, str(i)) for i in range(start, start + per_batch)))
+        sender.send(*(wire.Relay(1, str(i).encode()) for i in range(start, start + per_batch)))
     time.sleep(0.3)  # let the router hit the receiver's high-water mark
-    got: list[str] = []
+    got: list[bytes] = []
     deadline = time.monotonic() + 30
     while len(got) < total and time.monotonic() < deadline:
         receiver._fill(0.1)
         got.extend(m.payload for m in receiver.inbox if isinstance(m, wire.Deliver))
         receiver.inbox.clear()
     assert len(got) == total
-    assert got == [str(i) for i in range(total)]
+    assert got == [str(i).encode() for i in range(total)]
 
 
 def test_a_join_racing_a_leave_from_another_worker_is_not_refused(
@@ -315,11 +315,11 @@ def test_a_join_racing_a_leave_from_another_worker_is_not_refused(
     # Join goes out on w2's, but ZeroMQ fair-queues the two pipes, so the router may
     # read the Join first. Either order must end with the newcomer in the room.
     w1.send(wire.Leave(2))
-    w2.send(wire.Join(5, "r"), wire.Relay(5, "first"))
+    w2.send(wire.Join(5, "r"), wire.Relay(5, b"first"))
     assert w2.expect(wire.Joined) == wire.Joined(5, "r", 2, True)
     assert w1.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
     assert w1.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2)
-    assert w1.expect(wire.Deliver) == wire.Deliver(1, "first")
+    assert w1.expect(wire.Deliver) == wire.Deliver(1, b"first")
 
 
 def test_a_pair_on_one_worker_is_told_so_and_fences_keep_their_place(
@@ -333,10 +333,10 @@ def test_a_pair_on_one_worker_is_told_so_and_fences_keep_their_place(
     w1.send(wire.Join(2, "r"))
     assert w1.expect(wire.Joined) == wire.Joined(2, "r", 2, True, local_partner=1)
     assert w1.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2, local_partner=2)
-    w1.send(wire.Relay(1, "a"), wire.Fence(1, 5), wire.Relay(1, "b"))
-    assert w1.expect(wire.Deliver) == wire.Deliver(2, "a")
+    w1.send(wire.Relay(1, b"a"), wire.Fence(1, 5), wire.Relay(1, b"b"))
+    assert w1.expect(wire.Deliver) == wire.Deliver(2, b"a")
     assert w1.expect(wire.Fenced) == wire.Fenced(1, 5)
-    assert w1.expect(wire.Deliver) == wire.Deliver(2, "b")
+    assert w1.expect(wire.Deliver) == wire.Deliver(2, b"b")
 
 
 def test_a_fence_waits_behind_its_peers_parked_messages(
@@ -345,7 +345,7 @@ def test_a_fence_waits_behind_its_peers_parked_messages(
     _, endpoint = start_router(resync_grace=0.3, expected_workers=9)
     w1 = workers(endpoint, "w1")
     w1.hello()
-    w1.send(wire.Join(1, "r"), wire.Relay(1, "alone"), wire.Fence(1, 1))
+    w1.send(wire.Join(1, "r"), wire.Relay(1, b"alone"), wire.Fence(1, 1))
     assert w1.expect(wire.Joined, timeout=2) == wire.Joined(1, "r", 1, False, 0)
     assert w1.expect(wire.NoPeer) == wire.NoPeer(1)
     assert w1.expect(wire.Fenced) == wire.Fenced(1, 1)
