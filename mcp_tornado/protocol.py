@@ -25,7 +25,9 @@ class CloseCode:
     """WebSocket close codes the server uses (4000-4999 are application codes)."""
 
     GOING_AWAY: Final = 1001  # server shutting down; reconnect
-    MESSAGE_TOO_BIG: Final = 1009  # a frame over --max-message-size (sent by Tornado itself)
+    PROTOCOL_ERROR: Final = 1002  # a malformed or unmasked frame, a bad close frame
+    INVALID_PAYLOAD: Final = 1007  # a text message (or close reason) that is not UTF-8
+    MESSAGE_TOO_BIG: Final = 1009  # a message over --max-message-size
     TRY_AGAIN_LATER: Final = 1013  # router unavailable; reconnect after a pause
     TOO_SLOW: Final = 4008  # the client did not read: more than --max-pending-bytes queued for it
     INVALID_ROOM: Final = 4400  # the room name breaks the room name rules
@@ -207,6 +209,8 @@ def close_reason(code: int) -> str:
 
 _CLOSE_REASONS: Final = {
     CloseCode.GOING_AWAY: "server shutting down",
+    CloseCode.PROTOCOL_ERROR: "protocol error",
+    CloseCode.INVALID_PAYLOAD: "invalid UTF-8",
     CloseCode.MESSAGE_TOO_BIG: "message too big",
     CloseCode.TRY_AGAIN_LATER: "router unavailable, try again later",
     CloseCode.TOO_SLOW: "client too slow: not reading its messages",

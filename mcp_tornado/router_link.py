@@ -1,8 +1,11 @@
-"""A worker's link to the router: one DEALER socket, batched per event-loop turn.
+"""A worker's link to one router: a DEALER socket, batched per event-loop turn.
 
-:class:`RouterLink` gives the WebSocket handlers three calls (``join``,
-``relay``, ``leave``) and turns everything the router says back into frames
-for the right :class:`Peer`.  It also owns the worker's view of the router's
+:class:`RouterLink` only speaks the wire (:mod:`mcp_tornado.wire`): it sends
+``join``, ``relay``, ``fence`` and ``leave`` for peer ids, and reports what the
+router answers to a :class:`LinkListener` (the worker's
+:class:`~mcp_tornado.hub.Hub`), by peer id.  It holds no peers and builds
+nothing a client sees, so a worker can hold several links (one per router
+shard) behind one hub.  It also owns the worker's view of the router's
 health:
 
 * ``ready`` becomes true when the router answers our :class:`~mcp_tornado.wire.Hello`
@@ -39,34 +42,40 @@ import zmq
 from tornado.ioloop import IOLoop, PeriodicCallback
 from zmq.utils.monitor import recv_monitor_message
 
-from mcp_tornado import protocol, wire
+from mcp_tornado import wire
 
-log = logging.getLogger("mcp_tornado.worker")
+log = logging.getLogger(__name__)
 
 
-class Peer(Protocol):
-    """What the link needs from a connected client (implemented by the WebSocket handler)."""
+class LinkListener(Protocol):
+    """What the link reports the router said, by peer id (implemented by the worker's hub)."""
 
-    room: str
-    paired: bool
+    def joined(
+        self, peer_id: int, room: str, peers: int, initiator: bool, local_partner: int
+    ) -> None: ...
 
-    def send_text(self, text: str) -> None: ...
+    def peer_joined(self, peer_id: int, room: str, peers: int, local_partner: int) -> None: ...
 
-    def refuse(self, text: str, close_code: int) -> None:
-        """Send ``text`` and close the connection with ``close_code``."""
+    def peer_left(self, peer_id: int, room: str, peers: int) -> None: ...
+
+    def deliver(self, peer_id: int, payload: bytes) -> None: ...
+
+    def no_peer(self, peer_id: int) -> None: ...
+
+    def undelivered(self, peer_id: int) -> None:
+        """A message of this peer was not delivered (the router was away)."""
+
+    def room_full(self, peer_id: int) -> None:
+        """The peer's join (or re-registration) was refused: its room is full."""
+
+    def fenced(self, peer_id: int, seq: int) -> None: ...
+
+    def registrations(self) -> list[wire.PeerRecord]:
+        """Every live peer with its room, for a (restarted) router to rebuild its table."""
         ...
 
-    def pair_locally(self, partner_id: int) -> None:
-        """The router paired this peer with ``partner_id``, a peer of this worker too."""
-        ...
-
-    def fence(self) -> None:
-        """Send again the fence this peer waits for, if any (the router came back)."""
-        ...
-
-    def fenced(self, seq: int) -> None:
-        """The router answered this peer's fence number ``seq``."""
-        ...
+    def registered(self) -> None:
+        """The router welcomed this worker (again)."""
 
 
 @dataclass(frozen=True)
@@ -86,14 +95,13 @@ _HELLO_RETRY = 0.05  # seconds between Hellos while the router has not answered
 class RouterLink:
     """The worker side of the ZeroMQ hop.  Create it in the running IOLoop, then :meth:`start`."""
 
-    def __init__(self, config: LinkConfig, name: str | None = None) -> None:
+    def __init__(self, config: LinkConfig, listener: LinkListener, name: str | None = None) -> None:
         self.config = config
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.epoch = uuid.uuid4().hex[:12]
-        self.peers: dict[int, Peer] = {}
         self.ready = False
         self.router_epoch = ""
-        self._next_peer = 1
+        self._listener = listener
         self._outbox: list[wire.ToRouter] = []
         self._flush_scheduled = False
         self._last_heard = 0.0
@@ -148,23 +156,15 @@ class RouterLink:
 
     # --- what handlers call --------------------------------------------------
 
-    def join(self, peer: Peer) -> int | None:
-        """Register ``peer`` and ask the router for a slot in ``peer.room``.
+    def join(self, peer_id: int, room: str) -> None:
+        """Ask the router for a slot in ``room`` (call only while :attr:`ready`).
 
-        Returns the peer's id, or ``None`` if the router is unavailable (the
-        caller refuses the client with a retryable close).  The answer arrives
-        later as ``joined`` or a room-full refusal; messages relayed meanwhile
-        reach the router after the join, in order.
+        The answer comes later as ``joined`` or ``room_full``; messages relayed
+        meanwhile reach the router after the join, in order.
         """
-        if not self.ready:
-            return None
-        peer_id = self._next_peer
-        self._next_peer += 1
-        self.peers[peer_id] = peer
-        self._queue(wire.Join(peer_id, peer.room))
-        return peer_id
+        self._queue(wire.Join(peer_id, room))
 
-    def relay(self, peer_id: int, payload: str) -> bool:
+    def relay(self, peer_id: int, payload: bytes) -> bool:
         """Forward a client's frame.  ``False``: not accepted, tell the client to retry."""
         if not self.ready or len(self._outbox) >= self.config.max_backlog:
             return False
@@ -173,12 +173,12 @@ class RouterLink:
 
     def fence(self, peer_id: int, seq: int) -> None:
         """Ask the router to answer once everything ``peer_id`` sent so far is handled."""
-        if self.ready and peer_id in self.peers:
+        if self.ready:
             self._queue(wire.Fence(peer_id, seq))
 
     def leave(self, peer_id: int, at_once: bool = False) -> None:
         """Free ``peer_id``'s slot; ``at_once``: send now, not at the end of the loop turn."""
-        if self.peers.pop(peer_id, None) is not None and self.ready:
+        if self.ready:
             self._queue(wire.Leave(peer_id))
             if at_once:
                 self._flush()
@@ -203,7 +203,7 @@ class RouterLink:
             self._loop.call_later(0.002, self._flush)
             return
         except zmq.ZMQError as exc:
-            log.error("worker: send to router failed: %s", exc)
+            log.error("send to router failed: %s", exc)
             return
         self._outbox = []
         self._check_input()
@@ -235,7 +235,7 @@ class RouterLink:
             try:
                 batch = wire.decode_to_worker(frame)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                log.warning("worker: dropped a malformed batch from the router: %s", exc)
+                log.warning("dropped a malformed batch from the router: %s", exc)
                 continue
             for msg in batch:
                 self._dispatch(msg)
@@ -252,95 +252,63 @@ class RouterLink:
                 break
             lost = lost or event["event"] == zmq.EVENT_DISCONNECTED
         if lost and self.ready:
-            log.warning("worker: lost the connection to the router")
+            log.warning("lost the connection to the router")
             self._lost_router()
 
     def _dispatch(self, msg: wire.ToWorker) -> None:
+        listener = self._listener
         match msg:
             case wire.Deliver():
-                target = self.peers.get(msg.peer)
-                if target is not None:
-                    target.send_text(msg.payload)
+                listener.deliver(msg.peer, msg.payload)
             case wire.Joined():
-                target = self.peers.get(msg.peer)
-                if target is not None:
-                    target.paired = msg.initiator
-                    joined = protocol.Joined(msg.room, msg.peers, msg.initiator)
-                    target.send_text(protocol.encode_event(joined))
-                    if msg.local_partner:
-                        target.pair_locally(msg.local_partner)
+                listener.joined(msg.peer, msg.room, msg.peers, msg.initiator, msg.local_partner)
             case wire.PeerJoined():
-                target = self.peers.get(msg.peer)
-                if target is not None:
-                    target.paired = True
-                    arrived = protocol.PeerJoined(msg.room, msg.peers)
-                    target.send_text(protocol.encode_event(arrived))
-                    if msg.local_partner:
-                        target.pair_locally(msg.local_partner)
+                listener.peer_joined(msg.peer, msg.room, msg.peers, msg.local_partner)
             case wire.Fenced():
-                target = self.peers.get(msg.peer)
-                if target is not None:
-                    target.fenced(msg.seq)
+                listener.fenced(msg.peer, msg.seq)
             case wire.PeerLeft():
-                target = self.peers.get(msg.peer)
-                if target is not None:
-                    target.paired = False
-                    target.send_text(protocol.PEER_GONE_EVENT)
-                    target.send_text(protocol.encode_event(protocol.PeerLeft(msg.room, msg.peers)))
+                listener.peer_left(msg.peer, msg.room, msg.peers)
             case wire.NoPeer():
-                target = self.peers.get(msg.peer)
-                if target is not None:
-                    target.send_text(protocol.NO_PEER_EVENT)
+                listener.no_peer(msg.peer)
             case wire.RoomFull():
-                self._refuse_room_full(msg.peer)
+                listener.room_full(msg.peer)
             case wire.Ping():
                 if msg.epoch != self.router_epoch:
                     if self.ready:
-                        log.warning("worker: the router restarted; re-registering")
+                        log.warning("the router restarted; re-registering")
                     self._lost_router()
             case wire.Welcome():
                 self._welcomed(msg)
             case wire.Reregister():
                 for peer_id in msg.undelivered:
-                    target = self.peers.get(peer_id)
-                    if target is not None:
-                        target.send_text(protocol.UNDELIVERED_EVENT)
+                    listener.undelivered(peer_id)
                 self._lost_router()
             case wire.Bye():
-                log.warning("worker: the router is shutting down")
+                log.warning("the router is shutting down")
                 self._lost_router(hello=False)
-
-    def _refuse_room_full(self, peer_id: int) -> None:
-        target = self.peers.pop(peer_id, None)
-        if target is not None:
-            target.refuse(protocol.ROOM_FULL_EVENT, protocol.CloseCode.ROOM_FULL)
 
     def _welcomed(self, msg: wire.Welcome) -> None:
         for peer_id in msg.rejected:
-            self._refuse_room_full(peer_id)
+            self._listener.room_full(peer_id)
         if not self.ready:
             log.info("worker %s: registered with router %s", self.name, msg.epoch)
         self.ready = True
         self.router_epoch = msg.epoch
         self._welcomed_once.set()
-        for peer in list(self.peers.values()):
-            peer.fence()  # fences sent to a router that went away are never answered
+        self._listener.registered()  # fences sent to a router that went away are never answered
 
     def _lost_router(self, hello: bool = True) -> None:
         self.ready = False
         self.router_epoch = ""
-        for msg in self._outbox:
+        outbox, self._outbox = self._outbox, []
+        for msg in outbox:
             if type(msg) is wire.Relay:
-                target = self.peers.get(msg.peer)
-                if target is not None:
-                    target.send_text(protocol.UNDELIVERED_EVENT)
-        self._outbox = []
+                self._listener.undelivered(msg.peer)
         if hello:
             self._send_hello()
 
     def _send_hello(self) -> None:
-        records = [wire.PeerRecord(pid, p.room, p.paired) for pid, p in self.peers.items()]
-        self._send_control(wire.Hello(records))
+        self._send_control(wire.Hello(self._listener.registrations()))
         if not self._hello_retry_scheduled:
             # Until welcomed, ask again often: the socket may not have been connected yet.
             self._hello_retry_scheduled = True
@@ -360,7 +328,7 @@ class RouterLink:
         now = time.monotonic()
         cfg = self.config
         if self.ready and now - self._last_heard > cfg.heartbeat_interval * cfg.heartbeat_liveness:
-            log.warning("worker: no heartbeat from the router; marking it unavailable")
+            log.warning("no heartbeat from the router; marking it unavailable")
             self._lost_router(hello=False)
         if self.ready:
             self._queue(wire.Ping(self.epoch))

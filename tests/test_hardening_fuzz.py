@@ -177,7 +177,8 @@ def expect_answer(ws: RawWebSocket, frame: bytes, opcode: int) -> str:
         if len(frame) > MAX_FRAME:
             assert closed.code == protocol.CloseCode.MESSAGE_TOO_BIG
         elif opcode == TEXT:
-            assert closed.code is None  # invalid UTF-8 in a text frame: Tornado drops the TCP
+            # invalid UTF-8 in a text frame: the connection is failed with 1007 (RFC 6455 8.1)
+            assert closed.code == protocol.CloseCode.INVALID_PAYLOAD
             with pytest.raises(UnicodeDecodeError):
                 frame.decode()
         else:

@@ -265,9 +265,9 @@ def test_every_way_a_connection_ends_gives_its_place_back(tmp_path: Path) -> Non
                 ws.send_json({"type": "leave"})
 
         endings: list[tuple[Callable[[RawWebSocket], object], int | None]] = [
-            (lambda ws: ws.send_raw(encode_frame(TEXT, b"{}", mask=False)), None),  # violation
+            (lambda ws: ws.send_raw(encode_frame(TEXT, b"{}", mask=False)), 1002),  # violation
             (lambda ws: ws.send_raw(encode_frame(TEXT, b"x" * 70_000)), 1009),  # too big
-            (lambda ws: ws.send_raw(encode_frame(TEXT, b"\xff")), None),  # text, not UTF-8
+            (lambda ws: ws.send_raw(encode_frame(TEXT, b"\xff")), 1007),  # text, not UTF-8
             (flood, protocol.CloseCode.RATE_LIMITED),
         ]
         for end, code in endings:

@@ -21,9 +21,11 @@ from typing import Any, cast
 import pytest
 
 from mcp_tornado import frames, protocol
+from mcp_tornado.connection import Connection
+from mcp_tornado.hub import Hub
 from mcp_tornado.limits import Gatekeeper, Limits
+from mcp_tornado.peer import Peer, SignalEndpoint
 from mcp_tornado.router_link import RouterLink
-from mcp_tornado.worker import SignalConnection, _Shared
 from tests.rawws import TEXT, RawWebSocket, encode_frame, upgrade_request
 from tests.support import Cluster, running_cluster
 
@@ -31,18 +33,18 @@ from tests.support import Cluster, running_cluster
 
 
 class StubLink:
-    """Records what connections ask of the router; answers nothing by itself."""
+    """Records what the hub asks of the router; answers nothing by itself."""
+
+    ready = True
 
     def __init__(self) -> None:
-        self.peers: dict[int, Any] = {}
-        self.relayed: list[tuple[int, str]] = []
+        self.relayed: list[tuple[int, bytes]] = []
         self.fences: list[tuple[int, int]] = []
 
-    def join(self, peer: Any) -> int:
-        self.peers[len(self.peers) + 1] = peer
-        return len(self.peers)
+    def join(self, peer_id: int, room: str) -> None:
+        pass
 
-    def relay(self, peer_id: int, payload: str) -> bool:
+    def relay(self, peer_id: int, payload: bytes) -> bool:
         self.relayed.append((peer_id, payload))
         return True
 
@@ -50,7 +52,7 @@ class StubLink:
         self.fences.append((peer_id, seq))
 
     def leave(self, peer_id: int, at_once: bool = False) -> None:
-        self.peers.pop(peer_id, None)
+        pass
 
 
 class StubTransport(asyncio.Transport):
@@ -92,36 +94,38 @@ def candidate(n: int) -> bytes:
     return encode_frame(TEXT, f'{{"type":"candidate","n":{n}}}'.encode())
 
 
-async def two_connections() -> tuple[StubLink, SignalConnection, SignalConnection]:
+async def two_peers() -> tuple[StubLink, Peer, Peer]:
     link = StubLink()
-    shared = _Shared(cast(RouterLink, link), Gatekeeper(Limits(rate=0)), 65536)
+    hub = Hub(Gatekeeper(Limits(rate=0)))
+    hub.attach(cast(RouterLink, link))
+    endpoint = SignalEndpoint(hub, hub.gate, 65536)
     pair = []
     for _ in range(2):
-        connection = SignalConnection(shared, None)
+        connection = Connection(endpoint, None)
         connection.connection_made(StubTransport())
         connection.data_received(upgrade_request(8000, "/ws/signal/?room=r"))
-        pair.append(connection)
+        pair.append(hub.peers[len(hub.peers)])
     return link, pair[0], pair[1]
 
 
-def transport(connection: SignalConnection) -> StubTransport:
-    assert isinstance(connection.transport, StubTransport)
-    return connection.transport
+def transport(peer: Peer) -> StubTransport:
+    assert isinstance(peer.connection.transport, StubTransport)
+    return peer.connection.transport
 
 
 @pytest.mark.gen_test
 async def test_held_messages_go_first_and_overflow_is_refused_not_reordered() -> None:
-    link, a, b = await two_connections()
-    a.data_received(candidate(-1))  # before the pairing: to the router
-    a.pair_locally(2)
+    link, a, b = await two_peers()
+    a.connection.data_received(candidate(-1))  # before the pairing: to the router
+    a.pair_locally(b)
     assert link.fences == [(1, 1), (2, 1)]
-    a.data_received(b"".join(candidate(n) for n in range(1001)))  # one over the cap
+    a.connection.data_received(b"".join(candidate(n) for n in range(1001)))  # one over the cap
     await asyncio.sleep(0)
     assert transport(a).texts()[-1] == protocol.UNDELIVERED_EVENT
     a.fenced(0)  # an older fence: ignored
     assert b.partner is a and transport(b).texts() == []
     a.fenced(1)
-    a.data_received(candidate(1001))  # direct from now on
+    a.connection.data_received(candidate(1001))  # direct from now on
     await asyncio.sleep(0)
     got = [json.loads(text)["n"] for text in transport(b).texts()]
     assert got == [*range(1000), 1001]
@@ -130,12 +134,12 @@ async def test_held_messages_go_first_and_overflow_is_refused_not_reordered() ->
 
 @pytest.mark.gen_test
 async def test_messages_held_when_the_partner_leaves_go_to_the_router_in_order() -> None:
-    link, a, b = await two_connections()
-    a.pair_locally(2)
-    a.data_received(candidate(1) + candidate(2))
-    b.connection_lost(None)
+    link, a, b = await two_peers()
+    a.pair_locally(b)
+    a.connection.data_received(candidate(1) + candidate(2))
+    b.connection.connection_lost(None)
     assert a.partner is None
-    a.data_received(candidate(3))
+    a.connection.data_received(candidate(3))
     assert [json.loads(m)["n"] for _, m in link.relayed] == [1, 2, 3]
     a.fenced(1)  # answered after all: nothing is sent twice
     await asyncio.sleep(0)

@@ -95,5 +95,5 @@ def test_every_error_code_is_listed() -> None:
 
 def test_every_close_code_has_a_reason() -> None:
     codes = [v for k, v in vars(protocol.CloseCode).items() if k.isupper()]
-    assert sorted(codes) == [1001, 1009, 1013, 4008, 4400, 4401, 4409, 4429]
+    assert sorted(codes) == [1001, 1002, 1007, 1009, 1013, 4008, 4400, 4401, 4409, 4429]
     assert all(protocol.close_reason(code) for code in codes)

@@ -1,0 +1,344 @@
+"""One WebSocket connection's I/O: bytes from the socket into the protocol core, bytes out.
+
+Usage::
+
+    connection = Connection(endpoint, deadline)  # an asyncio.Protocol
+    loop.connect_accepted_socket(lambda: connection, sock)
+
+A :class:`Connection` reads the HTTP request head, asks its :class:`Endpoint`
+whether to upgrade (the endpoint answers with a :class:`Handler` for the
+connection, or an HTTP :class:`~mcp_tornado.handshake.Rejection`), answers
+``101``, and from then on feeds every read to a
+:class:`~mcp_tornado.websocket.ServerProtocol` and hands the events to its
+handler.  It knows nothing of rooms, limits or routers: the signaling
+:class:`~mcp_tornado.peer.Peer` is one handler, the Autobahn test echo
+another.
+
+Everything said to a client during one event-loop turn (typically a whole
+batch from the router) leaves in a single write, from one callback at the end
+of the turn (:class:`WriteScheduler`).
+
+Not Tornado's ``WebSocketHandler``: its request machinery cost a worker about
+300 us per connection, and its stream a Future per read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol, cast
+
+from mcp_tornado import handshake
+from mcp_tornado.limits import log_access
+from mcp_tornado.websocket import (
+    BinaryMessage,
+    CloseReceived,
+    ConnectionFailed,
+    Ping,
+    Pong,
+    ServerProtocol,
+    State,
+    TextMessage,
+)
+
+log = logging.getLogger(__name__)
+
+CLOSE_WAIT = 5.0  # seconds a client has to answer our close frame (Tornado's figure)
+
+
+class Handler(Protocol):
+    """What sits behind an open WebSocket: told of each event, in order."""
+
+    def opened(self, request: handshake.Upgrade) -> None:
+        """The ``101`` is on its way; frames may be sent from now on."""
+
+    def message_received(self, data: bytes, text: bool) -> None:
+        """A whole message; ``text``: a text message, its UTF-8 already checked."""
+
+    def ping_received(self, data: bytes) -> None:
+        """A ping; answer with :meth:`Connection.pong` (or not, if the client is over its limit)."""
+
+    def close_received(self) -> None:
+        """The client closed (or broke the protocol): nothing more will be read."""
+
+    def stalled(self) -> None:
+        """More than ``max_backlog`` bytes wait for the client: it stopped reading."""
+
+    def connection_lost(self) -> None:
+        """The TCP connection is gone."""
+
+
+class Endpoint(Protocol):
+    """Decides about each upgrade request; shared by every connection of a listener."""
+
+    writes: WriteScheduler
+    max_message_size: int  # larger messages: close 1009
+    max_backlog: int  # bytes waiting for a client before its handler is told; 0: no limit
+
+    def accept(
+        self, connection: Connection, request: handshake.Upgrade
+    ) -> Handler | handshake.Rejection:
+        """The handler for an upgrade to accept, or the HTTP error to refuse it with."""
+        ...
+
+    def released(self, connection: Connection) -> None:
+        """An accepted connection is gone."""
+
+
+class Connection(asyncio.Protocol):
+    """A client's TCP connection: the opening handshake, then WebSocket frames both ways."""
+
+    __slots__ = (
+        "_deadline",
+        "_endpoint",
+        "_handler",
+        "_head",
+        "_timer",
+        "_ws",
+        "last_pong",
+        "transport",
+    )
+
+    def __init__(self, endpoint: Endpoint, deadline: float | None) -> None:
+        self._endpoint = endpoint
+        self._deadline = deadline  # for the request head
+        self.transport: asyncio.Transport | None = None  # None once lost
+        self._handler: Handler | None = None  # set once upgraded
+        self._ws: ServerProtocol | None = None  # set once upgraded
+        self._head: bytearray | None = None  # the request head while it arrives in pieces
+        self._timer: asyncio.TimerHandle | None = None  # handshake, then close deadline
+        self.last_pong = time.monotonic()
+
+    # --- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if self._deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(self._deadline, self.abort)
+
+    def data_received(self, data: bytes) -> None:
+        ws = self._ws
+        if ws is None:
+            if self._handler is None:  # not refused
+                self._read_head(data)
+            return
+        handler = self._handler
+        assert handler is not None
+        for event in ws.receive_data(data):
+            kind = type(event)
+            if kind is TextMessage:
+                handler.message_received(cast(TextMessage, event).data, True)
+            elif kind is BinaryMessage:
+                handler.message_received(cast(BinaryMessage, event).data, False)
+            elif kind is Ping:
+                handler.ping_received(cast(Ping, event).data)
+            elif kind is Pong:
+                self.last_pong = time.monotonic()
+            elif kind is CloseReceived:
+                handler.close_received()
+                self.close()  # echo the client's code (RFC 6455 5.5.1)
+            elif kind is ConnectionFailed:
+                failure = cast(ConnectionFailed, event)
+                log.debug("connection failed: %d %s", failure.code, failure.reason)
+                handler.close_received()
+                self._write()  # what earlier events queued, then the protocol's close frame
+                self._finish()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        handler = self._handler
+        if handler is not None and self._ws is not None:
+            # Drop the handler: a peer and its connection point at each other, and
+            # connections must be freed by reference counting, not by the collector.
+            self._ws = None
+            self._handler = None
+            handler.connection_lost()
+            self._endpoint.released(self)
+
+    # --- the opening handshake ------------------------------------------------
+
+    def _read_head(self, data: bytes) -> None:
+        partial = self._head
+        if partial is None and b"\r\n\r\n" in data:  # the usual case: all in one read
+            head = data
+        else:
+            # Arriving in pieces: append, and search only the new bytes (and the
+            # three before them), so a client dripping bytes costs linear time.
+            if partial is None:
+                partial = self._head = bytearray()
+            seen = len(partial)
+            partial += data
+            if partial.find(b"\r\n\r\n", max(0, seen - 3)) < 0:
+                if len(partial) > handshake.MAX_HEAD:
+                    self._reject(handshake.Rejection(431, "Request headers too large"))
+                return
+            head = bytes(partial)
+            self._head = None
+        end = head.index(b"\r\n\r\n") + 4
+        self._upgrade(head[:end])
+        if len(head) > end and self._ws is not None:  # frames sent right behind the request
+            self.data_received(head[end:])
+
+    def _upgrade(self, head: bytes) -> None:
+        request = handshake.parse_upgrade(head)
+        if isinstance(request, handshake.Rejection):
+            self._reject(request)
+            return
+        answer = self._endpoint.accept(self, request)
+        if isinstance(answer, handshake.Rejection):
+            self._reject(answer)
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        transport = self.transport
+        assert transport is not None
+        transport.write(handshake.accept_response(request.key))
+        log_access(101, "GET", self.remote_ip())
+        self._handler = answer
+        self._ws = ServerProtocol(self._endpoint.max_message_size)
+        answer.opened(request)
+
+    def _reject(self, rejection: handshake.Rejection) -> None:
+        log_access(rejection.status, "GET", self.remote_ip())
+        transport = self.transport
+        assert transport is not None
+        self._handler = _REFUSED
+        transport.write(handshake.rejection_response(rejection))
+        transport.close()
+
+    def remote_ip(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return str(peer[0]) if peer else "-"
+
+    # --- what handlers and the worker call ------------------------------------
+
+    @property
+    def open(self) -> bool:
+        """Whether frames can still be sent (no close frame sent, connection not lost)."""
+        ws = self._ws
+        return ws is not None and ws.state is State.OPEN and self.transport is not None
+
+    def send_text(self, data: bytes) -> None:
+        """Queue a text frame holding ``data`` (UTF-8 already) for the end of this loop turn."""
+        ws = self._ws
+        if ws is None:
+            return
+        if not ws.pending_bytes:
+            self._endpoint.writes.mark(self)
+        ws.send_text(data)
+        cap = self._endpoint.max_backlog
+        if cap and ws.pending_bytes > cap and self._handler is not None:
+            # A flood within one turn: do not even build the write.
+            ws.data_to_send()
+            self._handler.stalled()
+
+    def pong(self, data: bytes) -> None:
+        ws = self._ws
+        if ws is not None:
+            if not ws.pending_bytes:
+                self._endpoint.writes.mark(self)
+            ws.send_pong(data)
+
+    def ping(self) -> None:
+        """Ping the client now (its pong updates :attr:`last_pong`)."""
+        ws = self._ws
+        if ws is not None and ws.state is State.OPEN and self.transport is not None:
+            ws.send_ping()
+            self._write()
+
+    def write_queued(self) -> None:
+        """Write what this turn queued (called by :class:`WriteScheduler`)."""
+        self._write()
+
+    def _write(self) -> None:
+        ws, transport = self._ws, self.transport
+        if ws is None or transport is None:
+            return
+        data = ws.data_to_send()
+        if not data:
+            return
+        transport.write(data)
+        cap = self._endpoint.max_backlog
+        if cap and transport.get_write_buffer_size() > cap and self._handler is not None:
+            self._handler.stalled()
+
+    def close(self, code: int | None = None, reason: str = "") -> None:
+        """Start (or, after the client's close frame, finish) the closing handshake.
+
+        What was queued before goes out before the close frame; with no
+        ``code``, the client's own code is echoed.
+        """
+        ws = self._ws
+        if ws is None or self.transport is None:
+            return
+        ws.send_close(code, reason)
+        self._write()
+        self._finish()
+
+    def _finish(self) -> None:
+        ws, transport = self._ws, self.transport
+        if ws is None or transport is None:
+            return
+        if ws.state is State.CLOSED:
+            transport.close()  # after the close frame is written
+        elif self._timer is None:  # give the client a moment to answer, then hang up
+            self._timer = asyncio.get_running_loop().call_later(CLOSE_WAIT, self.abort)
+
+    def abort(self) -> None:
+        """Drop the connection without a closing handshake (it cannot answer one)."""
+        if self.transport is not None:
+            self.transport.abort()  # connection_lost follows
+
+
+class _Refused:
+    """The handler of a connection whose upgrade was refused: it reads nothing more."""
+
+    def opened(self, request: handshake.Upgrade) -> None:
+        pass
+
+    def message_received(self, data: bytes, text: bool) -> None:
+        pass
+
+    def ping_received(self, data: bytes) -> None:
+        pass
+
+    def close_received(self) -> None:
+        pass
+
+    def stalled(self) -> None:
+        pass
+
+    def connection_lost(self) -> None:
+        pass
+
+
+_REFUSED = _Refused()
+
+
+class WriteScheduler:
+    """The connections with frames queued during this event-loop turn.
+
+    Everything a worker says to a client in one turn leaves in a single
+    write per client, from one callback at the end of the turn.
+    """
+
+    __slots__ = ("_dirty", "_loop")
+
+    def __init__(self) -> None:
+        self._dirty: list[Connection] = []
+        self._loop = asyncio.get_running_loop()
+
+    def mark(self, connection: Connection) -> None:
+        if not self._dirty:
+            self._loop.call_soon(self._flush)
+        self._dirty.append(connection)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for connection in dirty:
+            connection.write_queued()

@@ -1,0 +1,134 @@
+"""A worker's peers, and the router's answers turned into calls on them.
+
+Usage::
+
+    hub = Hub(gate)
+    link = RouterLink(settings, hub)   # the link reports to the hub
+    hub.attach(link)
+    hub.join(peer)                     # a peer asks for its room's slot
+
+The :class:`Hub` is the worker's registry of :class:`~mcp_tornado.peer.Peer`
+objects by the id the router knows them by.  Peers ask it to join, relay,
+fence and leave; it forwards those to the router link.  The link, which only
+speaks the wire, reports what the router said through the
+:class:`~mcp_tornado.router_link.LinkListener` calls below, by peer id; the hub
+finds the peer and calls it.  Keeping the registry here, not in the link, is
+what lets a peer outlive its connection and a worker hold several links.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mcp_tornado import wire
+from mcp_tornado.limits import Gatekeeper
+
+if TYPE_CHECKING:
+    from mcp_tornado.peer import Peer
+    from mcp_tornado.router_link import RouterLink
+
+
+class Hub:
+    """Every peer of a worker that holds (or asks for) a slot in a room, by id."""
+
+    def __init__(self, gate: Gatekeeper) -> None:
+        self.gate = gate
+        self.peers: dict[int, Peer] = {}
+        self._next_id = 1
+        self._link: RouterLink | None = None
+
+    def attach(self, link: RouterLink) -> None:
+        self._link = link
+
+    @property
+    def link(self) -> RouterLink:
+        assert self._link is not None, "no router link attached"
+        return self._link
+
+    # --- what peers call -----------------------------------------------------------
+
+    def join(self, peer: Peer) -> bool:
+        """Register ``peer`` and ask the router for a slot in ``peer.room``.
+
+        ``False`` if the router is unavailable (the caller refuses the client
+        with a retryable close).  The answer arrives later as ``joined`` or
+        ``room_full``; messages relayed meanwhile reach the router after the
+        join, in order.
+        """
+        link = self.link
+        if not link.ready:
+            return False
+        peer_id = self._next_id
+        self._next_id += 1
+        peer.peer_id = peer_id
+        self.peers[peer_id] = peer
+        link.join(peer_id, peer.room)
+        return True
+
+    def relay(self, peer_id: int, payload: bytes) -> bool:
+        """Forward a client's frame; ``False``: not accepted, tell the client."""
+        return self.link.relay(peer_id, payload)
+
+    def fence(self, peer_id: int, seq: int) -> None:
+        if peer_id in self.peers:
+            self.link.fence(peer_id, seq)
+
+    def leave(self, peer_id: int, at_once: bool = False, tell_router: bool = True) -> None:
+        """Forget ``peer_id``; tell the router (``at_once``: now, not at the end of the turn)."""
+        if self.peers.pop(peer_id, None) is not None and tell_router:
+            self.link.leave(peer_id, at_once)
+
+    # --- what the link reports (mcp_tornado.router_link.LinkListener) ----------------
+
+    def joined(
+        self, peer_id: int, room: str, peers: int, initiator: bool, local_partner: int
+    ) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            partner = self.peers.get(local_partner) if local_partner else None
+            peer.joined(room, peers, initiator, partner)
+
+    def peer_joined(self, peer_id: int, room: str, peers: int, local_partner: int) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            partner = self.peers.get(local_partner) if local_partner else None
+            peer.peer_joined(room, peers, partner)
+
+    def peer_left(self, peer_id: int, room: str, peers: int) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            peer.peer_left(room, peers)
+
+    def deliver(self, peer_id: int, payload: bytes) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            peer.send(payload)
+
+    def no_peer(self, peer_id: int) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            peer.no_peer()
+
+    def undelivered(self, peer_id: int) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            peer.undelivered()
+
+    def room_full(self, peer_id: int) -> None:
+        peer = self.peers.pop(peer_id, None)
+        if peer is not None:
+            peer.room_full()
+
+    def fenced(self, peer_id: int, seq: int) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            peer.fenced(seq)
+
+    def registrations(self) -> list[wire.PeerRecord]:
+        """Every peer with its room, for the router to rebuild its table from."""
+        return [wire.PeerRecord(pid, peer.room, peer.paired) for pid, peer in self.peers.items()]
+
+    def registered(self) -> None:
+        """The router (re)welcomed this worker: fences sent to one that went away are lost."""
+        for peer in list(self.peers.values()):
+            peer.fence()

@@ -1,0 +1,265 @@
+"""A signaling peer: one client in one room, behind a WebSocket connection.
+
+A :class:`Peer` is the :class:`~mcp_tornado.connection.Handler` of a
+connection to ``/ws/signal/``.  It holds what belongs to the client rather
+than to its socket: its room and its id with the router, its rate limit, what
+to do when it stops reading, and, when its partner is on this worker too, the
+local pair and its fence.  It talks to the router only through the worker's
+:class:`~mcp_tornado.hub.Hub`, which also brings it the router's answers as
+calls (``joined``, ``deliver``, ``peer_left``...).  Everything a client is
+told is built from :mod:`mcp_tornado.protocol` here, in one place.
+
+:class:`SignalEndpoint` admits connections (connection cap, origins) and
+gives each accepted one a new peer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from mcp_tornado import handshake, protocol
+from mcp_tornado.connection import Connection, WriteScheduler
+from mcp_tornado.limits import CLOSE, DROP_AND_WARN, Gatekeeper, Refusal, TokenBucket
+
+if TYPE_CHECKING:
+    from mcp_tornado.hub import Hub
+
+log = logging.getLogger(__name__)
+
+MAX_HELD = 1000  # messages held for a fence; more are refused as undelivered
+
+_SERVER_FULL = handshake.Rejection(503, "server full, try again later", (("Retry-After", "5"),))
+_CROSS_ORIGIN = handshake.Rejection(403, "Cross origin websockets not allowed")
+_RATE_LIMITED_EVENT = protocol.encode_event(
+    protocol.Error(protocol.ErrorCode.RATE_LIMITED, "Too many messages; slow down")
+).encode()
+_BINARY_EVENT = protocol.encode_event(
+    protocol.Error(protocol.ErrorCode.INVALID_MESSAGE, "Binary frames must hold UTF-8 JSON")
+).encode()
+_ROOM_FULL = protocol.ROOM_FULL_EVENT.encode()
+_NO_PEER = protocol.NO_PEER_EVENT.encode()
+_PEER_GONE = protocol.PEER_GONE_EVENT.encode()
+_UNDELIVERED = protocol.UNDELIVERED_EVENT.encode()
+_ROUTER_UNAVAILABLE = protocol.ROUTER_UNAVAILABLE_EVENT.encode()
+
+
+class SignalEndpoint:
+    """The signaling endpoint of a worker: admits upgrades and makes a :class:`Peer` for each."""
+
+    __slots__ = ("gate", "hub", "max_backlog", "max_message_size", "writes")
+
+    def __init__(self, hub: Hub, gate: Gatekeeper, max_message_size: int) -> None:
+        self.hub = hub
+        self.gate = gate
+        self.max_message_size = max_message_size
+        self.max_backlog = gate.limits.max_pending_bytes
+        self.writes = WriteScheduler()
+
+    def accept(
+        self, connection: Connection, request: handshake.Upgrade
+    ) -> Peer | handshake.Rejection:
+        gate = self.gate
+        if gate.full():  # refused before the upgrade: cheaper than a WebSocket close
+            return _SERVER_FULL
+        if request.origin is not None and not gate.origins.allows(request.origin, request.host):
+            return _CROSS_ORIGIN
+        gate.connections += 1
+        return Peer(self.hub, connection)
+
+    def released(self, connection: Connection) -> None:
+        self.gate.connections -= 1
+
+
+class Peer:
+    """One client of the signaling endpoint: its room, its limits, its partner."""
+
+    __slots__ = (
+        "_fence_seq",
+        "_held",
+        "bucket",
+        "connection",
+        "hub",
+        "paired",
+        "partner",
+        "peer_id",
+        "room",
+    )
+
+    def __init__(self, hub: Hub, connection: Connection) -> None:
+        self.hub = hub
+        self.connection = connection
+        self.room = protocol.DEFAULT_ROOM
+        self.peer_id: int | None = None  # set while it holds (or asks for) a slot in its room
+        self.paired = False  # whether the router last said it has a partner
+        # The other peer of the room when it is a peer of this worker too:
+        # messages then go to it directly once a fence confirmed that the ones
+        # already routed through the router have arrived (see pair_locally).
+        self.partner: Peer | None = None
+        self._held: list[bytes] | None = None  # messages held while a fence is out
+        self._fence_seq = 0
+        self.bucket: TokenBucket | None = None
+
+    # --- the connection's events (mcp_tornado.connection.Handler) ---------------
+
+    def opened(self, request: handshake.Upgrade) -> None:
+        gate = self.hub.gate
+        admission = gate.admit(request.query)
+        if isinstance(admission, Refusal):
+            self.refuse(admission.event.encode(), admission.close_code)
+            return
+        self.room = admission.room
+        self.bucket = gate.bucket(time.monotonic())
+        if not self.hub.join(self):
+            self.refuse(_ROUTER_UNAVAILABLE, protocol.CloseCode.TRY_AGAIN_LATER)
+
+    def message_received(self, data: bytes, text: bool) -> None:
+        if self.peer_id is None:
+            return
+        if not text:
+            try:
+                data.decode()
+            except UnicodeDecodeError:
+                if not self._count_frame():
+                    self.send(_BINARY_EVENT)
+                return
+        if self._count_frame():
+            return
+        error = protocol.check_client_frame(data)
+        if error is not None:
+            self.send(protocol.encode_event(error).encode())
+        elif self.partner is None:
+            self._route(data)
+        elif self._held is None:  # the fence is behind us
+            self.partner.send(data)
+        elif len(self._held) < MAX_HELD:
+            self._held.append(data)
+        else:  # routing it would overtake the held ones
+            self.send(_UNDELIVERED)
+
+    def ping_received(self, data: bytes) -> None:
+        # Pings are frames too, and each costs a pong: rate-limit them first.
+        if not self._count_frame():
+            self.connection.pong(data)
+
+    def close_received(self) -> None:
+        # Free the room slot (and tell the router at once) before our close echo
+        # goes out, so a client that reconnects as soon as its close completes
+        # finds the room free.
+        self._leave_room(at_once=True)
+
+    def stalled(self) -> None:
+        # It stopped reading: drop it rather than buffer without bound.
+        log.info("dropping a client that stopped reading (room %r)", self.room)
+        self._leave_room()
+        self.connection.close(
+            protocol.CloseCode.TOO_SLOW, protocol.close_reason(protocol.CloseCode.TOO_SLOW)
+        )
+
+    def connection_lost(self) -> None:
+        self._leave_room()
+
+    # --- sending ---------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Send a text frame holding ``data`` (UTF-8) to the client."""
+        self.connection.send_text(data)
+
+    def refuse(self, event: bytes, close_code: int) -> None:
+        """Send ``event`` (an error frame), then close with ``close_code``; it never joined."""
+        self.send(event)
+        self._leave_room(tell_router=False)
+        self.connection.close(close_code, protocol.close_reason(close_code))
+
+    def _route(self, data: bytes) -> None:
+        if self.peer_id is None or not self.hub.relay(self.peer_id, data):
+            self.send(_UNDELIVERED)
+
+    def _count_frame(self) -> bool:
+        """Take a frame from the rate limit; ``True`` if it must be dropped."""
+        if self.bucket is None or self.peer_id is None:
+            return False
+        verdict = self.bucket.take(time.monotonic())
+        if verdict == DROP_AND_WARN:
+            self.send(_RATE_LIMITED_EVENT)
+        elif verdict == CLOSE:
+            self._leave_room()  # free the room slot now, not after the close handshake
+            self.refuse(_RATE_LIMITED_EVENT, protocol.CloseCode.RATE_LIMITED)
+        return verdict != 0
+
+    def _leave_room(self, at_once: bool = False, tell_router: bool = True) -> None:
+        """Give up the room slot: tell the router (``at_once``: now) and a local partner."""
+        if self.peer_id is not None:
+            self.hub.leave(self.peer_id, at_once=at_once, tell_router=tell_router)
+            self.peer_id = None
+        partner, self.partner = self.partner, None
+        if partner is not None:
+            partner._partner_left()
+
+    # --- the router's answers (called by the hub) -------------------------------
+
+    def joined(self, room: str, peers: int, initiator: bool, local_partner: Peer | None) -> None:
+        self.paired = initiator
+        self.send(protocol.encode_event(protocol.Joined(room, peers, initiator)).encode())
+        if local_partner is not None:
+            self.pair_locally(local_partner)
+
+    def peer_joined(self, room: str, peers: int, local_partner: Peer | None) -> None:
+        self.paired = True
+        self.send(protocol.encode_event(protocol.PeerJoined(room, peers)).encode())
+        if local_partner is not None:
+            self.pair_locally(local_partner)
+
+    def peer_left(self, room: str, peers: int) -> None:
+        self.paired = False
+        self.send(_PEER_GONE)
+        self.send(protocol.encode_event(protocol.PeerLeft(room, peers)).encode())
+
+    def no_peer(self) -> None:
+        self.send(_NO_PEER)
+
+    def undelivered(self) -> None:
+        self.send(_UNDELIVERED)
+
+    def room_full(self) -> None:
+        self.refuse(_ROOM_FULL, protocol.CloseCode.ROOM_FULL)
+
+    # --- a partner on this worker --------------------------------------------------
+
+    def pair_locally(self, partner: Peer) -> None:
+        """The router paired us with ``partner``, a peer of this worker too.
+
+        Both fence (:class:`~mcp_tornado.wire.Fence`): messages sent until the
+        router answers are held, then go to the partner directly, as does
+        everything after.
+        """
+        if self.partner is not None or partner.partner is not None:
+            return  # the second notice of the pair
+        if self.peer_id is None or partner.peer_id is None:
+            return  # one of them left already
+        self.partner, partner.partner = partner, self
+        for peer in (self, partner):
+            peer._held = []
+            peer.fence()
+
+    def fence(self) -> None:
+        """(Re)send this peer's fence, if one is out (also after the router came back)."""
+        if self._held is not None and self.peer_id is not None:
+            self._fence_seq += 1
+            self.hub.fence(self.peer_id, self._fence_seq)
+
+    def fenced(self, seq: int) -> None:
+        """The router has handled everything sent before fence ``seq``: go direct."""
+        held, partner = self._held, self.partner
+        if held is None or partner is None or seq != self._fence_seq:
+            return  # an older fence, or the partner left meanwhile
+        self._held = None
+        for message in held:
+            partner.send(message)
+
+    def _partner_left(self) -> None:
+        self.partner = None
+        held, self._held = self._held, None
+        for message in held or ():  # through the router, which says the peer is gone
+            self._route(message)
