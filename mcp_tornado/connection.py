@@ -237,6 +237,14 @@ class Connection(asyncio.Protocol):
             ws.data_to_send()
             self._handler.stalled()
 
+    def send_binary(self, data: bytes) -> None:
+        """Queue a binary frame (the signaling protocol never sends one; the test echo does)."""
+        ws = self._ws
+        if ws is not None:
+            if not ws.pending_bytes:
+                self._endpoint.writes.mark(self)
+            ws.send_binary(data)
+
     def pong(self, data: bytes) -> None:
         ws = self._ws
         if ws is not None:

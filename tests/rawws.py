@@ -72,6 +72,24 @@ def encode_frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = Tru
     return head + key + masked
 
 
+def decode_server_frames(data: bytes) -> list[Frame]:
+    """Split unmasked server frames (whole ones only) into :class:`Frame` values."""
+    found: list[Frame] = []
+    pos = 0
+    while pos + 2 <= len(data):
+        opcode, size = data[pos] & 0x0F, data[pos + 1] & 0x7F
+        pos += 2
+        if size == 126:
+            size = struct.unpack_from("!H", data, pos)[0]
+            pos += 2
+        elif size == 127:
+            size = struct.unpack_from("!Q", data, pos)[0]
+            pos += 8
+        found.append(Frame(opcode, data[pos : pos + size]))
+        pos += size
+    return found
+
+
 def upgrade_request(port: int, path: str, headers: dict[str, str] | None = None) -> bytes:
     """The bytes of a WebSocket upgrade request for ``path`` (with a fresh key)."""
     key = base64.b64encode(os.urandom(16)).decode()

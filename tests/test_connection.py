@@ -1,0 +1,198 @@
+"""The I/O shell of a WebSocket: handshake, event order, write batching, closing, back-pressure.
+
+Driven through a stub transport with the test echo (tests/echo.py) as its
+handler, so each rule of :class:`~mcp_tornado.connection.Connection` is seen
+without sockets or routers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+import pytest
+
+from mcp_tornado.connection import Connection
+from tests.echo import EchoEndpoint, EchoHandler
+from tests.rawws import (
+    BINARY,
+    CLOSE,
+    PING,
+    PONG,
+    TEXT,
+    Frame,
+    decode_server_frames,
+    encode_frame,
+    upgrade_request,
+)
+
+pytestmark = pytest.mark.gen_test
+
+
+class StubTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.aborted = False
+        self.buffered = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+    def head(self) -> bytes:
+        return b"".join(self.writes).split(b"\r\n\r\n", 1)[0]
+
+    def frames(self) -> list[Frame]:
+        return decode_server_frames(b"".join(self.writes).split(b"\r\n\r\n", 1)[1])
+
+
+def opened(endpoint: EchoEndpoint | None = None) -> tuple[Connection, StubTransport]:
+    connection = Connection(endpoint or EchoEndpoint(), None)
+    transport = StubTransport()
+    connection.connection_made(transport)
+    connection.data_received(upgrade_request(8000, "/ws/signal/"))
+    assert transport.head().startswith(b"HTTP/1.1 101 ")
+    return connection, transport
+
+
+async def turn() -> None:
+    await asyncio.sleep(0)
+
+
+async def test_messages_of_one_read_are_answered_in_one_write_at_the_end_of_the_turn() -> None:
+    connection, transport = opened()
+    connection.data_received(
+        encode_frame(TEXT, b"one") + encode_frame(BINARY, b"\x00two") + encode_frame(PING, b"p")
+    )
+    assert len(transport.writes) == 1  # just the 101 so far
+    await turn()
+    assert len(transport.writes) == 2
+    assert transport.frames() == [Frame(TEXT, b"one"), Frame(BINARY, b"\x00two"), Frame(PONG, b"p")]
+
+
+async def test_a_request_head_in_pieces_and_frames_right_behind_it() -> None:
+    connection = Connection(EchoEndpoint(), None)
+    transport = StubTransport()
+    connection.connection_made(transport)
+    data = upgrade_request(8000, "/ws/signal/") + encode_frame(TEXT, b"early")
+    for i in range(len(data)):
+        connection.data_received(data[i : i + 1])
+    await turn()
+    assert transport.head().startswith(b"HTTP/1.1 101 ")
+    assert transport.frames() == [Frame(TEXT, b"early")]
+
+
+async def test_answers_to_valid_frames_leave_before_the_failure_close() -> None:
+    connection, transport = opened()
+    connection.data_received(encode_frame(TEXT, b"valid") + encode_frame(TEXT, b"x", mask=False))
+    first, failure = transport.frames()
+    assert first == Frame(TEXT, b"valid")
+    assert failure.close_code == 1002
+    assert transport.closed
+    connection.data_received(encode_frame(TEXT, b"after"))  # nothing more is read
+    await turn()
+    assert len(transport.frames()) == 2
+
+
+async def test_the_clients_close_is_echoed_and_the_connection_closed() -> None:
+    endpoint = EchoEndpoint()
+    connection, transport = opened(endpoint)
+    assert endpoint.open == 1
+    connection.data_received(encode_frame(CLOSE, b"\x0f\xa0bye"))  # 4000
+    assert [f.close_code for f in transport.frames()] == [4000]
+    assert transport.closed
+    connection.connection_lost(None)
+    assert endpoint.open == 0
+
+
+async def test_our_close_waits_for_the_clients_answer_then_closes() -> None:
+    connection, transport = opened()
+    connection.send_text(b"last words")
+    connection.close(1001, "going away")
+    assert [f.opcode for f in transport.frames()] == [TEXT, CLOSE]
+    assert transport.frames()[1].close_code == 1001
+    assert not transport.closed
+    connection.send_text(b"too late")  # after our close frame: discarded
+    connection.data_received(encode_frame(CLOSE, b"\x03\xe9"))
+    await turn()
+    assert transport.closed and len(transport.frames()) == 2
+
+
+async def test_a_refused_upgrade_gets_its_http_error_and_nothing_more_is_read() -> None:
+    connection = Connection(EchoEndpoint(), None)
+    transport = StubTransport()
+    connection.connection_made(transport)
+    connection.data_received(b"GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.head().startswith(b"HTTP/1.1 404 ")
+    assert transport.closed
+    connection.data_received(upgrade_request(8000, "/ws/signal/"))
+    assert len(transport.writes) == 1
+
+
+class _Stalls(EchoEndpoint):
+    def __init__(self) -> None:
+        super().__init__()
+        self.max_backlog = 1000
+        self.stalled: list[Connection] = []
+
+    def accept(self, connection: Connection, request: object) -> EchoHandler:
+        endpoint = self
+
+        class Handler(EchoHandler):
+            def stalled(self) -> None:
+                endpoint.stalled.append(self.connection)
+
+        return Handler(connection)
+
+
+async def test_a_client_that_stops_reading_is_reported_within_the_turn_and_after_a_write() -> None:
+    endpoint = _Stalls()
+    connection, transport = opened(endpoint)
+    connection.send_text(b"x" * 900)
+    assert endpoint.stalled == []
+    connection.send_text(b"x" * 200)  # over the cap within one turn: dropped, reported
+    assert endpoint.stalled == [connection]
+    await turn()
+    assert transport.frames() == []
+    transport.buffered = 5000  # the kernel and the transport hold too much
+    connection.send_text(b"y")
+    await turn()
+    assert endpoint.stalled == [connection, connection]
+
+
+class _Tracked(EchoHandler):
+    __slots__ = ("__weakref__",)
+
+
+async def test_a_lost_connection_and_its_handler_are_freed_by_reference_counting() -> None:
+    endpoint = EchoEndpoint()
+    handlers: list[weakref.ref[_Tracked]] = []
+
+    def accept(connection: Connection, request: object) -> _Tracked:
+        handler = _Tracked(connection)
+        handlers.append(weakref.ref(handler))
+        return handler
+
+    endpoint.accept = accept  # type: ignore[method-assign]
+    connection, _ = opened(endpoint)
+    gc.disable()
+    try:
+        connection.connection_lost(None)
+        del connection
+        assert handlers[0]() is None, "a reference cycle keeps the handler alive"
+    finally:
+        gc.enable()
