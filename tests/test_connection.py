@@ -22,42 +22,12 @@ from tests.rawws import (
     PONG,
     TEXT,
     Frame,
-    decode_server_frames,
     encode_frame,
     upgrade_request,
 )
+from tests.stubs import StubTransport
 
 pytestmark = pytest.mark.gen_test
-
-
-class StubTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.closed = False
-        self.aborted = False
-        self.buffered = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("127.0.0.1", 1) if name == "peername" else default
-
-    def head(self) -> bytes:
-        return b"".join(self.writes).split(b"\r\n\r\n", 1)[0]
-
-    def frames(self) -> list[Frame]:
-        return decode_server_frames(b"".join(self.writes).split(b"\r\n\r\n", 1)[1])
 
 
 def opened(endpoint: EchoEndpoint | None = None) -> tuple[Connection, StubTransport]:

@@ -20,74 +20,17 @@ from typing import cast
 
 import pytest
 
-from mcp_tornado import frames, protocol
+from mcp_tornado import protocol
 from mcp_tornado.connection import Connection
 from mcp_tornado.hub import Hub
 from mcp_tornado.limits import Gatekeeper, Limits
 from mcp_tornado.peer import Peer, SignalEndpoint
 from mcp_tornado.router_link import RouterLink
 from tests.rawws import TEXT, RawWebSocket, encode_frame, upgrade_request
+from tests.stubs import StubLink, StubTransport
 from tests.support import Cluster, running_cluster
 
 # --- one worker's connections, with the router stubbed out --------------------------
-
-
-class StubLink:
-    """Records what the hub asks of the router; answers nothing by itself."""
-
-    ready = True
-
-    def __init__(self) -> None:
-        self.relayed: list[tuple[int, bytes]] = []
-        self.fences: list[tuple[int, int]] = []
-
-    def join(self, peer_id: int, room: str) -> None:
-        pass
-
-    def relay(self, peer_id: int, payload: bytes) -> bool:
-        self.relayed.append((peer_id, payload))
-        return True
-
-    def fence(self, peer_id: int, seq: int) -> None:
-        self.fences.append((peer_id, seq))
-
-    def leave(self, peer_id: int, at_once: bool = False) -> None:
-        pass
-
-
-class StubTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.out = bytearray()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.out += data
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def texts(self) -> list[str]:
-        """The text frames written after the handshake response."""
-        data = bytes(self.out).split(b"\r\n\r\n", 1)[1]
-        found: list[str] = []
-
-        def collect(opcode: int, payload: bytes) -> bool:
-            found.append(payload.decode())
-            return True
-
-        frames.FrameReader(1 << 20, collect).feed(_masked(data))
-        return found
-
-
-def _masked(server_frames: bytes) -> bytes:
-    """Server frames re-encoded as client frames, so FrameReader can read them."""
-    out, pos = b"", 0
-    while pos < len(server_frames):
-        size = server_frames[pos + 1]
-        assert size < 126
-        out += encode_frame(TEXT, server_frames[pos + 2 : pos + 2 + size])
-        pos += 2 + size
-    return out
 
 
 def candidate(n: int) -> bytes:

@@ -1,0 +1,155 @@
+"""A signaling peer: admission, what it tells its client, rate limits, and the router's answers.
+
+Peers run on real connections over stub transports, with the router link
+stubbed out (tests/stubs.py), so every answer a client gets is checked
+without processes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import cast
+
+import pytest
+
+from mcp_tornado import protocol
+from mcp_tornado.connection import Connection
+from mcp_tornado.hub import Hub
+from mcp_tornado.limits import Gatekeeper, Limits
+from mcp_tornado.peer import Peer, SignalEndpoint
+from mcp_tornado.router_link import RouterLink
+from tests.rawws import BINARY, CLOSE, PING, PONG, TEXT, encode_frame, upgrade_request
+from tests.stubs import StubLink, StubTransport
+
+pytestmark = pytest.mark.gen_test
+
+
+def worker(limits: Limits | None = None) -> tuple[Hub, StubLink, SignalEndpoint]:
+    link = StubLink()
+    hub = Hub(Gatekeeper(limits or Limits(rate=0)))
+    hub.attach(cast(RouterLink, link))
+    return hub, link, SignalEndpoint(hub, hub.gate, 1024)
+
+
+def connect(endpoint: SignalEndpoint, query: str = "?room=r") -> tuple[Connection, StubTransport]:
+    connection = Connection(endpoint, None)
+    transport = StubTransport()
+    connection.connection_made(transport)
+    connection.data_received(upgrade_request(8000, f"/ws/signal/{query}"))
+    return connection, transport
+
+
+def only_peer(hub: Hub) -> Peer:
+    (peer,) = hub.peers.values()
+    return peer
+
+
+async def test_a_new_peer_asks_the_router_for_its_room_and_hears_joined() -> None:
+    hub, link, endpoint = worker()
+    _, transport = connect(endpoint, "?room=lobby")
+    peer = only_peer(hub)
+    assert link.joins == [(peer.peer_id, "lobby")]
+    hub.joined(cast(int, peer.peer_id), "lobby", 1, False, 0)
+    connection = peer.connection
+    connection.write_queued()
+    assert [json.loads(t) for t in transport.texts()] == [
+        {"type": "joined", "room": "lobby", "peers": 1, "initiator": False}
+    ]
+    assert endpoint.gate.connections == 1
+
+
+async def test_a_bad_room_is_refused_after_the_upgrade_and_never_reaches_the_router() -> None:
+    hub, link, endpoint = worker()
+    _, transport = connect(endpoint, "?room=bad%00room")
+    assert hub.peers == {} and link.joins == []
+    frames = transport.frames()
+    assert json.loads(frames[0].payload)["code"] == "invalid_room"
+    assert frames[1].close_code == protocol.CloseCode.INVALID_ROOM
+
+
+async def test_without_a_router_a_join_is_refused_with_try_again_later() -> None:
+    _hub, link, endpoint = worker()
+    link.ready = False
+    _, transport = connect(endpoint)
+    frames = transport.frames()
+    assert json.loads(frames[0].payload)["code"] == "router_unavailable"
+    assert frames[1].close_code == protocol.CloseCode.TRY_AGAIN_LATER
+
+
+async def test_messages_are_checked_once_and_relayed_as_the_clients_bytes() -> None:
+    _hub, link, endpoint = worker()
+    connection, transport = connect(endpoint)
+    sent = b'{ "type":"offer", "sdp":"v=0", "extra":[1,2] }'
+    connection.data_received(encode_frame(TEXT, sent) + encode_frame(TEXT, b"{oops"))
+    connection.data_received(encode_frame(BINARY, sent) + encode_frame(BINARY, b"\xff"))
+    connection.write_queued()
+    assert [payload for _, payload in link.relayed] == [sent, sent]
+    assert [json.loads(t)["code"] for t in transport.texts()] == ["invalid_json", "invalid_message"]
+
+
+async def test_router_events_reach_the_right_peer_as_client_json() -> None:
+    hub, _, endpoint = worker()
+    connection, transport = connect(endpoint)
+    peer_id = cast(int, only_peer(hub).peer_id)
+    hub.peer_joined(peer_id, "r", 2, 0)
+    hub.deliver(peer_id, b'{"type":"answer"}')
+    hub.no_peer(peer_id)
+    hub.undelivered(peer_id)
+    hub.peer_left(peer_id, "r", 1)
+    hub.deliver(peer_id + 1, b"for nobody")  # an unknown id: ignored
+    connection.write_queued()
+    assert [json.loads(t).get("code", json.loads(t)["type"]) for t in transport.texts()] == [
+        "peer-joined",
+        "answer",
+        "no_peer",
+        "router_unavailable",
+        "leave",
+        "peer-left",
+    ]
+
+
+async def test_room_full_closes_with_4409_and_forgets_the_peer() -> None:
+    hub, _, endpoint = worker()
+    _, transport = connect(endpoint)
+    hub.room_full(cast(int, only_peer(hub).peer_id))
+    assert hub.peers == {}
+    frames = transport.frames()
+    assert json.loads(frames[0].payload) == {
+        "type": "error",
+        "code": "room_full",
+        "message": "Room is full",
+    }
+    assert frames[1].close_code == protocol.CloseCode.ROOM_FULL
+
+
+async def test_pings_count_against_the_rate_limit_before_they_are_answered() -> None:
+    _hub, _, endpoint = worker(Limits(rate=1, burst=2))
+    connection, transport = connect(endpoint)
+    connection.data_received(b"".join(encode_frame(PING, b"%d" % n) for n in range(3)))
+    connection.write_queued()
+    frames = transport.frames()
+    assert [f.opcode for f in frames] == [PONG, PONG, TEXT]  # the third: rate_limited, no pong
+    assert json.loads(frames[2].payload)["code"] == "rate_limited"
+
+
+async def test_a_client_that_closes_frees_its_slot_before_the_echo() -> None:
+    hub, link, endpoint = worker()
+    connection, transport = connect(endpoint)
+    peer_id = only_peer(hub).peer_id
+    connection.data_received(encode_frame(CLOSE, b"\x03\xe8"))
+    assert link.left == [(peer_id, True)]
+    assert hub.peers == {}
+    assert transport.frames()[-1].close_code == 1000 and transport.closed
+    connection.connection_lost(None)
+    assert endpoint.gate.connections == 0
+
+
+async def test_a_client_that_stops_reading_is_closed_with_4008() -> None:
+    hub, link, endpoint = worker(Limits(rate=0, max_pending_bytes=1000))
+    _connection, transport = connect(endpoint)
+    peer_id = cast(int, only_peer(hub).peer_id)
+    for _ in range(20):
+        hub.deliver(peer_id, b'{"type":"candidate","pad":"' + b"x" * 100 + b'"}')
+    assert hub.peers == {} and link.left == [(peer_id, False)]
+    assert [f.opcode for f in transport.frames()] == [CLOSE]
+    assert transport.frames()[0].close_code == protocol.CloseCode.TOO_SLOW
