@@ -90,7 +90,6 @@ class Connection(asyncio.Protocol):
     """A client's TCP connection: the opening handshake, then WebSocket frames both ways."""
 
     __slots__ = (
-        "_deadline",
         "_endpoint",
         "_handler",
         "_head",
@@ -102,20 +101,20 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, endpoint: Endpoint, deadline: float | None) -> None:
         self._endpoint = endpoint
-        self._deadline = deadline  # for the request head
         self.transport: asyncio.Transport | None = None  # None once lost
         self._handler: Handler | None = None  # set once upgraded
         self._ws: ServerProtocol | None = None  # set once upgraded
         self._head: bytearray | None = None  # the request head while it arrives in pieces
-        self._timer: asyncio.TimerHandle | None = None  # handshake, then close deadline
+        # The request head's deadline, then the close handshake's.
+        self._timer: asyncio.TimerHandle | None = None
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self.abort)
         self.last_pong = time.monotonic()
 
     # --- asyncio.Protocol ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        if self._deadline is not None:
-            self._timer = asyncio.get_running_loop().call_at(self._deadline, self.abort)
 
     def data_received(self, data: bytes) -> None:
         ws = self._ws
