@@ -269,7 +269,33 @@ class ServerProtocol:
             return iter(())
         if type(data) is not bytes:
             data = bytes(data)
-        self._buffer = self._buffer + data if self._buffer else data
+        if self._buffer:
+            self._buffer += data
+            return self._events()
+        if not self._opcode and len(data) >= 6:
+            # The one-frame-per-read hot path: the read is exactly one whole, valid,
+            # unfragmented data message.  Parsing it now is indistinguishable from
+            # parsing it lazily (no later frame can queue anything, the state does not
+            # change), and it saves creating and running a generator.
+            first = data[0]
+            length = data[1] ^ 0x80  # the mask bit must be set: then this is the length
+            if (first == 0x81 or first == 0x82) and length < 127:
+                start = 6
+                if length == 126:
+                    length = int.from_bytes(data[2:4], "big")
+                    start = 8
+                if start + length == len(data) and length <= self.max_message_size:
+                    payload = _mask(data[start - 4 : start], data[start:])
+                    if first == 0x82:
+                        return iter((BinaryMessage(payload),))
+                    if payload.isascii():
+                        return iter((TextMessage(payload),))
+                    try:
+                        payload.decode()
+                        return iter((TextMessage(payload),))
+                    except UnicodeDecodeError:
+                        pass  # the lazy path fails the connection in turn
+        self._buffer = data
         return self._events()
 
     def receive_eof(self) -> None:

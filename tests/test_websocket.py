@@ -114,6 +114,30 @@ def test_the_mask_continues_across_reads_at_any_offset() -> None:
         assert events == [BinaryMessage(payload)]
 
 
+@pytest.mark.parametrize(
+    "frame",
+    [
+        encode_frame(TEXT, b"plain"),
+        encode_frame(TEXT, "non-ascii ✓".encode()),
+        encode_frame(TEXT, b"bad \xff"),
+        encode_frame(BINARY, bytes(300)),
+        encode_frame(TEXT, bytes(100)),
+        encode_frame(TEXT, bytes(101)),  # over the limit
+        encode_frame(TEXT, b"x", mask=False),
+        encode_frame(TEXT, b"", fin=False),
+        bytes([0xC1, 0x80]) + bytes(4),
+        encode_frame(TEXT, bytes(70_000)),  # a 64-bit length
+    ],
+)
+def test_a_read_of_one_frame_decides_as_a_split_read(frame: bytes) -> None:
+    # One whole data frame per read takes a shortcut past the lazy parser.
+    p = ServerProtocol(100)
+    whole = feed(p, frame)
+    split = ServerProtocol(100)
+    assert whole == feed(split, frame[:1]) + feed(split, frame[1:])
+    assert (p.state, p.data_to_send()) == (split.state, split.data_to_send())
+
+
 def test_pings_are_reported_not_answered() -> None:
     p = ServerProtocol()
     assert feed(p, encode_frame(PING, b"hi")) == [Ping(b"hi")]
