@@ -272,7 +272,7 @@ class ServerProtocol:
         if self._buffer:
             self._buffer += data
             return self._events()
-        if not self._opcode and len(data) >= 6:
+        if not self._opcode and len(data) >= 6 and not self._parsing:
             # The one-frame-per-read hot path: the read is exactly one whole, valid,
             # unfragmented data message.  Parsing it now is indistinguishable from
             # parsing it lazily (no later frame can queue anything, the state does not
@@ -330,7 +330,7 @@ class ServerProtocol:
             while end - pos >= 2:
                 first = buf[pos]
                 second = buf[pos + 1]
-                # Every 1002 rule first (all decided by these two bytes), then 1009.
+                # Every 1002 rule first (all but one decided by these two bytes), then 1009.
                 error = _FIRST_BYTE_ERRORS[first]
                 opcode = first & 0x0F
                 length = second & 0x7F

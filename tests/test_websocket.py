@@ -175,6 +175,14 @@ def test_reads_while_an_iterator_is_suspended_go_after_its_tail() -> None:
         next(later)
     assert list(events) == []
     assert feed(p, b"") == [TextMessage(b"second")]
+    # The same when the later read is a whole frame (which a shortcut could overtake).
+    events = p.receive_data(encode_frame(TEXT, b"1") + encode_frame(TEXT, b"2"))
+    assert next(events) == TextMessage(b"1")
+    later = p.receive_data(encode_frame(TEXT, b"3"))
+    with pytest.raises(RuntimeError):
+        next(later)
+    assert list(events) == [TextMessage(b"2")]
+    assert feed(p, b"") == [TextMessage(b"3")]
 
 
 # --- protocol violations ------------------------------------------------------------
