@@ -10,7 +10,11 @@ The rules are Tornado's ``WebSocketHandler``'s: ``GET`` over HTTP/1.1 with
 ``Upgrade: websocket``, ``Connection: upgrade``, a ``Host``, a
 ``Sec-WebSocket-Key`` and ``Sec-WebSocket-Version: 13``; the ``Origin`` (or
 the older ``Sec-WebSocket-Origin``) is returned for the caller's policy.  No
-subprotocol and no extension is ever selected.
+subprotocol and no extension is ever selected.  Stricter than Tornado, as RFC
+6455 4.2.1 asks: the key must be the base64 of 16 bytes, and a request that
+repeats ``Host``, ``Upgrade``, ``Sec-WebSocket-Key`` or
+``Sec-WebSocket-Version`` is refused (other repeated headers are joined with a
+comma, as HTTP allows).
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from tornado.escape import parse_qs_bytes
 SIGNAL_PATHS: Final = frozenset({"/ws/signal", "/ws/signal/"})
 MAX_HEAD: Final = 64 * 1024  # Tornado's default max_header_size
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# Headers that carry one value: a second one is not a list but an ambiguity (which
+# key would the accept value answer?), so it is refused rather than joined.
+_SINGLE: Final = frozenset({"host", "upgrade", "sec-websocket-key", "sec-websocket-version"})
 
 
 class Upgrade(NamedTuple):
@@ -74,7 +81,12 @@ def parse_upgrade(head: bytes) -> Upgrade | Rejection:
             return Rejection(400, "Malformed header line")
         name = name.lower()
         value = value.strip()
-        headers[name] = f"{headers[name]},{value}" if name in headers else value
+        if name not in headers:
+            headers[name] = value
+        elif name in _SINGLE:
+            return Rejection(400, f"Duplicate {name} header")
+        else:
+            headers[name] = f"{headers[name]},{value}"
     if headers.get("upgrade", "").lower() != "websocket":
         return Rejection(400, 'Can "Upgrade" only to "WebSocket".')
     if "upgrade" not in (
@@ -87,8 +99,20 @@ def parse_upgrade(head: bytes) -> Upgrade | Rejection:
     host = headers.get("host", "")
     if not key or not host:
         return Rejection(400, "Missing/Invalid WebSocket headers")
+    if not _valid_key(key):
+        return Rejection(400, "Sec-WebSocket-Key must be the base64 of 16 bytes")
     origin = headers.get("origin", headers.get("sec-websocket-origin"))
     return Upgrade(key, parse_qs_bytes(query, keep_blank_values=True), host, origin)
+
+
+def _valid_key(key: str) -> bool:
+    """RFC 6455 4.2.1: "a base64-encoded value that, when decoded, is 16 bytes in length"."""
+    if len(key) != 24:  # 16 bytes are always 24 base64 characters, "==" included
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:  # binascii.Error (not base64) is one, and so is a non-ASCII key
+        return False
 
 
 def accept_response(key: str) -> bytes:

@@ -110,3 +110,57 @@ def test_rejection_response_is_complete_http() -> None:
     assert lines[0] == b"HTTP/1.1 503 Service Unavailable"
     assert b"Retry-After: 5" in lines and b"Connection: close" in lines
     assert f"Content-Length: {len(body)}".encode() in lines and body == b"server full\n"
+
+
+def with_line(raw: bytes, line: str) -> bytes:
+    """``raw`` with one more header line at the end of its head."""
+    return raw[:-2] + line.encode("latin-1") + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "dGhlIHNhbXBsZSBub25jZQ",  # padding missing
+        "dGhlIHNhbXBsZSBub25jZQ=",
+        "dGhlIHNhbXBsZSBub25jZXg=",  # 17 bytes
+        "dGhlIHNhbXBsZSBub25j",  # 15 bytes
+        "dGhlIHNhbXBsZSBub25jZQ==dGhl",
+        "dGhlIHNhbXBsZSBub25jZ!==",  # not base64
+        "dGhlIHNhbXBsZSBub25jZ Q=",
+        "dGhlIHNhbXBsZSBub25jZé==",
+        "the sample nonce",
+    ],
+)
+def test_the_key_must_be_the_base64_of_16_bytes(key: str) -> None:
+    rejection = parse_upgrade(head(Sec_WebSocket_Key=key))
+    assert isinstance(rejection, Rejection) and rejection.status == 400
+
+
+def test_any_16_byte_key_is_accepted() -> None:
+    for key in ("AAAAAAAAAAAAAAAAAAAAAA==", "/////////////////////w==", "+/+/+/+/+/+/+/+/+/+/+w=="):
+        request = parse_upgrade(head(Sec_WebSocket_Key=key))
+        assert isinstance(request, Upgrade) and request.key == key
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Host: 127.0.0.1:8000",
+        "host: evil.example",
+        "Upgrade: websocket",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "sec-websocket-key: AAAAAAAAAAAAAAAAAAAAAA==",
+        "Sec-WebSocket-Version: 13",
+    ],
+)
+def test_a_repeated_single_value_header_is_refused(line: str) -> None:
+    rejection = parse_upgrade(with_line(head(), line))
+    assert isinstance(rejection, Rejection) and rejection.status == 400
+    assert "Duplicate" in rejection.message
+
+
+def test_other_repeated_headers_are_joined() -> None:
+    request = parse_upgrade(with_line(head(Connection="keep-alive"), "Connection: Upgrade"))
+    assert isinstance(request, Upgrade)
+    request = parse_upgrade(with_line(head(Origin="https://a.example"), "Origin: https://b"))
+    assert isinstance(request, Upgrade) and request.origin == "https://a.example,https://b"

@@ -1,0 +1,575 @@
+"""A sans-I/O RFC 6455 WebSocket server protocol: bytes in, events and bytes out.
+
+:class:`ServerProtocol` is the state of one WebSocket connection after the
+opening handshake (see :mod:`mcp_tornado.handshake`).  It does no I/O, runs no
+timers and answers nothing on its own: the I/O layer hands it what the socket
+read, acts on the events it returns and writes what it queued::
+
+    ws = ServerProtocol(max_message_size=64 * 1024)
+
+    def data_received(data: bytes) -> None:           # asyncio.Protocol
+        for event in ws.receive_data(data):
+            if type(event) is TextMessage:
+                ws.send_text(event.data)              # echo
+            elif type(event) is Ping:
+                ws.send_pong(event.data)              # after the rate limit
+            elif type(event) is CloseReceived:
+                ws.send_close()                       # echo the client's code
+        transport.write(ws.data_to_send())
+        if ws.state is State.CLOSED:
+            transport.close()
+
+It applies what RFC 6455 asks of a server that negotiates no extension:
+client frames are masked, reserved bits are zero, opcodes are known, control
+frames are short and whole, fragments arrive in order, text is UTF-8 (checked
+as each part arrives, so a bad byte fails the connection at once), Close
+frames carry a valid code and a UTF-8 reason.  A violation queues a Close
+frame (1002, 1007 or 1009) and ends the connection: :class:`ConnectionFailed`.
+A message over ``max_message_size`` is refused from its frame header, before
+its payload is read.
+
+Close codes (RFC 6455 7.4): a received code is valid if it is 1000-1003,
+1007-1014 or 3000-4999, as in ``websockets`` and wsproto.  The Autobahn
+TestSuite (25.10.1, cases 7.7.x and 7.9.x) agrees on every code it tests:
+1000-1003, 1007-1011, 3000, 3999, 4000, 4999 valid; 0, 999, 1004-1006, 1016,
+1100, 2000, 2999 invalid.  It differs from the RFC's text in two places: the
+RFC reserves 1016-2999 for future revisions and extensions without telling a
+receiver to refuse them (Autobahn, and we, refuse them: none is defined and no
+extension is negotiated), and the RFC defines nothing at 5000 and above
+(Autobahn 7.13.x accepts any behaviour there; we refuse them with 1002).
+1012-1014 are not in RFC 6455 but in the IANA registry it created
+(service restart, try again later, bad gateway); Autobahn does not test them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+from collections.abc import Iterator
+from typing import Final, TypeAlias, final
+
+import msgspec
+
+__all__ = [
+    "BinaryMessage",
+    "CloseReceived",
+    "ConnectionFailed",
+    "Event",
+    "Ping",
+    "Pong",
+    "ServerProtocol",
+    "State",
+    "TextMessage",
+]
+
+
+def _mask_python(mask: bytes, data: bytes) -> bytes:
+    """XOR ``data`` with the 4-byte ``mask`` repeated (RFC 6455 5.3), as one big integer."""
+    n = len(data)
+    if not n:
+        return b""
+    stream = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(stream, "little")).to_bytes(n, "little")
+
+
+try:
+    from tornado.speedups import websocket_mask as _mask
+except ImportError:  # Tornado built without its C extension
+    _mask = _mask_python
+
+
+class State(enum.Enum):
+    """Where the closing handshake is."""
+
+    OPEN = 1  # both directions open
+    CLOSING = 2  # a Close frame was sent or received, the handshake is not finished
+    CLOSED = 3  # Close frames exchanged, or the connection failed: write, then close TCP
+
+
+# --- events -------------------------------------------------------------------------
+# msgspec Structs: created in C, about twice as fast as a class with __slots__ and
+# an __init__, and the hot path makes one per message.  gc=False: they only hold
+# bytes and str, so they can never be part of a reference cycle.
+
+
+@final
+class TextMessage(msgspec.Struct, frozen=True, gc=False):
+    """A complete text message; ``data`` is valid UTF-8."""
+
+    data: bytes
+
+
+@final
+class BinaryMessage(msgspec.Struct, frozen=True, gc=False):
+    """A complete binary message."""
+
+    data: bytes
+
+
+@final
+class Ping(msgspec.Struct, frozen=True, gc=False):
+    """A Ping frame; not answered automatically: call :meth:`ServerProtocol.send_pong`."""
+
+    data: bytes
+
+
+@final
+class Pong(msgspec.Struct, frozen=True, gc=False):
+    """A Pong frame."""
+
+    data: bytes
+
+
+@final
+class CloseReceived(msgspec.Struct, frozen=True, gc=False):
+    """The client's Close frame, validated; ``code`` is ``None`` if it carried none.
+
+    If we had not sent our Close frame, the state is CLOSING and the application
+    answers with :meth:`ServerProtocol.send_close`; otherwise the state is CLOSED.
+    """
+
+    code: int | None
+    reason: str
+
+
+@final
+class ConnectionFailed(msgspec.Struct, frozen=True, gc=False):
+    """The client broke the protocol: a Close frame with ``code`` is queued, the state is CLOSED."""
+
+    code: int
+    reason: str
+
+
+Event: TypeAlias = TextMessage | BinaryMessage | Ping | Pong | CloseReceived | ConnectionFailed
+
+# --- framing ------------------------------------------------------------------------
+
+_CONTINUATION: Final = 0x0
+_TEXT: Final = 0x1
+_BINARY: Final = 0x2
+_CLOSE: Final = 0x8
+_PING: Final = 0x9
+_PONG: Final = 0xA
+
+_PROTOCOL_ERROR: Final = 1002
+_INVALID_DATA: Final = 1007
+_MESSAGE_TOO_BIG: Final = 1009
+
+
+def _first_byte_error(byte: int) -> str | None:
+    """What is wrong with a frame's first byte on its own, if anything."""
+    if byte & 0x70:
+        return "reserved bits set"  # no extension was negotiated
+    opcode = byte & 0x0F
+    if opcode not in (_CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG):
+        return "reserved opcode"
+    if opcode & 0x8 and not byte & 0x80:
+        return "fragmented control frame"
+    return None
+
+
+# One lookup instead of three tests per frame on the hot path.
+_FIRST_BYTE_ERRORS: Final = tuple(_first_byte_error(byte) for byte in range(256))
+
+
+def _header(first: int, length: int) -> bytes:
+    """An unmasked server frame header (RFC 6455 5.2)."""
+    if length < 126:
+        return bytes((first, length))
+    if length < 0x10000:
+        return bytes((first, 126)) + length.to_bytes(2, "big")
+    return bytes((first, 127)) + length.to_bytes(8, "big")
+
+
+_TEXT_HEADERS: Final = tuple(_header(0x80 | _TEXT, n) for n in range(126))
+_BINARY_HEADERS: Final = tuple(_header(0x80 | _BINARY, n) for n in range(126))
+
+
+def _valid_close_code(code: int) -> bool:
+    """A code a Close frame may carry (see the module docstring for the sources)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+# Codes that mean "no code" (RFC 6455 7.4.1: never sent in a Close frame):
+# 1005 no status received, 1006 abnormal closure, 1015 TLS failure.
+_NO_CODE: Final = frozenset({1005, 1006, 1015})
+
+_Utf8Decoder: Final = codecs.getincrementaldecoder("utf-8")
+
+
+class ServerProtocol:
+    """One server-side WebSocket connection, from the end of the opening handshake.
+
+    Feed it the client's bytes with :meth:`receive_data` and iterate the events;
+    queue frames with the ``send_*`` methods and take the bytes with
+    :meth:`data_to_send`.  Nothing raises on the client's behalf: a protocol
+    violation is a :class:`ConnectionFailed` event.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_close_received",
+        "_decoder",
+        "_fin",
+        "_key",
+        "_left",
+        "_message",
+        "_offset",
+        "_opcode",
+        "_out",
+        "_parsing",
+        "_pending",
+        "_reading",
+        "_sending",
+        "close_code",
+        "close_reason",
+        "max_message_size",
+        "state",
+    )
+
+    def __init__(self, max_message_size: int = 64 * 1024) -> None:
+        self.max_message_size = max_message_size
+        self.state = State.OPEN
+        self.close_code: int | None = None  # the client's, once its Close frame came
+        self.close_reason: str | None = None
+        self._out: list[bytes] = []  # queued frames (headers and payloads), in order
+        self._pending = 0  # their total size
+        self._reading = True  # False once a Close came, the connection failed or EOF
+        self._sending = True  # False once our Close frame is queued (or nothing may go out)
+        self._close_received = False
+        self._parsing = False  # an events iterator is running
+        # Received bytes not parsed yet.  Between reads this is only ever the tail of a
+        # frame header or of a control frame (at most 14 or 131 bytes), since a data
+        # frame's payload is taken as it arrives, so joining it to the next read keeps
+        # buffering linear.
+        self._buffer = b""
+        # A message in progress: fragmented, or its frame's payload still arriving.
+        self._opcode = 0  # _TEXT or _BINARY while a message is in progress, else 0
+        self._message: bytearray | None = None  # its unmasked bytes so far
+        self._decoder: codecs.IncrementalDecoder | None = None  # text: UTF-8 so far
+        # The data frame whose payload is arriving: bytes still to come, its mask,
+        # how many payload bytes came (where the mask stands), and its FIN bit.
+        self._left = 0
+        self._key = b""
+        self._offset = 0
+        self._fin = False
+
+    # --- receiving ------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> Iterator[Event]:
+        """Buffer ``data`` and return an iterator over the events it completes.
+
+        The iterator is lazy: frames are parsed as it is advanced, so anything the
+        caller queues while handling an event goes out before what the protocol
+        queues for a later one (the Close frame of a violation further on).
+        Iterate it to the end, or drop it, before the next ``receive_data``.
+        Parsing stops after a Close frame or a violation; later data is ignored.
+        """
+        if not self._reading:
+            return iter(())
+        if type(data) is not bytes:
+            data = bytes(data)
+        if self._buffer:
+            self._buffer += data
+            return self._events()
+        if not self._opcode and len(data) >= 6 and not self._parsing:
+            # The one-frame-per-read hot path: the read is exactly one whole, valid,
+            # unfragmented data message.  Parsing it now is indistinguishable from
+            # parsing it lazily (no later frame can queue anything, the state does not
+            # change), and it saves creating and running a generator.
+            first = data[0]
+            length = data[1] ^ 0x80  # the mask bit must be set: then this is the length
+            if (first == 0x81 or first == 0x82) and length < 127:
+                start = 6
+                if length == 126:
+                    length = int.from_bytes(data[2:4], "big")
+                    start = 8
+                if start + length == len(data) and length <= self.max_message_size:
+                    payload = _mask(data[start - 4 : start], data[start:])
+                    if first == 0x82:
+                        return iter((BinaryMessage(payload),))
+                    if payload.isascii():
+                        return iter((TextMessage(payload),))
+                    try:
+                        payload.decode()
+                        return iter((TextMessage(payload),))
+                    except UnicodeDecodeError:
+                        pass  # the lazy path fails the connection in turn
+        self._buffer = data
+        return self._events()
+
+    def receive_eof(self) -> None:
+        """The client closed TCP: later data is ignored, nothing is sent; the state is CLOSED."""
+        self._reading = False
+        self._sending = False
+        self._buffer = b""
+        self.state = State.CLOSED
+
+    def _events(self) -> Iterator[Event]:
+        if self._parsing:
+            raise RuntimeError("the previous receive_data() iterator is still running")
+        buf = self._buffer
+        if not buf or not self._reading:
+            return
+        self._buffer = b""
+        self._parsing = True
+        pos = 0
+        end = len(buf)
+        mask = _mask  # a global looked up per iterator, so tests can swap it
+        max_size = self.max_message_size
+        try:
+            if self._left:  # the rest of a data frame's payload
+                pos = min(self._left, end)
+                failure = self._payload(buf[:pos])
+                if failure is not None:
+                    yield failure
+                    return
+                if not self._left and self._fin:
+                    yield self._message_done()
+            in_message = self._opcode != 0
+            while end - pos >= 2:
+                first = buf[pos]
+                second = buf[pos + 1]
+                # Every 1002 rule first (all but one decided by these two bytes), then 1009.
+                error = _FIRST_BYTE_ERRORS[first]
+                opcode = first & 0x0F
+                length = second & 0x7F
+                if error is not None:
+                    pass
+                elif not second & 0x80:
+                    error = "unmasked frame"
+                elif opcode & 0x8:
+                    if length > 125:
+                        error = "control frame too long"
+                elif opcode == _CONTINUATION:
+                    if not in_message:
+                        error = "unexpected continuation frame"
+                elif in_message:
+                    error = "expected a continuation frame"
+                if error is not None:
+                    yield self._fail(_PROTOCOL_ERROR, error)
+                    return
+                at = pos + 2
+                if length >= 126:
+                    if length == 126:
+                        if end - at < 2:
+                            break
+                        length = int.from_bytes(buf[at : at + 2], "big")
+                        at += 2
+                    else:
+                        if end - at < 8:
+                            break
+                        length = int.from_bytes(buf[at : at + 8], "big")
+                        at += 8
+                        if length >> 63:  # RFC 6455 5.2: the most significant bit must be 0
+                            yield self._fail(_PROTOCOL_ERROR, "invalid frame length")
+                            return
+                if opcode & 0x8:  # control frames are not messages: no size limit but 125
+                    if end - at < 4 + length:
+                        break
+                    pos = at + 4 + length
+                    payload = mask(buf[at : at + 4], buf[at + 4 : pos])
+                    if opcode == _PING:
+                        yield Ping(payload)
+                    elif opcode == _PONG:
+                        yield Pong(payload)
+                    else:
+                        pos = end
+                        yield self._close(payload)
+                        return
+                    continue
+                message = self._message  # the fragments so far count, interleaved controls not
+                if length + (len(message) if message is not None else 0) > max_size:
+                    yield self._fail(_MESSAGE_TOO_BIG, "message too big")
+                    return
+                if end - at < 4:
+                    break
+                start = at + 4
+                if first & 0x80 and not in_message and end - start >= length:
+                    # The common case: a whole, unfragmented message in this read.
+                    pos = start + length
+                    payload = mask(buf[at:start], buf[start:pos])
+                    if opcode == _TEXT:
+                        if not payload.isascii():  # ASCII is UTF-8: skip making a str
+                            try:
+                                payload.decode()
+                            except UnicodeDecodeError:
+                                yield self._fail(_INVALID_DATA, "invalid UTF-8")
+                                return
+                        yield TextMessage(payload)
+                    else:
+                        yield BinaryMessage(payload)
+                    continue
+                # A fragment, or a frame whose payload has not all arrived: take what
+                # has, unmasked and (text) validated, into the message in progress.
+                if not in_message:
+                    self._opcode = opcode
+                    self._message = bytearray()
+                    self._decoder = _Utf8Decoder() if opcode == _TEXT else None
+                    in_message = True
+                self._key = buf[at:start]
+                self._offset = 0
+                self._left = length
+                self._fin = bool(first & 0x80)
+                pos = min(start + length, end)
+                failure = self._payload(buf[start:pos])
+                if failure is not None:
+                    yield failure
+                    return
+                if self._left:
+                    break  # everything was taken
+                if self._fin:
+                    in_message = False
+                    yield self._message_done()
+        finally:
+            self._parsing = False
+            if pos < end and self._reading:
+                tail = buf[pos:]
+                # Data received while this iterator was suspended goes after the tail.
+                self._buffer = tail + self._buffer if self._buffer else tail
+
+    def _payload(self, masked: bytes) -> ConnectionFailed | None:
+        """Take part of the current data frame's payload into the message."""
+        key = self._key
+        turn = self._offset & 3
+        if turn:  # the mask continues where the previous part stopped
+            key = key[turn:] + key[:turn]
+        data = _mask(key, masked)
+        self._offset += len(masked)
+        self._left -= len(masked)
+        decoder = self._decoder
+        if decoder is not None:
+            try:
+                decoder.decode(data, not self._left and self._fin)
+            except UnicodeDecodeError:
+                return self._fail(_INVALID_DATA, "invalid UTF-8")
+        message = self._message
+        assert message is not None
+        message += data
+        return None
+
+    def _message_done(self) -> TextMessage | BinaryMessage:
+        message = self._message
+        assert message is not None
+        opcode = self._opcode
+        self._opcode = 0
+        self._message = None
+        self._decoder = None
+        if opcode == _TEXT:
+            return TextMessage(bytes(message))
+        return BinaryMessage(bytes(message))
+
+    def _close(self, body: bytes) -> CloseReceived | ConnectionFailed:
+        """The client's Close frame: validate it and stop reading."""
+        code: int | None = None
+        reason = ""
+        if len(body) == 1:
+            return self._fail(_PROTOCOL_ERROR, "close frame too short")
+        if body:
+            code = int.from_bytes(body[:2], "big")
+            if not _valid_close_code(code):
+                return self._fail(_PROTOCOL_ERROR, "invalid close code")
+            try:
+                reason = body[2:].decode()
+            except UnicodeDecodeError:
+                return self._fail(_INVALID_DATA, "invalid UTF-8 in close reason")
+        self._reading = False
+        self._close_received = True
+        self.close_code = code
+        self.close_reason = reason
+        # A message still in progress is dropped: it can never be finished.
+        self._opcode = 0
+        self._message = None
+        self._decoder = None
+        self.state = State.CLOSING if self._sending else State.CLOSED
+        return CloseReceived(code, reason)
+
+    def _fail(self, code: int, reason: str) -> ConnectionFailed:
+        """Fail the connection (RFC 6455 7.1.7): queue our Close frame unless it went already."""
+        if self._sending:
+            self._queue_close(code.to_bytes(2, "big") + reason.encode())
+        self._reading = False
+        self._sending = False
+        self._message = None
+        self._decoder = None
+        self.state = State.CLOSED
+        return ConnectionFailed(code, reason)
+
+    # --- sending --------------------------------------------------------------------
+
+    def send_text(self, data: bytes) -> None:
+        """Queue a text message; ``data`` is UTF-8 already (it is not checked)."""
+        if self._sending:
+            n = len(data)
+            header = _TEXT_HEADERS[n] if n < 126 else _header(0x80 | _TEXT, n)
+            self._out += (header, data)
+            self._pending += len(header) + n
+
+    def send_binary(self, data: bytes) -> None:
+        """Queue a binary message."""
+        if self._sending:
+            n = len(data)
+            header = _BINARY_HEADERS[n] if n < 126 else _header(0x80 | _BINARY, n)
+            self._out += (header, data)
+            self._pending += len(header) + n
+
+    def send_ping(self, data: bytes = b"") -> None:
+        """Queue a Ping frame; ``data`` is at most 125 bytes (else ValueError)."""
+        self._control(_PING, data)
+
+    def send_pong(self, data: bytes = b"") -> None:
+        """Queue a Pong frame, e.g. with a :class:`Ping`'s data; at most 125 bytes."""
+        self._control(_PONG, data)
+
+    def _control(self, opcode: int, data: bytes) -> None:
+        if len(data) > 125:
+            raise ValueError("a control frame carries at most 125 bytes")
+        if self._sending:
+            self._out += (bytes((0x80 | opcode, len(data))), data)
+            self._pending += 2 + len(data)
+
+    def send_close(self, code: int | None = None, reason: str = "") -> None:
+        """Queue our Close frame: start the closing handshake, or answer the client's.
+
+        ``code=None`` echoes the client's code if its Close frame came (RFC 6455
+        5.5.1), else sends a Close frame without a code.  1005, 1006 and 1015 stand
+        for "no code" and are never sent: the frame goes without a code, and so
+        without a reason.  Any other code a Close frame may not carry raises
+        ValueError.  ``reason`` is cut to 123 bytes of UTF-8 on a character
+        boundary.  Nothing is sent after our Close frame.
+        """
+        if code is None:
+            code = self.close_code
+        if code is not None and code not in _NO_CODE and not _valid_close_code(code):
+            raise ValueError(f"{code} is not a close code a Close frame may carry")
+        if not self._sending:
+            return
+        if code is None or code in _NO_CODE:
+            body = b""
+        else:
+            encoded = reason.encode(errors="replace")
+            if len(encoded) > 123:
+                encoded = encoded[:123].decode(errors="ignore").encode()
+            body = code.to_bytes(2, "big") + encoded
+        self._queue_close(body)
+        self._sending = False
+        self.state = State.CLOSED if self._close_received else State.CLOSING
+
+    def _queue_close(self, body: bytes) -> None:
+        self._out += (bytes((0x80 | _CLOSE, len(body))), body)
+        self._pending += 2 + len(body)
+
+    def data_to_send(self) -> bytes:
+        """Everything queued so far, in order, as one ``bytes`` (``b""`` if nothing)."""
+        out = self._out
+        if not out:
+            return b""
+        data = b"".join(out)
+        out.clear()
+        self._pending = 0
+        return data
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued and not yet taken by :meth:`data_to_send` (headers and payloads)."""
+        return self._pending
