@@ -293,7 +293,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _router(args: argparse.Namespace) -> int:
-    from router.broker import Router, RouterConfig
+    from mcp_tornado.router.broker import Router, RouterConfig
 
     Router(
         RouterConfig(

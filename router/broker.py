@@ -1,7 +1,7 @@
 """The router's loop: a ZeroMQ ROUTER socket that every worker's DEALER connects to.
 
 Read it top to bottom in :meth:`Router.run`: poll, read every batch that is
-waiting, apply each message to the :class:`~router.rooms.RoomTable`, send each
+waiting, apply each message to the :class:`~mcp_tornado.router.rooms.RoomTable`, send each
 worker one batch of replies, then do the heartbeat bookkeeping.  It is a plain
 blocking loop on purpose: on this kind of machine it moves nearly twice the
 round trips of an asyncio loop.
@@ -43,7 +43,7 @@ import msgspec
 import zmq
 
 from mcp_tornado import wire
-from router.rooms import Departure, PeerKey, RoomTable
+from mcp_tornado.router.rooms import Departure, PeerKey, RoomTable
 
 log = logging.getLogger("mcp_tornado.router")
 

@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from mcp_tornado import wire
-from router.broker import Router, RouterConfig
+from mcp_tornado.router.broker import Router, RouterConfig
 
 T = TypeVar("T")
 

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mcp_tornado import wire
-from router.broker import Router, RouterConfig
-from router.rooms import MAX_PEERS, RoomTable
+from mcp_tornado.router.broker import Router, RouterConfig
+from mcp_tornado.router.rooms import MAX_PEERS, RoomTable
 
 FUZZ = settings(
     deadline=None,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from router.rooms import Departure, RoomTable
+from mcp_tornado.router.rooms import Departure, RoomTable
 
 A = (b"w1", 1)
 B = (b"w2", 1)
