@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from mcp_tornado import __version__
 
 if TYPE_CHECKING:
-    from mcp_tornado.limits import Limits
+    from mcp_tornado.settings import Limits
 
 
 def runtime_dir() -> Path:
@@ -93,7 +93,7 @@ def _add_worker_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_limit_args(parser: argparse.ArgumentParser) -> None:
-    from mcp_tornado import limits
+    from mcp_tornado import settings as limits
 
     group = parser.add_argument_group("security and limits (see the README)")
     group.add_argument(
@@ -241,8 +241,8 @@ def _worker_flags(args: argparse.Namespace) -> list[str]:
 
 def _limits(args: argparse.Namespace) -> Limits:
     from mcp_tornado import tokens
-    from mcp_tornado.limits import Limits
     from mcp_tornado.origins import OriginPolicy
+    from mcp_tornado.settings import Limits
 
     try:
         OriginPolicy(args.allowed_origin)
@@ -333,7 +333,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     from mcp_tornado import tokens
-    from mcp_tornado.limits import room_name_problem
+    from mcp_tornado.room_names import room_name_problem
 
     problem = room_name_problem(args.room)
     if problem is not None:

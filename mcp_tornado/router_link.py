@@ -41,7 +41,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from mcp_tornado import protocol, wire
 
-log = logging.getLogger("mcp_tornado.worker")
+log = logging.getLogger(__name__)
 
 
 class Peer(Protocol):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
-log = logging.getLogger("mcp_tornado.supervisor")
+log = logging.getLogger(__name__)
 
 _STABLE_AFTER = 10.0  # a child that ran this long is healthy again: reset its backoff
 _BACKOFF_MAX = 5.0

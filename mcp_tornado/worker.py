@@ -35,11 +35,13 @@ from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler, StaticFileHandler
 
-from mcp_tornado import frames, handshake, limits, protocol
+from mcp_tornado import access_log, frames, handshake, protocol, ratelimit
+from mcp_tornado.admission import Gatekeeper, Refusal, http_server_options
 from mcp_tornado.frames import FrameReader, text_frame_header
-from mcp_tornado.limits import Gatekeeper, Limits, Refusal, TokenBucket
 from mcp_tornado.listener import Listener
+from mcp_tornado.ratelimit import TokenBucket
 from mcp_tornado.router_link import LinkConfig, RouterLink
+from mcp_tornado.settings import DEFAULT_MAX_MESSAGE_SIZE, Limits
 
 log = logging.getLogger("mcp_tornado.worker")
 
@@ -57,11 +59,11 @@ class WorkerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     static_dir: Path | None = DEFAULT_STATIC_DIR
-    max_message_size: int = limits.DEFAULT_MAX_MESSAGE_SIZE  # bigger messages: close 1009
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE  # bigger messages: close 1009
     ping_interval: float = 20.0  # WebSocket pings, to find clients that vanished
     ping_timeout: float = 20.0
     shutdown_timeout: float = 10.0
-    # Rate, room names, connections, slow readers, origins, tokens: see mcp_tornado.limits.
+    # Rate, room names, connections, slow readers, origins, tokens: see mcp_tornado.admission.
     limits: Limits = field(default_factory=Limits)
 
 
@@ -209,12 +211,12 @@ class SignalConnection(asyncio.Protocol):
             self._timer = None
         assert self.transport is not None
         self.transport.write(handshake.accept_response(request.key))
-        limits.log_access(101, "GET", self._remote_ip())
+        access_log.log_access(101, "GET", self._remote_ip())
         self._reader = FrameReader(self.shared.max_message_size, self._on_frame)
         self._open(request.query)
 
     def _reject(self, rejection: handshake.Rejection) -> None:
-        limits.log_access(rejection.status, "GET", self._remote_ip())
+        access_log.log_access(rejection.status, "GET", self._remote_ip())
         self._close_sent = True
         assert self.transport is not None
         self.transport.write(handshake.rejection_response(rejection))
@@ -297,12 +299,12 @@ class SignalConnection(asyncio.Protocol):
         if self.bucket is None or self.peer_id is None:
             return False
         verdict = self.bucket.take(time.monotonic())
-        if verdict == limits.DROP_AND_WARN:
+        if verdict == ratelimit.DROP_AND_WARN:
             self.send_text(_RATE_LIMITED_EVENT)
-        elif verdict == limits.CLOSE:
+        elif verdict == ratelimit.CLOSE:
             self._on_close()  # free the room slot now, not after the close handshake
             self.refuse(_RATE_LIMITED_EVENT, protocol.CloseCode.RATE_LIMITED)
-        return verdict != limits.ALLOW
+        return verdict != ratelimit.ALLOW
 
     def _violation(self, close_code: int) -> None:
         if close_code == frames.MESSAGE_TOO_BIG and self.transport is not None:
@@ -560,7 +562,7 @@ def make_app(config: WorkerConfig, link: RouterLink) -> Application:
         )
     else:
         routes.append((r"/(.*)", _NoFrontendHandler))
-    return Application(routes, log_function=limits.log_request)
+    return Application(routes, log_function=access_log.log_request)
 
 
 async def serve_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
@@ -578,7 +580,7 @@ async def serve_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         ready.cancel()
         link.close()
         return
-    server = HTTPServer(app, xheaders=False, **limits.http_server_options(config.limits))
+    server = HTTPServer(app, xheaders=False, **http_server_options(config.limits))
     shared = _Shared(link, Gatekeeper(config.limits), config.max_message_size)
     loop = asyncio.get_running_loop()
 

@@ -45,7 +45,7 @@ import zmq
 from mcp_tornado import wire
 from mcp_tornado.router.rooms import Departure, PeerKey, RoomTable
 
-log = logging.getLogger("mcp_tornado.router")
+log = logging.getLogger(__name__)
 
 _MAX_BATCH = 512  # messages in one batch to a worker; more go in further batches
 _BIG_PAYLOAD = 8 * 1024  # a payload this large is sent at once instead of batched

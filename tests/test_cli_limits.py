@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mcp_tornado import cli
-from mcp_tornado.limits import Limits
+from mcp_tornado.settings import Limits
 
 
 def limits_of(*argv: str) -> Limits:

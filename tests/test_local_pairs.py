@@ -21,8 +21,9 @@ from typing import Any, cast
 import pytest
 
 from mcp_tornado import frames, protocol
-from mcp_tornado.limits import Gatekeeper, Limits
+from mcp_tornado.admission import Gatekeeper
 from mcp_tornado.router_link import RouterLink
+from mcp_tornado.settings import Limits
 from mcp_tornado.worker import SignalConnection, _Shared
 from tests.rawws import TEXT, RawWebSocket, encode_frame, upgrade_request
 from tests.support import Cluster, running_cluster

@@ -214,7 +214,8 @@ def test_silent_worker_is_dropped_and_partners_told(
         assert time.monotonic() - started < 2, "silent worker was never dropped"
     assert w1.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
     assert time.monotonic() - started < 0.05 * 3 + 0.2
-    assert len(router.rooms) == 1
+    assert router.rooms.peers_of_worker(b"w1") == {1}
+    assert router.rooms.peers_of_worker(b"w2") == set()
 
 
 def test_bye_drops_a_worker_at_once(
@@ -251,7 +252,8 @@ def test_resync_rebuilds_rooms_and_settles_conflicts(
         wire.PeerRecord(1, "r", True), wire.PeerRecord(2, "r", True), wire.PeerRecord(3, "s", True)
     )
     assert welcome.rejected == [2]
-    assert len(router.rooms) == 4
+    assert router.rooms.peers_of_worker(b"w1") == {1, 2}
+    assert router.rooms.peers_of_worker(b"w2") == {1, 3}
     w2.send(wire.Relay(1, "after resync"))
     assert w1.expect(wire.Deliver) == wire.Deliver(1, "after resync")
     assert w1.quiet(0.5) and w2.quiet(0.1), "resynced pairs must not be re-announced"
