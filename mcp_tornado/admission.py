@@ -1,7 +1,7 @@
 """Admission: who may connect to a worker and join a room.
 
 Everything a client sends is hostile until checked.  The worker applies the
-limits (:class:`~mcp_tornado.settings.Limits`) at four points:
+limits (:class:`~mcp_tornado.settings.LimitSettings`) at four points:
 
 * the connection: :func:`http_server_options` (``--handshake-timeout``, a cap on
   request bodies), so idle or half-sent requests cannot pile up;
@@ -28,14 +28,14 @@ from mcp_tornado import protocol, tokens
 from mcp_tornado.origins import OriginPolicy
 from mcp_tornado.ratelimit import TokenBucket
 from mcp_tornado.room_names import room_name_problem
-from mcp_tornado.settings import Limits
+from mcp_tornado.settings import LimitSettings
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_SIZE: Final = 64 * 1024  # no endpoint takes a request body; Tornado's default is 100 MB
 
 
-def http_server_options(limits: Limits) -> dict[str, Any]:
+def http_server_options(limits: LimitSettings) -> dict[str, Any]:
     """Keyword arguments for Tornado's ``HTTPServer``: header deadline and body cap.
 
     A connection that has not sent its request headers within
@@ -80,7 +80,7 @@ def _last_value(query: dict[str, list[bytes]], name: str) -> str | None:
 class Gatekeeper:
     """One per worker: the limits, the origin policy, and the connection count."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: LimitSettings) -> None:
         self.limits = limits
         self.origins = OriginPolicy(limits.allowed_origins)
         self.connections = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Final
 
-from mcp_tornado.settings import DEFAULT_MAX_ROOM_LENGTH
+from mcp_tornado.settings import LimitSettings
 
 # Letters, marks, numbers, punctuation and symbols of any script, and the plain
 # space.  Refused: control and format characters (bidi overrides, zero-width
@@ -14,7 +14,7 @@ from mcp_tornado.settings import DEFAULT_MAX_ROOM_LENGTH
 _ROOM_CATEGORIES: Final = frozenset("LMNPS")
 
 
-def room_name_problem(name: str, max_length: int = DEFAULT_MAX_ROOM_LENGTH) -> str | None:
+def room_name_problem(name: str, max_length: int = LimitSettings().max_room_length) -> str | None:
     """``None`` if ``name`` is a valid room name, else what is wrong with it."""
     if not name:
         return "the room name is empty"

@@ -31,7 +31,6 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Protocol, cast
 
 import msgspec
@@ -40,6 +39,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from zmq.utils.monitor import recv_monitor_message
 
 from mcp_tornado import protocol, wire
+from mcp_tornado.settings import LinkSettings as LinkConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +67,6 @@ class Peer(Protocol):
     def fenced(self, seq: int) -> None:
         """The router answered this peer's fence number ``seq``."""
         ...
-
-
-@dataclass(frozen=True)
-class LinkConfig:
-    """Where the router is and how patient to be with it."""
-
-    endpoint: str
-    heartbeat_interval: float = 0.5
-    heartbeat_liveness: int = 3
-    hwm: int = 100_000
-    max_backlog: int = 200_000  # queued messages while the router cannot keep up
 
 
 _HELLO_RETRY = 0.05  # seconds between Hellos while the router has not answered

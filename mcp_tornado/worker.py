@@ -25,8 +25,6 @@ import signal
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 import uvloop
@@ -40,31 +38,13 @@ from mcp_tornado.admission import Gatekeeper, Refusal, http_server_options
 from mcp_tornado.frames import FrameReader, text_frame_header
 from mcp_tornado.listener import Listener
 from mcp_tornado.ratelimit import TokenBucket
-from mcp_tornado.router_link import LinkConfig, RouterLink
-from mcp_tornado.settings import DEFAULT_MAX_MESSAGE_SIZE, Limits
+from mcp_tornado.router_link import RouterLink
+from mcp_tornado.settings import WorkerSettings as WorkerConfig
 
 log = logging.getLogger("mcp_tornado.worker")
 
 _LISTEN_BACKLOG = 4096  # Tornado's 128 drops SYNs (1 s retries) in a connect storm
 _DRAIN_PERIOD = 0.25  # seconds of relaying after SIGTERM before clients are closed
-
-DEFAULT_STATIC_DIR = Path(__file__).resolve().parent.parent / "frontend" / "dist"
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Everything a worker needs, passed in explicitly."""
-
-    link: LinkConfig
-    host: str = "127.0.0.1"
-    port: int = 8000
-    static_dir: Path | None = DEFAULT_STATIC_DIR
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE  # bigger messages: close 1009
-    ping_interval: float = 20.0  # WebSocket pings, to find clients that vanished
-    ping_timeout: float = 20.0
-    shutdown_timeout: float = 10.0
-    # Rate, room names, connections, slow readers, origins, tokens: see mcp_tornado.admission.
-    limits: Limits = field(default_factory=Limits)
 
 
 class _Shared:

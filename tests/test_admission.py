@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 from mcp_tornado import protocol
 from mcp_tornado.admission import Admission, Gatekeeper, Refusal
 from mcp_tornado.room_names import room_name_problem
-from mcp_tornado.settings import Limits
+from mcp_tornado.settings import LimitSettings
 
 
 def test_admission_parses_the_query_like_before() -> None:
-    gate = Gatekeeper(Limits())
+    gate = Gatekeeper(LimitSettings())
     assert gate.admit({}) == Admission("default")
     assert gate.admit({"room": [b""]}) == Admission("default")
     assert gate.admit({"room": [b"a", b" b "]}) == Admission("b")  # last one, stripped
@@ -24,13 +24,13 @@ def test_admission_parses_the_query_like_before() -> None:
 
 
 def test_connection_cap_and_unlimited() -> None:
-    gate = Gatekeeper(Limits(max_connections=2))
+    gate = Gatekeeper(LimitSettings(max_connections=2))
     gate.connections = 1
     assert not gate.full()
     gate.connections = 2
     assert gate.full()
-    assert not Gatekeeper(Limits(max_connections=0)).full()
-    assert Gatekeeper(Limits(rate=0)).bucket(0.0) is None
+    assert not Gatekeeper(LimitSettings(max_connections=0)).full()
+    assert Gatekeeper(LimitSettings(rate=0)).bucket(0.0) is None
 
 
 @settings(deadline=None, derandomize=True, database=None, max_examples=300)
@@ -41,7 +41,7 @@ def test_connection_cap_and_unlimited() -> None:
     secret=st.sampled_from([None, b"s" * 16]),
 )
 def test_admission_never_crashes(query: dict[str, list[bytes]], secret: bytes | None) -> None:
-    verdict = Gatekeeper(Limits(token_secret=secret)).admit(query)
+    verdict = Gatekeeper(LimitSettings(token_secret=secret)).admit(query)
     if isinstance(verdict, Refusal):
         assert verdict.close_code in {4400, 4401}
         assert json.loads(verdict.event)["code"] in protocol.ERROR_CODES

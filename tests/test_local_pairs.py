@@ -23,7 +23,7 @@ import pytest
 from mcp_tornado import frames, protocol
 from mcp_tornado.admission import Gatekeeper
 from mcp_tornado.router_link import RouterLink
-from mcp_tornado.settings import Limits
+from mcp_tornado.settings import LimitSettings
 from mcp_tornado.worker import SignalConnection, _Shared
 from tests.rawws import TEXT, RawWebSocket, encode_frame, upgrade_request
 from tests.support import Cluster, running_cluster
@@ -95,7 +95,7 @@ def candidate(n: int) -> bytes:
 
 async def two_connections() -> tuple[StubLink, SignalConnection, SignalConnection]:
     link = StubLink()
-    shared = _Shared(cast(RouterLink, link), Gatekeeper(Limits(rate=0)), 65536)
+    shared = _Shared(cast(RouterLink, link), Gatekeeper(LimitSettings(rate=0)), 65536)
     pair = []
     for _ in range(2):
         connection = SignalConnection(shared, None)

@@ -12,7 +12,8 @@ import pytest
 import zmq
 
 from mcp_tornado import wire
-from mcp_tornado.router.broker import Router, RouterConfig
+from mcp_tornado.router.broker import Router
+from mcp_tornado.settings import RouterSettings
 
 T = TypeVar("T")
 
@@ -96,7 +97,7 @@ def start_router() -> Iterator[RouterFactory]:
             "resync_grace": 0.0,
         }
         options.update(overrides)
-        router = Router(RouterConfig(bind=endpoint, **options))  # type: ignore[arg-type]
+        router = Router(RouterSettings(bind=endpoint, **options))  # type: ignore[arg-type]
         router.bind()
         thread = threading.Thread(target=router.run, daemon=True)
         thread.start()
