@@ -84,10 +84,9 @@ def _add_setting_flags(parser: _Command, settings: type[Settings]) -> None:
     """
     parser.settings = settings
     parser.paths = {}
-    skip: frozenset[str] = getattr(settings, "derived", frozenset())
     groups: dict[str, argparse._ArgumentGroup] = {}
     for leaf in leaves(settings):
-        if leaf.path in skip:
+        if leaf.path in settings.derived:
             continue
         flag = leaf.flag
         dest = flag.name.removeprefix("--").replace("-", "_")

@@ -87,6 +87,7 @@ class Settings(msgspec.Struct, frozen=True):
     """Base of the settings Structs: checks every field against its :class:`Flag`."""
 
     cli_group: ClassVar[str | None] = None  # the --help section of these flags
+    derived: ClassVar[frozenset[str]] = frozenset()  # paths set by the program, not by flags
 
     def __post_init__(self) -> None:
         for name, flag in flags_of(type(self)).items():
@@ -279,7 +280,7 @@ class RouterSettings(Settings, frozen=True):
 class ServeSettings(Settings, frozen=True):
     """``serve``: N workers and a router, supervised, with the workers' and router's settings."""
 
-    # Set by serve itself, not by flags: from router_endpoint and workers.
+    # Set by serve itself (ServeSettings.children), from router_endpoint and workers.
     derived: ClassVar[frozenset[str]] = frozenset(
         {"worker.link.endpoint", "router.bind", "router.expected_workers"}
     )
