@@ -74,7 +74,7 @@ def _children(serve: subprocess.Popen[bytes], role: str) -> list[psutil.Process]
     found = []
     for child in psutil.Process(serve.pid).children():
         try:
-            if f" {role} " in " ".join(child.cmdline()):
+            if role in child.cmdline():  # the command word: "worker" or "router"
                 found.append(child)
         except psutil.Error:  # exited, not yet reaped
             pass

@@ -6,6 +6,12 @@ Examples::
     mcp-tornado router --bind tcp://0.0.0.0:5555
     mcp-tornado worker --router tcp://10.0.0.5:5555 --port 8000
     mcp-tornado token lobby --ttl 3600 --token-secret-file /etc/mcp-tornado/secret
+
+The flags of ``serve``, ``router`` and ``worker`` are generated from the
+settings Structs (:mod:`mcp_tornado.settings`): their defaults, help and checks
+live there.  ``serve`` hands its children their settings as JSON in
+``$MCP_TORNADO_SETTINGS``; ``router`` and ``worker`` read it when it is set
+(and then take no setting flags).
 """
 
 from __future__ import annotations
@@ -14,189 +20,116 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, NoReturn
+
+import msgspec
 
 from mcp_tornado import __version__
+from mcp_tornado.settings import (
+    SETTINGS_ENV,
+    Leaf,
+    RouterSettings,
+    ServeSettings,
+    Settings,
+    WorkerSettings,
+    build,
+    decode,
+    default_endpoint,
+    leaves,
+    runtime_dir,
+    value_type,
+)
 
-if TYPE_CHECKING:
-    from mcp_tornado.limits import Limits
+__all__ = ["default_endpoint", "main", "parse_settings", "runtime_dir"]
 
-
-def runtime_dir() -> Path:
-    """Where default ipc:// endpoints live: ``$XDG_RUNTIME_DIR`` or a private temp folder."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    path = (
-        Path(base) / "mcp-tornado"
-        if base
-        else Path(tempfile.gettempdir()) / f"mcp-tornado-{os.getuid()}"
-    )
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
-
-
-def default_endpoint() -> str:
-    return f"ipc://{runtime_dir()}/router.ipc"
-
-
-def _add_heartbeat_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        default=0.5,
-        help="seconds between router<->worker heartbeats (default: 0.5)",
-    )
-    parser.add_argument(
-        "--heartbeat-liveness",
-        type=int,
-        default=3,
-        help="heartbeats missed before the other side counts as dead (default: 3)",
-    )
+# The commands that run with settings, and the Struct each one's flags come from.
+COMMANDS: dict[str, type[Settings]] = {
+    "serve": ServeSettings,
+    "router": RouterSettings,
+    "worker": WorkerSettings,
+}
 
 
-def _add_worker_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
-    parser.add_argument(
-        "--static-dir",
-        type=Path,
-        default=None,
-        help="built browser client to serve at / (default: frontend/dist of this checkout)",
-    )
-    parser.add_argument(
-        "--max-message-size",
-        type=int,
-        default=64 * 1024,
-        help="largest client frame in bytes (default: 65536)",
-    )
-    parser.add_argument(
-        "--ping-interval",
-        type=float,
-        default=20.0,
-        help="seconds between WebSocket pings to clients (default: 20)",
-    )
-    parser.add_argument(
-        "--ping-timeout",
-        type=float,
-        default=20.0,
-        help="seconds without a pong before a client counts as gone (default: 20)",
-    )
-    parser.add_argument(
-        "--shutdown-timeout",
-        type=float,
-        default=10.0,
-        help="seconds a graceful shutdown may take (default: 10)",
-    )
-    _add_limit_args(parser)
+class _Command(argparse.ArgumentParser):
+    """A sub-command's parser that knows which flag sets which settings."""
+
+    settings: type[Settings]
+    paths: dict[str, list[Leaf]]  # argparse dest -> the settings it sets
 
 
-def _add_limit_args(parser: argparse.ArgumentParser) -> None:
-    from mcp_tornado import limits
-
-    group = parser.add_argument_group("security and limits (see the README)")
-    group.add_argument(
-        "--rate-limit",
-        type=float,
-        default=limits.DEFAULT_RATE,
-        help=f"frames per second per connection, 0: unlimited (default: {limits.DEFAULT_RATE:g})",
-    )
-    group.add_argument(
-        "--rate-burst",
-        type=int,
-        default=limits.DEFAULT_BURST,
-        help=f"frames a connection may send at once (default: {limits.DEFAULT_BURST})",
-    )
-    group.add_argument(
-        "--max-room-length",
-        type=int,
-        default=limits.DEFAULT_MAX_ROOM_LENGTH,
-        help=f"longest room name in characters (default: {limits.DEFAULT_MAX_ROOM_LENGTH})",
-    )
-    group.add_argument(
-        "--max-connections",
-        type=int,
-        default=limits.DEFAULT_MAX_CONNECTIONS,
-        help="WebSocket clients per worker; more get HTTP 503, 0: unlimited "
-        f"(default: {limits.DEFAULT_MAX_CONNECTIONS})",
-    )
-    group.add_argument(
-        "--max-pending-bytes",
-        type=int,
-        default=limits.DEFAULT_MAX_PENDING_BYTES,
-        help="bytes queued for a client that does not read before it is dropped with 4008, "
-        f"0: unlimited (default: {limits.DEFAULT_MAX_PENDING_BYTES})",
-    )
-    group.add_argument(
-        "--handshake-timeout",
-        type=float,
-        default=limits.DEFAULT_HANDSHAKE_TIMEOUT,
-        help="seconds a connection may take to send its HTTP request headers "
-        f"(default: {limits.DEFAULT_HANDSHAKE_TIMEOUT:g})",
-    )
-    group.add_argument(
-        "--allowed-origin",
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="browser Origin allowed to connect (repeat, or comma-separate); '*': any "
-        "(default: the server's own host, and localhost on any port)",
-    )
-    group.add_argument(
-        "--token-secret-file",
-        type=Path,
-        default=None,
-        help="require signed room tokens, with the secret in this file "
-        "(or set $MCP_TORNADO_TOKEN_SECRET; default: no tokens)",
-    )
+class _Parser(argparse.ArgumentParser):
+    commands: dict[str, _Command]  # the commands that run with settings
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mcp-tornado", description=__doc__.splitlines()[0])
+def fail(message: object) -> NoReturn:
+    """Stop with one line on stderr and exit status 2 (argparse's, for a bad command line)."""
+    print(f"mcp-tornado: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _shown(leaf: Leaf) -> str:
+    if leaf.flag.shown_default is not None:
+        return leaf.flag.shown_default
+    if isinstance(leaf.default, float):
+        return f"{leaf.default:g}"
+    return str(leaf.default)
+
+
+def _add_setting_flags(parser: _Command, settings: type[Settings]) -> None:
+    """One flag per setting of ``settings``; a flag shared by several settings sets them all.
+
+    Every flag defaults to "absent" (``SUPPRESS``): the defaults are the Structs'.
+    """
+    parser.settings = settings
+    parser.paths = {}
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for leaf in leaves(settings):
+        if leaf.path in settings.derived:
+            continue
+        flag = leaf.flag
+        dest = flag.name.removeprefix("--").replace("-", "_")
+        if dest in parser.paths:  # e.g. --heartbeat-interval: the router's and the link's
+            first = parser.paths[dest][0]
+            assert first.default == leaf.default, f"{flag.name}: two defaults"
+            parser.paths[dest].append(leaf)
+            continue
+        parser.paths[dest] = [leaf]
+        title = leaf.owner.cli_group
+        target: Any = parser
+        if title is not None:
+            if title not in groups:
+                groups[title] = parser.add_argument_group(title)
+            target = groups[title]
+        kind = value_type(leaf.owner, leaf.name)
+        options: dict[str, Any] = {
+            "dest": dest,
+            "default": argparse.SUPPRESS,
+            "help": f"{flag.help} (default: {_shown(leaf)})",
+            "metavar": flag.metavar,
+        }
+        if kind is tuple or getattr(kind, "__origin__", None) is tuple:  # repeated flag
+            options["action"] = "append"
+        else:
+            options["type"] = flag.cli_type or kind
+        target.add_argument(flag.name, **options)
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="mcp-tornado", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=__version__)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run a router and N workers, supervised")
-    _add_worker_args(serve)
-    _add_heartbeat_args(serve)
-    serve.add_argument(
-        "--workers",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="worker processes (default: number of CPUs)",
-    )
-    serve.add_argument(
-        "--router-endpoint",
-        default=None,
-        help="ZeroMQ endpoint between router and workers (default: a private ipc:// path)",
-    )
-
-    router = sub.add_parser("router", help="run the router alone")
-    router.add_argument(
-        "--bind", default=None, help="ZeroMQ endpoint (default: ipc in runtime dir)"
-    )
-    router.add_argument(
-        "--resync-grace",
-        type=float,
-        default=1.0,
-        help="seconds after start reserved for workers to re-register their peers (default: 1)",
-    )
-    router.add_argument(
-        "--expected-workers",
-        type=int,
-        default=0,
-        help="end the resync grace as soon as this many workers registered (default: wait it out)",
-    )
-    _add_heartbeat_args(router)
-
-    worker = sub.add_parser("worker", help="run one worker alone")
-    worker.add_argument(
-        "--router", default=None, help="router endpoint (default: ipc in runtime dir)"
-    )
-    _add_worker_args(worker)
-    _add_heartbeat_args(worker)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Command)
+    helps = {
+        "serve": "run a router and N workers, supervised",
+        "router": "run the router alone",
+        "worker": "run one worker alone",
+    }
+    parser.commands = {}
+    for command, settings in COMMANDS.items():
+        parser.commands[command] = sub.add_parser(command, help=helps[command])
+        _add_setting_flags(parser.commands[command], settings)
 
     token = sub.add_parser(
         "token",
@@ -213,78 +146,59 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _worker_flags(args: argparse.Namespace) -> list[str]:
-    flags = [
-        "--host", args.host,
-        "--port", str(args.port),
-        "--max-message-size", str(args.max_message_size),
-        "--ping-interval", str(args.ping_interval),
-        "--ping-timeout", str(args.ping_timeout),
-        "--shutdown-timeout", str(args.shutdown_timeout),
-    ]  # fmt: skip
-    if args.static_dir is not None:
-        flags += ["--static-dir", str(args.static_dir)]
-    flags += [
-        "--rate-limit", str(args.rate_limit),
-        "--rate-burst", str(args.rate_burst),
-        "--max-room-length", str(args.max_room_length),
-        "--max-connections", str(args.max_connections),
-        "--max-pending-bytes", str(args.max_pending_bytes),
-        "--handshake-timeout", str(args.handshake_timeout),
-    ]  # fmt: skip
-    for origin in args.allowed_origin:
-        flags += ["--allowed-origin", origin]
-    # The token secret is never put on a command line (ps would show it): _serve
-    # hands it to the workers in their environment.
-    return flags
+def _settings(parser: _Parser, args: argparse.Namespace) -> Settings:
+    """The settings of ``args.command``: from its flags, or from ``$MCP_TORNADO_SETTINGS``.
 
-
-def _limits(args: argparse.Namespace) -> Limits:
-    from mcp_tornado import tokens
-    from mcp_tornado.limits import Limits
-    from mcp_tornado.origins import OriginPolicy
-
+    A bad value stops the command with one line naming the flag (exit status 2).
+    """
+    command = parser.commands[args.command]
+    given = [dest for dest in command.paths if hasattr(args, dest)]
+    encoded = os.environ.get(SETTINGS_ENV) if args.command != "serve" else None
     try:
-        OriginPolicy(args.allowed_origin)
-        return Limits(
-            rate=args.rate_limit,
-            burst=args.rate_burst,
-            max_room_length=args.max_room_length,
-            max_connections=args.max_connections,
-            max_pending_bytes=args.max_pending_bytes,
-            handshake_timeout=args.handshake_timeout,
-            allowed_origins=tuple(args.allowed_origin),
-            token_secret=tokens.load_secret(args.token_secret_file),
-        )
-    except (OSError, ValueError) as exc:
-        sys.exit(f"mcp-tornado: {exc}")
+        if encoded is not None:
+            if given:
+                fail(f"${SETTINGS_ENV} is set: settings come from it, not from flags")
+            return decode(encoded, command.settings)
+        values: dict[str, Any] = {}
+        for dest in given:
+            value = getattr(args, dest)
+            if isinstance(value, list):  # a repeated flag
+                value = tuple(value)
+            for leaf in command.paths[dest]:
+                values[leaf.path] = value if leaf.flag.load is None else leaf.flag.load(value)
+        return build(command.settings, values)
+    except (OSError, ValueError, msgspec.MsgspecError) as exc:
+        fail(exc)
 
 
-def _heartbeat_flags(args: argparse.Namespace) -> list[str]:
-    return [
-        "--heartbeat-interval", str(args.heartbeat_interval),
-        "--heartbeat-liveness", str(args.heartbeat_liveness),
-    ]  # fmt: skip
+def parse_settings(argv: Sequence[str]) -> Settings:
+    """The settings ``mcp-tornado ARGV`` would run with (for ``serve``, ``router``, ``worker``)."""
+    parser = _parser()
+    return _settings(parser, parser.parse_args(argv))
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(settings: ServeSettings, log_level: str) -> int:
+    from mcp_tornado.settings import encode
     from mcp_tornado.supervisor import Supervisor, python_command
     from mcp_tornado.tokens import SECRET_ENV
 
-    secret = _limits(args).token_secret  # validates every limit flag before starting anything
-    if secret is not None:  # children inherit our environment: the workers read it there
-        os.environ[SECRET_ENV] = secret.decode()
-
-    endpoint = args.router_endpoint or f"ipc://{runtime_dir()}/router-{args.port}-{os.getpid()}.ipc"
-    common = ["--log-level", args.log_level]
-    router = python_command(
-        *common, "router", "--bind", endpoint, "--expected-workers", str(args.workers),
-        *_heartbeat_flags(args),
-    )  # fmt: skip
-    worker = python_command(
-        *common, "worker", "--router", endpoint, *_worker_flags(args), *_heartbeat_flags(args)
+    port = settings.worker.port
+    endpoint = settings.router_endpoint or f"ipc://{runtime_dir()}/router-{port}-{os.getpid()}.ipc"
+    router, worker = settings.children(endpoint)
+    # Each child gets its effective settings in its environment, never on its command
+    # line; the token secret is left out of them and travels in its own variable.
+    worker_env = {SETTINGS_ENV: encode(worker)}
+    secret = worker.limits.token_secret
+    if secret is not None:
+        worker_env[SECRET_ENV] = secret.decode()
+    common = ["--log-level", log_level]
+    supervisor = Supervisor(
+        python_command(*common, "router"),
+        [python_command(*common, "worker")] * settings.workers,
+        worker.shutdown_timeout + 2,
+        router_env={SETTINGS_ENV: encode(router)},
+        worker_env=worker_env,
     )
-    supervisor = Supervisor(router, [worker] * args.workers, args.shutdown_timeout + 2)
     try:
         return supervisor.run()
     finally:
@@ -292,68 +206,51 @@ def _serve(args: argparse.Namespace) -> int:
             Path(endpoint.removeprefix("ipc://")).unlink(missing_ok=True)
 
 
-def _router(args: argparse.Namespace) -> int:
-    from router.broker import Router, RouterConfig
+def _router(settings: RouterSettings) -> int:
+    from mcp_tornado.router.broker import Router
 
-    Router(
-        RouterConfig(
-            bind=args.bind or default_endpoint(),
-            heartbeat_interval=args.heartbeat_interval,
-            heartbeat_liveness=args.heartbeat_liveness,
-            resync_grace=args.resync_grace,
-            expected_workers=args.expected_workers,
-        )
-    ).run()
+    Router(settings).run()
     return 0
 
 
-def _worker(args: argparse.Namespace) -> int:
-    from mcp_tornado.router_link import LinkConfig
-    from mcp_tornado.worker import DEFAULT_STATIC_DIR, WorkerConfig, run_worker
+def _worker(settings: WorkerSettings) -> int:
+    from mcp_tornado.worker import run_worker
 
-    run_worker(
-        WorkerConfig(
-            link=LinkConfig(
-                endpoint=args.router or default_endpoint(),
-                heartbeat_interval=args.heartbeat_interval,
-                heartbeat_liveness=args.heartbeat_liveness,
-            ),
-            host=args.host,
-            port=args.port,
-            static_dir=args.static_dir or DEFAULT_STATIC_DIR,
-            max_message_size=args.max_message_size,
-            ping_interval=args.ping_interval,
-            ping_timeout=args.ping_timeout,
-            shutdown_timeout=args.shutdown_timeout,
-            limits=_limits(args),
-        )
-    )
+    run_worker(settings)
     return 0
 
 
 def _token(args: argparse.Namespace) -> int:
     from mcp_tornado import tokens
-    from mcp_tornado.limits import room_name_problem
+    from mcp_tornado.room_names import room_name_problem
 
     problem = room_name_problem(args.room)
     if problem is not None:
-        sys.exit(f"mcp-tornado: {problem}")
+        fail(problem)
     try:
         secret = tokens.load_secret(args.token_secret_file)
     except (OSError, ValueError) as exc:
-        sys.exit(f"mcp-tornado: {exc}")
+        fail(exc)
     if secret is None:
-        sys.exit(f"mcp-tornado: no secret: set ${tokens.SECRET_ENV} or pass --token-secret-file")
+        fail(f"no secret: set ${tokens.SECRET_ENV} or pass --token-secret-file")
     print(tokens.mint(secret, args.room, args.ttl, args.peer))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format=f"%(asctime)s %(levelname)s [{args.command} %(process)d] %(message)s",
     )
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
-    commands = {"serve": _serve, "router": _router, "worker": _worker, "token": _token}
-    sys.exit(commands[args.command](args))
+    if args.command == "token":
+        sys.exit(_token(args))
+    settings = _settings(parser, args)  # every setting is checked before anything starts
+    if isinstance(settings, ServeSettings):
+        sys.exit(_serve(settings, args.log_level))
+    if isinstance(settings, RouterSettings):
+        sys.exit(_router(settings))
+    assert isinstance(settings, WorkerSettings)
+    sys.exit(_worker(settings))

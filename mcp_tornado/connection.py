@@ -30,7 +30,7 @@ import time
 from typing import Protocol, cast
 
 from mcp_tornado import handshake
-from mcp_tornado.limits import log_access
+from mcp_tornado.access_log import log_access
 from mcp_tornado.websocket import (
     BinaryMessage,
     CloseReceived,

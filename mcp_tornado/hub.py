@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mcp_tornado import wire
-from mcp_tornado.limits import Gatekeeper
+from mcp_tornado.admission import Gatekeeper
 
 if TYPE_CHECKING:
     from mcp_tornado.peer import Peer

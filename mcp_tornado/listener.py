@@ -29,7 +29,7 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 from tornado.netutil import add_accept_handler
 
-log = logging.getLogger("mcp_tornado.worker")
+log = logging.getLogger(__name__)
 
 _SIGNAL_PREFIXES: Final = (
     b"GET /ws/signal/?",

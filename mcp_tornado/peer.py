@@ -20,8 +20,9 @@ import time
 from typing import TYPE_CHECKING
 
 from mcp_tornado import handshake, protocol
+from mcp_tornado.admission import Gatekeeper, Refusal
 from mcp_tornado.connection import Connection, WriteScheduler
-from mcp_tornado.limits import CLOSE, DROP_AND_WARN, Gatekeeper, Refusal, TokenBucket
+from mcp_tornado.ratelimit import CLOSE, DROP_AND_WARN, TokenBucket
 
 if TYPE_CHECKING:
     from mcp_tornado.hub import Hub

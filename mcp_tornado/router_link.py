@@ -34,7 +34,6 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Protocol, cast
 
 import msgspec
@@ -43,6 +42,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from zmq.utils.monitor import recv_monitor_message
 
 from mcp_tornado import wire
+from mcp_tornado.settings import LinkSettings
 
 log = logging.getLogger(__name__)
 
@@ -78,24 +78,15 @@ class LinkListener(Protocol):
         """The router welcomed this worker (again)."""
 
 
-@dataclass(frozen=True)
-class LinkConfig:
-    """Where the router is and how patient to be with it."""
-
-    endpoint: str
-    heartbeat_interval: float = 0.5
-    heartbeat_liveness: int = 3
-    hwm: int = 100_000
-    max_backlog: int = 200_000  # queued messages while the router cannot keep up
-
-
 _HELLO_RETRY = 0.05  # seconds between Hellos while the router has not answered
 
 
 class RouterLink:
     """The worker side of the ZeroMQ hop.  Create it in the running IOLoop, then :meth:`start`."""
 
-    def __init__(self, config: LinkConfig, listener: LinkListener, name: str | None = None) -> None:
+    def __init__(
+        self, config: LinkSettings, listener: LinkListener, name: str | None = None
+    ) -> None:
         self.config = config
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.epoch = uuid.uuid4().hex[:12]

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
-log = logging.getLogger("mcp_tornado.supervisor")
+log = logging.getLogger(__name__)
 
 _STABLE_AFTER = 10.0  # a child that ran this long is healthy again: reset its backoff
 _BACKOFF_MAX = 5.0
@@ -40,6 +41,7 @@ class Child:
 
     name: str
     argv: list[str]
+    env: Mapping[str, str] | None = None  # added to this process's environment
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     backoff: float = 0.1
@@ -47,7 +49,8 @@ class Child:
     restarts: int = field(default=0)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, preexec_fn=_die_with_parent)
+        env = {**os.environ, **self.env} if self.env is not None else None
+        self.process = subprocess.Popen(self.argv, env=env, preexec_fn=_die_with_parent)
         self.started_at = time.monotonic()
         log.info("supervisor: started %s (pid %d)", self.name, self.process.pid)
 
@@ -63,9 +66,13 @@ class Supervisor:
         router: Sequence[str],
         workers: Sequence[Sequence[str]],
         shutdown_timeout: float = 10.0,
+        router_env: Mapping[str, str] | None = None,
+        worker_env: Mapping[str, str] | None = None,
     ) -> None:
-        self.router = Child("router", list(router))
-        self.workers = [Child(f"worker-{i}", list(argv)) for i, argv in enumerate(workers)]
+        self.router = Child("router", list(router), router_env)
+        self.workers = [
+            Child(f"worker-{i}", list(argv), worker_env) for i, argv in enumerate(workers)
+        ]
         self.shutdown_timeout = shutdown_timeout
         self._stopping = False
 

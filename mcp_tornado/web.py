@@ -17,7 +17,7 @@ from typing import Any
 
 from tornado.web import Application, RequestHandler, StaticFileHandler
 
-from mcp_tornado.limits import log_request
+from mcp_tornado.access_log import log_request
 from mcp_tornado.router_link import RouterLink
 
 

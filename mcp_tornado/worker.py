@@ -2,7 +2,7 @@
 
 Usage::
 
-    run_worker(WorkerConfig(host="127.0.0.1", port=8000, link=LinkConfig("ipc:///run/r.ipc")))
+    run_worker(WorkerSettings(host="127.0.0.1", port=8000, link=LinkSettings("ipc:///run/r.ipc")))
 
 Several workers can share one port (``SO_REUSEPORT``); a worker starts
 listening once the router has welcomed it.  Its
@@ -26,8 +26,6 @@ import logging
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -35,37 +33,20 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 
-from mcp_tornado import limits, protocol
+from mcp_tornado import protocol
+from mcp_tornado.admission import Gatekeeper, http_server_options
 from mcp_tornado.connection import Connection
 from mcp_tornado.hub import Hub
-from mcp_tornado.limits import Gatekeeper, Limits
 from mcp_tornado.listener import Listener
 from mcp_tornado.peer import SignalEndpoint
-from mcp_tornado.router_link import LinkConfig, RouterLink
+from mcp_tornado.router_link import RouterLink
+from mcp_tornado.settings import WorkerSettings
 from mcp_tornado.web import make_app
 
 log = logging.getLogger(__name__)
 
 _LISTEN_BACKLOG = 4096  # Tornado's 128 drops SYNs (1 s retries) in a connect storm
 _DRAIN_PERIOD = 0.25  # seconds of relaying after SIGTERM before clients are closed
-
-DEFAULT_STATIC_DIR = Path(__file__).resolve().parent.parent / "frontend" / "dist"
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Everything a worker needs, passed in explicitly."""
-
-    link: LinkConfig
-    host: str = "127.0.0.1"
-    port: int = 8000
-    static_dir: Path | None = DEFAULT_STATIC_DIR
-    max_message_size: int = limits.DEFAULT_MAX_MESSAGE_SIZE  # bigger messages: close 1009
-    ping_interval: float = 20.0  # WebSocket pings, to find clients that vanished
-    ping_timeout: float = 20.0
-    shutdown_timeout: float = 10.0
-    # Rate, room names, connections, slow readers, origins, tokens: see mcp_tornado.limits.
-    limits: Limits = field(default_factory=Limits)
 
 
 class Pinger:
@@ -102,7 +83,7 @@ class Pinger:
                 connection.ping()
 
 
-async def serve_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
+async def serve_worker(config: WorkerSettings, stop: asyncio.Event) -> None:
     """Run a worker in the current event loop until ``stop`` is set, then shut down gracefully."""
     hub = Hub(Gatekeeper(config.limits))
     link = RouterLink(config.link, hub)
@@ -119,7 +100,7 @@ async def serve_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         ready.cancel()
         link.close()
         return
-    server = HTTPServer(app, xheaders=False, **limits.http_server_options(config.limits))
+    server = HTTPServer(app, xheaders=False, **http_server_options(config.limits))
     endpoint = SignalEndpoint(hub, hub.gate, config.max_message_size)
     loop = asyncio.get_running_loop()
 
@@ -155,7 +136,7 @@ def _opened(opening: asyncio.Future[Any], sock: socket.socket) -> None:
         sock.close()
 
 
-def run_worker(config: WorkerConfig) -> None:
+def run_worker(config: WorkerSettings) -> None:
     """Run a worker until SIGTERM or SIGINT, on uvloop.
 
     Tornado runs on any asyncio loop; libuv's makes the per-read and per-write

@@ -1,4 +1,4 @@
-"""``python -m router``: the same as ``mcp-tornado router``."""
+"""``python -m mcp_tornado.router``: the same as ``mcp-tornado router``."""
 
 import sys
 

@@ -1,7 +1,7 @@
 """The router's loop: a ZeroMQ ROUTER socket that every worker's DEALER connects to.
 
 Read it top to bottom in :meth:`Router.run`: poll, read every batch that is
-waiting, apply each message to the :class:`~router.rooms.RoomTable`, send each
+waiting, apply each message to the :class:`~mcp_tornado.router.rooms.RoomTable`, send each
 worker one batch of replies, then do the heartbeat bookkeeping.  It is a plain
 blocking loop on purpose: on this kind of machine it moves nearly twice the
 round trips of an asyncio loop.
@@ -35,7 +35,6 @@ import logging
 import signal
 import time
 import uuid
-from dataclasses import dataclass
 from types import FrameType
 from typing import TypeAlias, cast
 
@@ -43,25 +42,14 @@ import msgspec
 import zmq
 
 from mcp_tornado import wire
-from router.rooms import Departure, PeerKey, RoomTable
+from mcp_tornado.router.rooms import Departure, PeerKey, RoomTable
+from mcp_tornado.settings import RouterSettings
 
-log = logging.getLogger("mcp_tornado.router")
+log = logging.getLogger(__name__)
 
 _MAX_BATCH = 512  # messages in one batch to a worker; more go in further batches
 _BIG_PAYLOAD = 8 * 1024  # a payload this large is sent at once instead of batched
 _PROBE_INTERVAL = 0.02  # seconds between extra pings after a worker's connection dropped
-
-
-@dataclass(frozen=True)
-class RouterConfig:
-    """How a router listens and how patient it is with workers."""
-
-    bind: str
-    heartbeat_interval: float = 0.5
-    heartbeat_liveness: int = 3
-    resync_grace: float = 1.0
-    expected_workers: int = 0  # end the resync grace early once this many workers said Hello
-    hwm: int = 100_000  # ZeroMQ high-water mark, in batches
 
 
 _Parkable: TypeAlias = wire.Join | wire.Relay | wire.Leave | wire.Fence
@@ -80,13 +68,13 @@ class Router:
 
     Usage::
 
-        Router(RouterConfig(bind="ipc:///run/mcp/router.ipc")).run()  # until SIGTERM
+        Router(RouterSettings(bind="ipc:///run/mcp/router.ipc")).run()  # until SIGTERM
 
     ``run`` installs SIGTERM/SIGINT handlers when called in the main thread;
     :meth:`stop` ends the loop from elsewhere.
     """
 
-    def __init__(self, config: RouterConfig) -> None:
+    def __init__(self, config: RouterSettings) -> None:
         self.config = config
         self.epoch = uuid.uuid4().hex[:12]
         self.rooms = RoomTable()

@@ -40,19 +40,8 @@ class RoomTable:
         self._partner: dict[PeerKey, PeerKey] = {}
         self._by_worker: dict[bytes, set[int]] = {}
 
-    def __len__(self) -> int:
-        """The number of peers holding a slot."""
-        return len(self._room_of)
-
-    @property
-    def room_count(self) -> int:
-        return len(self._rooms)
-
     def room_of(self, peer: PeerKey) -> str | None:
         return self._room_of.get(peer)
-
-    def members(self, room: str) -> list[PeerKey]:
-        return list(self._rooms.get(room, ()))
 
     def partner(self, peer: PeerKey) -> PeerKey | None:
         return self._partner.get(peer)

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_tornado import cli
-from mcp_tornado.limits import Limits
+from mcp_tornado import cli, settings
+from mcp_tornado.settings import LimitSettings, ServeSettings, WorkerSettings
 
 
-def limits_of(*argv: str) -> Limits:
-    return cli._limits(cli._parser().parse_args(["worker", *argv]))
+def worker_settings(*argv: str) -> WorkerSettings:
+    parsed = cli.parse_settings(["worker", *argv])
+    assert isinstance(parsed, WorkerSettings)
+    return parsed
+
+
+def limits_of(*argv: str) -> LimitSettings:
+    return worker_settings(*argv).limits
 
 
 def test_defaults() -> None:
-    assert limits_of() == Limits()
+    assert limits_of() == LimitSettings()
 
 
 def test_serve_passes_every_limit_to_its_workers() -> None:
@@ -22,10 +28,12 @@ def test_serve_passes_every_limit_to_its_workers() -> None:
         "--max-connections", "33", "--max-pending-bytes", "4096", "--handshake-timeout", "2.5",
         "--allowed-origin", "https://a.example", "--allowed-origin", "b.example,c.example",
     ]  # fmt: skip
-    serve_args = cli._parser().parse_args(["serve", *flags])
-    worker_argv = cli._worker_flags(serve_args)
-    assert limits_of(*worker_argv) == limits_of(*flags)
-    assert limits_of(*flags) == Limits(
+    serve = cli.parse_settings(["serve", *flags])
+    assert isinstance(serve, ServeSettings)
+    _, worker = serve.children("ipc:///unused")
+    handed = settings.decode(settings.encode(worker), WorkerSettings)
+    assert handed.limits == limits_of(*flags)
+    assert limits_of(*flags) == LimitSettings(
         rate=7.5,
         burst=9,
         max_room_length=20,
@@ -49,10 +57,11 @@ def test_serve_passes_every_limit_to_its_workers() -> None:
         ["--allowed-origin", "https://a.example/path"],
     ],
 )
-def test_bad_values_stop_the_command(argv: list[str]) -> None:
+def test_bad_values_stop_the_command(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
         limits_of(*argv)
-    assert "mcp-tornado:" in str(stopped.value.code)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith("mcp-tornado: ")
 
 
 def test_zero_turns_a_limit_off() -> None:

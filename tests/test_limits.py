@@ -1,9 +1,11 @@
-"""Every limit at, just under and just over its boundary: unit-level and against real workers."""
+"""Every limit at, just under and just over its boundary, against real workers.
+
+The unit tests of each part are in test_ratelimit.py, test_room_names.py and test_admission.py.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import time
 import urllib.request
@@ -12,115 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from mcp_tornado import limits, protocol
-from mcp_tornado.limits import Admission, Gatekeeper, Limits, Refusal, TokenBucket
+from mcp_tornado import protocol
 from tests.rawws import PING, TEXT, RawWebSocket, encode_frame
 from tests.support import Cluster, running_cluster, wait_until
-
-# --- the token bucket -------------------------------------------------------------
-
-
-def test_bucket_allows_exactly_the_burst_then_warns_once() -> None:
-    bucket = TokenBucket(rate=10, burst=5, now=0.0)
-    assert [bucket.take(0.0) for _ in range(5)] == [limits.ALLOW] * 5
-    assert bucket.take(0.0) == limits.DROP_AND_WARN
-    assert bucket.take(0.0) == limits.DROP
-
-
-def test_bucket_closes_after_burst_frames_over_the_allowance() -> None:
-    bucket = TokenBucket(rate=10, burst=5, now=0.0)
-    for _ in range(5):
-        bucket.take(0.0)
-    verdicts = [bucket.take(0.0) for _ in range(5)]
-    assert verdicts == [limits.DROP_AND_WARN] + [limits.DROP] * 3 + [limits.CLOSE]
-
-
-def test_bucket_refills_at_its_rate_and_caps_at_the_burst() -> None:
-    bucket = TokenBucket(rate=10, burst=5, now=0.0)
-    for _ in range(5):
-        assert bucket.take(0.0) == limits.ALLOW
-    assert bucket.take(0.0) == limits.DROP_AND_WARN  # 1 token in debt
-    assert bucket.take(0.0) == limits.DROP  # 2 in debt
-    assert bucket.take(0.1) == limits.DROP  # -2 + 1 = -1 tokens: still in debt, silent
-    assert bucket.take(0.39) == limits.DROP_AND_WARN  # -2 + 2.9 = 0.9: not enough, warned again
-    assert bucket.take(0.61) == limits.ALLOW  # -0.1 + 2.2 = 2.1 tokens
-    assert [bucket.take(100.0) for _ in range(6)][-2:] == [limits.ALLOW, limits.DROP_AND_WARN]
-
-
-def test_a_client_at_the_rate_is_never_limited() -> None:
-    bucket = TokenBucket(rate=50, burst=200, now=0.0)
-    assert all(bucket.take(i / 50) == limits.ALLOW for i in range(10_000))
-
-
-def test_a_client_just_over_the_rate_is_warned_then_closed_eventually() -> None:
-    bucket = TokenBucket(rate=50, burst=200, now=0.0)
-    verdicts = [bucket.take(i / 55) for i in range(20_000)]
-    first_drop = verdicts.index(limits.DROP_AND_WARN)
-    assert all(v == limits.ALLOW for v in verdicts[:first_drop])
-    assert limits.CLOSE in verdicts[first_drop:]
-
-
-# --- room names -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "name",
-    ["a", "lobby", "x" * 64, "caf\u00e9 room", "a+b", "A-Z_0.9~", "\u65e5\u672c", "r!#$%&()*"],
-)
-def test_valid_room_names(name: str) -> None:
-    assert limits.room_name_problem(name) is None
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "",
-        "x" * 65,
-        " lead",
-        "trail ",
-        "tab\there",
-        "new\nline",
-        "nul\x00",
-        "bidi\u202eevil",
-        "zero\u200bwidth",
-        "nb\u00a0sp",
-        "\ud800",
-        "private\ue000",
-    ],
-)
-def test_invalid_room_names(name: str) -> None:
-    assert limits.room_name_problem(name) is not None
-
-
-def test_room_length_is_configurable() -> None:
-    assert limits.room_name_problem("x" * 8, max_length=8) is None
-    assert limits.room_name_problem("x" * 9, max_length=8) is not None
-
-
-def test_admission_parses_the_query_like_before() -> None:
-    gate = Gatekeeper(Limits())
-    assert gate.admit({}) == Admission("default", None)
-    assert gate.admit({"room": [b""]}) == Admission("default", None)
-    assert gate.admit({"room": [b"a", b" b "]}) == Admission("b", None)  # last one, stripped
-    refusal = gate.admit({"room": [b"\xff"]})
-    assert isinstance(refusal, Refusal) and refusal.close_code == 4400
-    assert json.loads(refusal.event)["code"] == "invalid_room"
-
-
-def test_connection_cap_and_unlimited() -> None:
-    gate = Gatekeeper(Limits(max_connections=2))
-    gate.connections = 1
-    assert not gate.full()
-    gate.connections = 2
-    assert gate.full()
-    assert not Gatekeeper(Limits(max_connections=0)).full()
-    assert Gatekeeper(Limits(rate=0)).bucket(0.0) is None
-
-
-# --- against a real worker ---------------------------------------------------------
 
 BURST = 5
 
@@ -300,22 +197,6 @@ def test_limits_are_validated_at_startup(tmp_path: Path) -> None:
     process = spawn("worker", "--allowed-origin", "not an origin", log=tmp_path / "w.log")
     assert process.wait(10) != 0
     assert "not an origin" in (tmp_path / "w.log").read_text()
-
-
-@settings(deadline=None, derandomize=True, database=None, max_examples=300)
-@given(
-    query=st.dictionaries(
-        st.sampled_from(["room", "token", "x"]), st.lists(st.binary(max_size=80), max_size=3)
-    ),
-    secret=st.sampled_from([None, b"s" * 16]),
-)
-def test_admission_never_crashes(query: dict[str, list[bytes]], secret: bytes | None) -> None:
-    verdict = Gatekeeper(Limits(token_secret=secret)).admit(query)
-    if isinstance(verdict, Refusal):
-        assert verdict.close_code in {4400, 4401}
-        assert json.loads(verdict.event)["code"] in protocol.ERROR_CODES
-    else:
-        assert limits.room_name_problem(verdict.room) is None and secret is None
 
 
 def test_half_sent_requests_and_big_bodies_are_cut_off(tmp_path: Path) -> None:

@@ -21,11 +21,12 @@ from typing import cast
 import pytest
 
 from mcp_tornado import protocol
+from mcp_tornado.admission import Gatekeeper
 from mcp_tornado.connection import Connection
 from mcp_tornado.hub import Hub
-from mcp_tornado.limits import Gatekeeper, Limits
 from mcp_tornado.peer import Peer, SignalEndpoint
 from mcp_tornado.router_link import RouterLink
+from mcp_tornado.settings import LimitSettings
 from tests.rawws import TEXT, RawWebSocket, encode_frame, upgrade_request
 from tests.stubs import StubLink, StubTransport
 from tests.support import Cluster, running_cluster
@@ -39,7 +40,7 @@ def candidate(n: int) -> bytes:
 
 async def two_peers() -> tuple[StubLink, Peer, Peer]:
     link = StubLink()
-    hub = Hub(Gatekeeper(Limits(rate=0)))
+    hub = Hub(Gatekeeper(LimitSettings(rate=0)))
     hub.attach(cast(RouterLink, link))
     endpoint = SignalEndpoint(hub, hub.gate, 65536)
     pair = []

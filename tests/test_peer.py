@@ -13,20 +13,21 @@ from typing import cast
 import pytest
 
 from mcp_tornado import protocol
+from mcp_tornado.admission import Gatekeeper
 from mcp_tornado.connection import Connection
 from mcp_tornado.hub import Hub
-from mcp_tornado.limits import Gatekeeper, Limits
 from mcp_tornado.peer import Peer, SignalEndpoint
 from mcp_tornado.router_link import RouterLink
+from mcp_tornado.settings import LimitSettings
 from tests.rawws import BINARY, CLOSE, PING, PONG, TEXT, encode_frame, upgrade_request
 from tests.stubs import StubLink, StubTransport
 
 pytestmark = pytest.mark.gen_test
 
 
-def worker(limits: Limits | None = None) -> tuple[Hub, StubLink, SignalEndpoint]:
+def worker(limits: LimitSettings | None = None) -> tuple[Hub, StubLink, SignalEndpoint]:
     link = StubLink()
-    hub = Hub(Gatekeeper(limits or Limits(rate=0)))
+    hub = Hub(Gatekeeper(limits or LimitSettings(rate=0)))
     hub.attach(cast(RouterLink, link))
     return hub, link, SignalEndpoint(hub, hub.gate, 1024)
 
@@ -123,7 +124,7 @@ async def test_room_full_closes_with_4409_and_forgets_the_peer() -> None:
 
 
 async def test_pings_count_against_the_rate_limit_before_they_are_answered() -> None:
-    _hub, _, endpoint = worker(Limits(rate=1, burst=2))
+    _hub, _, endpoint = worker(LimitSettings(rate=1, burst=2))
     connection, transport = connect(endpoint)
     connection.data_received(b"".join(encode_frame(PING, b"%d" % n) for n in range(3)))
     connection.write_queued()
@@ -145,7 +146,7 @@ async def test_a_client_that_closes_frees_its_slot_before_the_echo() -> None:
 
 
 async def test_a_client_that_stops_reading_is_closed_with_4008() -> None:
-    hub, link, endpoint = worker(Limits(rate=0, max_pending_bytes=1000))
+    hub, link, endpoint = worker(LimitSettings(rate=0, max_pending_bytes=1000))
     _connection, transport = connect(endpoint)
     peer_id = cast(int, only_peer(hub).peer_id)
     for _ in range(20):

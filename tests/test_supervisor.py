@@ -41,7 +41,7 @@ class Service:
         return children
 
     def workers(self) -> list[psutil.Process]:
-        return [p for p in self.children() if " worker " in " ".join(p.cmdline())]
+        return [p for p in self.children() if "worker" in p.cmdline()]
 
 
 @pytest.fixture

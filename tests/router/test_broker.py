@@ -12,7 +12,8 @@ import pytest
 import zmq
 
 from mcp_tornado import wire
-from router.broker import Router, RouterConfig
+from mcp_tornado.router.broker import Router
+from mcp_tornado.settings import RouterSettings
 
 T = TypeVar("T")
 
@@ -96,7 +97,7 @@ def start_router() -> Iterator[RouterFactory]:
             "resync_grace": 0.0,
         }
         options.update(overrides)
-        router = Router(RouterConfig(bind=endpoint, **options))  # type: ignore[arg-type]
+        router = Router(RouterSettings(bind=endpoint, **options))  # type: ignore[arg-type]
         router.bind()
         thread = threading.Thread(target=router.run, daemon=True)
         thread.start()
@@ -214,7 +215,8 @@ def test_silent_worker_is_dropped_and_partners_told(
         assert time.monotonic() - started < 2, "silent worker was never dropped"
     assert w1.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
     assert time.monotonic() - started < 0.05 * 3 + 0.2
-    assert len(router.rooms) == 1
+    assert router.rooms.peers_of_worker(b"w1") == {1}
+    assert router.rooms.peers_of_worker(b"w2") == set()
 
 
 def test_bye_drops_a_worker_at_once(
@@ -251,7 +253,8 @@ def test_resync_rebuilds_rooms_and_settles_conflicts(
         wire.PeerRecord(1, "r", True), wire.PeerRecord(2, "r", True), wire.PeerRecord(3, "s", True)
     )
     assert welcome.rejected == [2]
-    assert len(router.rooms) == 4
+    assert router.rooms.peers_of_worker(b"w1") == {1, 2}
+    assert router.rooms.peers_of_worker(b"w2") == {1, 3}
     w2.send(wire.Relay(1, b"after resync"))
     assert w1.expect(wire.Deliver) == wire.Deliver(1, b"after resync")
     assert w1.quiet(0.5) and w2.quiet(0.1), "resynced pairs must not be re-announced"

@@ -1,0 +1,21 @@
+"""The workers' access log: Tornado's format, without query strings (room tokens travel there)."""
+
+from __future__ import annotations
+
+import logging
+
+from tornado.log import access_log
+from tornado.web import RequestHandler
+
+
+def log_request(handler: RequestHandler) -> None:
+    """Tornado's access log line without the query string: room tokens travel there."""
+    request = handler.request
+    log_access(handler.get_status(), request.method or "-", request.remote_ip or "-", request.path)
+
+
+def log_access(status: int, method: str, remote_ip: str, path: str = "/ws/signal/") -> None:
+    """One access log line (logger ``tornado.access``), in Tornado's format, no query string."""
+    level = logging.INFO if status < 400 else logging.WARNING
+    if access_log.isEnabledFor(level):  # every handshake passes here: skip the formatting
+        access_log.log(level, "%d %s %s (%s)", status, method, path, remote_ip)
