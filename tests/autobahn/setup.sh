@@ -28,7 +28,8 @@ if [ -z "$python2" ]; then
 fi
 
 echo "autobahn: installing autobahntestsuite==$VERSION into $VENV with $python2"
-pip_quiet=(--quiet --disable-pip-version-check --no-python-version-warning)
+pip_quiet=(--quiet --disable-pip-version-check)
+export PIP_NO_PYTHON_VERSION_WARNING=1  # pip 19 (pyenv's 2.7.18) lacks the flag; both read this
 rm -rf "$VENV"
 trap 'rm -rf "$VENV"' ERR  # never leave a half-made virtualenv that looks ready
 # virtualenv 20.22 dropped Python 2 environments; the interpreter's own copy is reused if present.

@@ -71,7 +71,7 @@ def find_wstest() -> Path:
         print(done.stdout, done.stderr)
         assert done.returncode == 0, f"{SETUP} failed:\n{done.stdout}\n{done.stderr}"
         if not WSTEST.exists() and "no Python 2.7 found" in done.stdout:
-            pytest.skip(f"Autobahn TestSuite needs Python 2.7, and there is none: {done.stdout}")
+            pytest.skip(f"wstest needs Python 2.7, and there is none ({done.stdout.strip()})")
     assert WSTEST.exists(), f"no wstest at {WSTEST}: run {SETUP}"
     return WSTEST
 
