@@ -165,6 +165,20 @@ def table_row(label: str, counts: collections.Counter[str], bold: bool = False) 
     return "| " + " | ".join([label, *(f"**{c}**" if bold else c for c in cells)]) + " |"
 
 
+def closing_table(signal: Results, mismatches: list[str]) -> list[str]:
+    """Per section: cases, how many close like the echo, how many do not."""
+    differ = collections.Counter(case_key(m.split(":")[0])[0] for m in mismatches)
+    cases = collections.Counter(case_key(case_id)[0] for case_id in signal)
+    lines = ["| section | cases | close like the echo | close differently |"]
+    lines.append("| --- | ---: | ---: | ---: |")
+    for section in sorted(cases):
+        n, d = cases[section], differ[section]
+        lines.append(f"| {section} | {n} | {n - d} | {d} |")
+    n, d = cases.total(), differ.total()
+    lines.append(f"| **all** | **{n}** | **{n - d}** | **{d}** |")
+    return lines
+
+
 def write_doc(doc: Path, echo: Results | None, signal: Results | None, max_size: int) -> None:
     """(Re)write the summary ``doc`` (docs/autobahn.md) from the two runs' results."""
     out = [
@@ -211,26 +225,21 @@ def write_doc(doc: Path, echo: Results | None, signal: Results | None, max_size:
         "",
         "`/ws/signal/?room=autobahn` on a real router and one worker (`--rate-limit 0`,",
         f"`--max-message-size {max_size}` as the echo). It answers with its own JSON",
-        "events (`joined`, `invalid_json` errors) instead of echoing, so most `behavior`",
-        "verdicts are FAILED by design. The test requires instead that every case *closes*",
-        "as on the echo: who closed first, the server's close frame (compared as 'echoed",
-        "the client's code' when the client closed first), who dropped TCP, `wasClean`, the",
-        "close timeouts, and `behaviorClose` unless the client itself closed with another",
-        "code (its reaction to the unexpected JSON frames).",
+        "events (`joined`, `invalid_json` errors) instead of echoing, so its `behavior`",
+        "verdicts say little: most are FAILED by design, and how many depends on when the",
+        "`joined` event lands among the suite's frames, which changes from run to run (see",
+        "the HTML report). The test requires instead that every case *closes* as on the",
+        "echo: who closed first, the server's close frame (compared as 'echoed the client's",
+        "code' when the client closed first), who dropped TCP, `wasClean`, the close",
+        "timeouts, and `behaviorClose` unless the client itself closed with another code",
+        "(its reaction to the unexpected JSON frames, e.g. 1001 when it gave up waiting).",
         "",
     ]
-    if signal is None:
+    if signal is None or echo is None:
         out += ["Not run.", ""]
     else:
-        out += [*summary_table(signal), ""]
-        if echo is not None:
-            mismatches, explained = compare_closing(echo, signal)
-            out += [
-                f"Closing compared with the echo: {len(signal) - len(mismatches)} of"
-                f" {len(signal)} cases close alike; {len(explained)} `behaviorClose` differences"
-                " come from the client's own close code.",
-                "",
-            ]
-            if mismatches:
-                out += ["Cases that close differently:", "", *(f"* {m}" for m in mismatches), ""]
+        mismatches, _ = compare_closing(echo, signal)
+        out += [*closing_table(signal, mismatches), ""]
+        if mismatches:
+            out += ["Cases that close differently:", "", *(f"* {m}" for m in mismatches), ""]
     doc.write_text("\n".join(out).rstrip("\n") + "\n")
