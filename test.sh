@@ -17,6 +17,9 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
 
+# The Autobahn TestSuite's wstest (Python 2) for tests/autobahn; a no-op once installed.
+tests/autobahn/setup.sh
+
 echo "== lint and types"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
