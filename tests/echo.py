@@ -22,7 +22,7 @@ import uvloop
 from mcp_tornado import handshake
 from mcp_tornado.connection import Connection, WriteScheduler
 
-MAX_MESSAGE_SIZE = 64 * 1024 * 1024  # Autobahn's section 9 sends messages of up to 16 MiB
+MAX_MESSAGE_SIZE = 16 * 2**20  # Autobahn's section 9 sends messages of up to 16 MiB
 
 
 class EchoHandler:
@@ -72,8 +72,8 @@ class EchoEndpoint:
         self.open -= 1
 
 
-async def serve(host: str, port: int) -> None:
-    endpoint = EchoEndpoint()
+async def serve(host: str, port: int, max_message_size: int) -> None:
+    endpoint = EchoEndpoint(max_message_size)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Connection(endpoint, None), host, port)
     stop = asyncio.Event()
@@ -88,9 +88,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--max-message-size", type=int, default=MAX_MESSAGE_SIZE)
     args = parser.parse_args()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(args.host, args.port))
+        runner.run(serve(args.host, args.port, args.max_message_size))
 
 
 if __name__ == "__main__":

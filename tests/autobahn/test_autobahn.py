@@ -3,7 +3,7 @@
 Two runs, each one wstest process (it runs its cases one after another):
 
 * an echo server built on the project's WebSocket classes
-  (``tests/autobahn/echo_server.py``), sections 1-7, 9 and 10: every case must
+  (``tests/echo.py``: ``Connection`` and ``ServerProtocol``, as in a worker), sections 1-7, 9 and 10: every case must
   be OK, except the few the suite itself calls INFORMATIONAL;
 * the real signaling endpoint (a router and one worker), sections 2-7: it
   answers messages with its own JSON events instead of echoing them, so only
@@ -113,7 +113,7 @@ def echo_results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     log = tmp_path_factory.mktemp("autobahn") / "echo.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "tests.autobahn.echo_server", "--port", str(port),
+            [sys.executable, "-m", "tests.echo", "--port", str(port),
              "--max-message-size", str(MAX_MESSAGE_SIZE)],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
