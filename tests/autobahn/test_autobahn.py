@@ -2,8 +2,8 @@
 
 Two runs, each one wstest process (it runs its cases one after another):
 
-* an echo server built on the project's WebSocket classes
-  (``tests/echo.py``: ``Connection`` and ``ServerProtocol``, as in a worker), sections 1-7, 9 and 10: every case must
+* an echo server built on the worker's own WebSocket classes (``tests/echo.py``:
+  ``Connection`` and ``ServerProtocol``), sections 1-7, 9 and 10: every case must
   be OK, except the few the suite itself calls INFORMATIONAL;
 * the real signaling endpoint (a router and one worker), sections 2-7: it
   answers messages with its own JSON events instead of echoing them, so only
