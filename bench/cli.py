@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import drivers, plots, report
+from bench.compare import also_option, skip_option
 from bench.procmon import SpawnedServer, check_loopback
 from bench.wsclient import raise_nofile_limit
 
@@ -80,11 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write JSON here")
 
     p = sub.add_parser(
-        "compare", help="the full comparison: mcp-tornado 1/2/4 workers vs baselines"
+        "compare",
+        help="the full comparison: mcp-tornado 1/2/4 workers vs baselines (and --also builds)",
     )
     p.add_argument("--out-dir", default="bench/results", help="JSON, PNG and markdown go here")
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run, ~1 min)")
-    p.add_argument("--workers", type=_int_list, default=[1, 2, 4])
+    p.add_argument(
+        "--workers",
+        type=_int_list,
+        default=[1, 2, 4],
+        help="comma list of worker counts for mcp-tornado and --also (default 1,2,4)",
+    )
     p.add_argument(
         "--server-cmd",
         default=(
@@ -98,7 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="Channels baseline folder (default ../shared/baselines/channels_seed)",
     )
     p.add_argument(
-        "--skip", default="", help="comma list of target names to skip: mcp,baseline,reference"
+        "--skip",
+        type=skip_option,
+        default=set(),
+        help="comma list of targets to skip: mcp (this checkout), baseline, reference",
+    )
+    p.add_argument(
+        "--also",
+        action="append",
+        type=also_option,
+        metavar="NAME[@CWD]=COMMAND",
+        help="one more mcp-tornado build (e.g. a worktree of an older commit), per --workers "
+        "count, as target NAME-Nw, measured beside mcp-tornado Nw with the same runs, "
+        "interleaved step by step; COMMAND takes {workers} and {port} like --server-cmd "
+        "and runs in CWD (default: an empty temp dir). Repeatable. See bench/README.md, "
+        "'Before and after'",
     )
     p.add_argument("--no-progress", action="store_true")
 

@@ -8,7 +8,11 @@ its runs:
 * the Django Channels baseline from ``../shared/baselines/channels_seed`` beside the
   repository (a writable copy, run with daphne), if present and if django,
   channels and daphne import; otherwise skipped with a note;
-* the picows reference relay (``bench/reference_relay.py``).
+* the picows reference relay (``bench/reference_relay.py``);
+* with ``--also NAME=COMMAND`` (repeatable), another build of mcp-tornado per worker
+  count, named ``NAME-2w`` etc. (e.g. a worktree of an older commit): started beside
+  the ``mcp-tornado 2w`` of this checkout and measured with exactly its runs,
+  interleaved run by run, so before and after see the same machine conditions.
 
 Writes ``compare.json``, ``compare.md`` (machine info + results tables, ready to
 paste into bench/README.md) and PNG plots into ``--out-dir``.
@@ -17,9 +21,12 @@ paste into bench/README.md) and PNG plots into ``--out-dir``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import math
+import re
 import shutil
+import string
 import sys
 import tempfile
 import time
@@ -73,11 +80,61 @@ class Sizes:
 
 @dataclass
 class Spec:
-    name: str  # mcp-1w, mcp-2w, baseline, reference
+    name: str  # mcp-tornado 2w, before-2w (--also), channels baseline, picows reference
     kind: str  # mcp | baseline | reference
     command: str
     cwd: str | None = None
     workers: int = 0
+    beside: str = ""  # an --also target: the mcp target it is measured with (mcp-tornado 2w)
+
+
+#: Targets ``--skip`` knows.
+SKIPPABLE = ("mcp", "baseline", "reference")
+
+
+def skip_option(text: str) -> set[str]:
+    """``--skip``: a comma list of :data:`SKIPPABLE` names (a typo is an error, not a
+    baseline run of several minutes)."""
+    names = {s.strip() for s in text.split(",") if s.strip()}
+    unknown = names - set(SKIPPABLE)
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown target {', '.join(sorted(unknown))} (choose from {', '.join(SKIPPABLE)})"
+        )
+    return names
+
+
+@dataclass(frozen=True)
+class Also:
+    """``--also NAME[@CWD]=COMMAND``: one more mcp-style server, per worker count."""
+
+    name: str
+    command: str
+    cwd: str | None = None
+
+
+def also_option(text: str) -> Also:
+    """Parse ``NAME=COMMAND`` or ``NAME@CWD=COMMAND``; COMMAND takes ``{workers}`` and
+    ``{port}`` like ``--server-cmd`` (both are required: the bench must know where the
+    server listens and what it is called)."""
+    head, eq, command = text.partition("=")
+    name, at, cwd = head.partition("@")
+    name, cwd, command = name.strip(), cwd.strip(), command.strip()
+    if not eq or not command:
+        raise argparse.ArgumentTypeError(f"expected NAME=COMMAND or NAME@CWD=COMMAND: {text!r}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise argparse.ArgumentTypeError(f"NAME: letters, digits, '_', '.', '-' only: {name!r}")
+    if at and not cwd:
+        raise argparse.ArgumentTypeError(f"empty CWD after '@': {text!r}")
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(command) if f is not None}
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"COMMAND: {exc}: {command!r}") from None
+    if fields != {"workers", "port"}:
+        raise argparse.ArgumentTypeError(
+            f"COMMAND must use {{workers}} and {{port}} and no other placeholder: {command!r}"
+        )
+    return Also(name, command, cwd or None)
 
 
 def _has_modules(*names: str) -> bool:
@@ -99,15 +156,22 @@ def resolve_command(command: str) -> str | None:
 
 
 def plan_targets(args: argparse.Namespace, notes: list[str]) -> list[Spec]:
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    skip: set[str] = args.skip
+    also: list[Also] = args.also or []
     specs: list[Spec] = []
+    command = None
     if "mcp" not in skip:
         command = resolve_command(args.server_cmd)
         if command is None:
             notes.append(f"mcp-tornado skipped: `{args.server_cmd.split()[0]}` is not installed.")
-        else:
-            for w in args.workers:
-                specs.append(Spec(f"mcp-tornado {w}w", "mcp", command, workers=w))
+    for w in args.workers:
+        main = f"mcp-tornado {w}w"
+        if command is not None:
+            specs.append(Spec(main, "mcp", command, workers=w))
+        # Run as given (not resolved like --server-cmd: a bare `mcp-tornado` would be
+        # this checkout's), in its own cwd: see README, "Before and after".
+        for a in also:
+            specs.append(Spec(f"{a.name}-{w}w", "mcp", a.command, a.cwd, w, beside=main))
     if "baseline" not in skip:
         folder = (
             Path(args.baseline_dir)
@@ -142,16 +206,15 @@ def plan_targets(args: argparse.Namespace, notes: list[str]) -> list[Spec]:
     return specs
 
 
-def suite(spec: Spec, target: drivers.Target, sz: Sizes, progress: bool) -> list[dict[str, Any]]:
-    """The runs for one server; smaller for the (slow) baseline."""
-    runs: list[dict[str, Any]] = []
+Step = tuple[str, str, dict[str, Any]]  # compare test name, scenario, its parameters
+
+
+def suite(spec: Spec, sz: Sizes) -> list[Step]:
+    """The runs for one server, in order; smaller for the (slow) baseline."""
+    steps: list[Step] = []
 
     def add(test: str, scenario: str, **params: Any) -> None:
-        run = drivers.run(scenario, target, progress=progress, **params)
-        run["compare_target"] = spec.name
-        run["compare_test"] = test
-        runs.append(run)
-        report.print_summary([run])
+        steps.append((test, scenario, params))
 
     slow = spec.kind == "baseline"
     st = 120.0 if slow else 30.0  # set-up timeout: the baseline needs minutes for 1,000 pairs
@@ -183,7 +246,26 @@ def suite(spec: Spec, target: drivers.Target, sz: Sizes, progress: bool) -> list
             setup_timeout=st,
         )
     add("churn", "churn", pairs=sz.churn_pairs, procs=1, duration=sz.churn_s)
-    return runs
+    return steps
+
+
+def groups(specs: list[Spec]) -> list[list[Spec]]:
+    """Targets measured together: an mcp worker count with its --also targets (the same
+    suite, so the same steps); every other target alone. In planning order."""
+    out: dict[Any, list[Spec]] = {}
+    for spec in specs:
+        key = ("mcp", spec.workers) if spec.kind == "mcp" else spec.name
+        out.setdefault(key, []).append(spec)
+    return list(out.values())
+
+
+def interleave(group: list[Spec], steps: list[Step]) -> list[tuple[Spec, Step]]:
+    """Every step on every member of a group before the next step, in an order reversed
+    at each step (A B, B A, A B ...): neither build is always the one measured first."""
+    out: list[tuple[Spec, Step]] = []
+    for i, step in enumerate(steps):
+        out += [(spec, step) for spec in (group if i % 2 == 0 else group[::-1])]
+    return out
 
 
 def _get(runs: list[dict[str, Any]], target: str, test: str) -> dict[str, Any] | None:
@@ -263,6 +345,48 @@ def _cpu_split(run: dict[str, Any] | None) -> str:
     if not labels:
         return "-"
     return ", ".join(f"{k} {v:.0f}%" for k, v in labels.items())
+
+
+#: The figures set side by side for an --also target: (figure, test, metric, higher is better).
+BESIDE_FIGURES = (
+    ("relay w1 deliveries/s", "relay_w1", "deliveries_per_s", True),
+    ("relay w8 2 procs deliveries/s", "relay_w8_2procs", "deliveries_per_s", True),
+    ("connect storm joins/s", "connect", "joins_per_s", True),
+    ("idle server KiB per peer", "idle", "server_kib_per_peer", False),
+)
+
+
+def beside_rows(runs: list[dict[str, Any]], specs: list[Spec]) -> list[list[str]]:
+    """Per --also target and figure of :data:`BESIDE_FIGURES`: the mcp target it ran
+    beside, itself, the ratio and the change in percent (+ is better: more deliveries or
+    joins, fewer KiB); a relay that had too few pairs ready gives no ratio."""
+    f = report.fmt
+    rows = []
+    for spec in specs:
+        if not spec.beside:
+            continue
+        for figure, test, metric, higher in BESIDE_FIGURES:
+            ours, other = _get(runs, spec.beside, test), _get(runs, spec.name, test)
+            if ours is None and other is None:
+                continue
+            ratio = _ratio(_m(ours, metric), _m(other, metric))
+            if test.startswith("relay") and not (valid(ours) and valid(other)):
+                ratio = None
+            change = "-"
+            if ratio:
+                change = f"{100.0 * ((ratio if higher else 1.0 / ratio) - 1.0):+.1f}%"
+            rows.append(
+                [
+                    figure,
+                    spec.beside,
+                    f(_m(ours, metric), 2),
+                    spec.name,
+                    f(_m(other, metric), 2),
+                    f(ratio, 3),
+                    change,
+                ]
+            )
+    return rows
 
 
 def markdown(
@@ -393,21 +517,30 @@ def markdown(
         """Deliveries/s of ``ours`` / ``theirs`` (met when >= ``least``); refused when
         either run had too few pairs ready."""
         a, b = _get(runs, ours, test), _get(runs, theirs, test)
+        if (a is None or b is None) and ours in also:
+            return  # an --also line only where both ran (the main line says what is missing)
         ratio = _ratio(_m(a, "deliveries_per_s"), _m(b, "deliveries_per_s"))
         value: Any = ratio
         if a is not None and b is not None and not (valid(a) and valid(b)):
             ratio, value = None, f"invalid: {ours} {ready_text(a)}, {theirs} {ready_text(b)}"
         target_row(what, value, goal, None if ratio is None or least is None else ratio >= least)
 
-    ratio_row(
-        "relay 2,000 peers w1: mcp-tornado 2w / Channels baseline",
-        mcp2,
-        base,
-        "relay_w1",
-        ">= 50x",
-        50,
-    )
-    for name in (mcp2, "mcp-tornado 1w"):
+    also = {s.name for s in specs if s.beside}
+
+    def with_also(name: str) -> list[str]:
+        """``name`` and the --also targets measured beside it, in that order."""
+        return [name, *(s.name for s in specs if s.beside == name)]
+
+    for name in with_also(mcp2):
+        ratio_row(
+            f"relay 2,000 peers w1: {name} / Channels baseline",
+            name,
+            base,
+            "relay_w1",
+            ">= 50x",
+            50,
+        )
+    for name in with_also(mcp2) + with_also("mcp-tornado 1w"):
         ratio_row(
             f"relay w8 2 client procs: {name} / picows reference (same run)",
             name,
@@ -416,37 +549,44 @@ def markdown(
             ">= 0.5",
             0.5,
         )
-    ratio_row(
-        "relay w1: mcp-tornado 2w / picows reference", mcp2, ref, "relay_w1", "ratio reported"
-    )
-    ol = _get(runs, mcp2, "openloop")
-    ol_p99 = ol["steps"][0]["metrics"]["latency_ms"]["p99"] if ol and ol.get("steps") else None
-    target_row(
-        "open loop 1,000 pairs x 5 msg/s p99 ms (2w)",
-        ol_p99,
-        "< 20 ms",
-        None if ol_p99 is None else ol_p99 < 20,
-    )
-    target_row(
-        "open loop rate where p99 crosses 50 ms (2w), msg/s",
-        cross_text(ol),
-        "reported",
-        None,
-    )
-    kib = _m(_get(runs, mcp2, "idle"), "server_kib_per_peer")
-    target_row(
-        "idle 10,000 peers, 2 workers: server KiB per peer",
-        kib,
-        "< 16 KiB",
-        None if kib is None else kib < 16,
-    )
-    joins = _m(_get(runs, mcp2, "connect"), "joins_per_s")
-    target_row(
-        "connect storm joins/s (2w)", joins, "> 3,000/s", None if joins is None else joins > 3000
-    )
+    for name in with_also(mcp2):
+        ratio_row(f"relay w1: {name} / picows reference", name, ref, "relay_w1", "ratio reported")
+    tags = {name: "2w" if name == mcp2 else name for name in with_also(mcp2)}
+    for name, tag in tags.items():
+        ol = _get(runs, name, "openloop")
+        ol_p99 = ol["steps"][0]["metrics"]["latency_ms"]["p99"] if ol and ol.get("steps") else None
+        target_row(
+            f"open loop 1,000 pairs x 5 msg/s p99 ms ({tag})",
+            ol_p99,
+            "< 20 ms",
+            None if ol_p99 is None else ol_p99 < 20,
+        )
+    for name, tag in tags.items():
+        target_row(
+            f"open loop rate where p99 crosses 50 ms ({tag}), msg/s",
+            cross_text(_get(runs, name, "openloop")),
+            "reported",
+            None,
+        )
+    for name, tag in tags.items():
+        kib = _m(_get(runs, name, "idle"), "server_kib_per_peer")
+        target_row(
+            f"idle 10,000 peers: server KiB per peer ({tag})",
+            kib,
+            "< 16 KiB",
+            None if kib is None else kib < 16,
+        )
+    for name, tag in tags.items():
+        joins = _m(_get(runs, name, "connect"), "joins_per_s")
+        target_row(
+            f"connect storm joins/s ({tag})",
+            joins,
+            "> 3,000/s",
+            None if joins is None else joins > 3000,
+        )
     scale = []
     for name in names:
-        if name.startswith("mcp-tornado"):
+        if name.startswith("mcp-tornado") or any(s.beside for s in specs if s.name == name):
             run = _get(runs, name, "relay_w8_2procs")
             scale.append(f"{name}: {f(_m(run, 'deliveries_per_s'))} ({_cpu_split(run)})")
     if scale:
@@ -457,6 +597,17 @@ def markdown(
         "",
         report.markdown_table(["figure", "measured", "target", ""], t_rows),
     ]
+    beside = beside_rows(runs, specs)
+    if beside:
+        out += [
+            "",
+            "Beside the --also targets (measured in the same run, interleaved run by run; "
+            "ratio = this checkout / the other, change: + is better):",
+            "",
+            report.markdown_table(
+                ["figure", "this checkout", "value", "other", "value", "ratio", "change"], beside
+            ),
+        ]
     notes = [
         *notes,
         "The Channels baseline runs a smaller set: no window-8 relay and no open loop "
@@ -466,6 +617,31 @@ def markdown(
     if notes:
         out += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     return "\n".join(out) + "\n"
+
+
+def log_path(out_dir: Path, spec: Spec) -> Path:
+    return out_dir / "logs" / f"{spec.name.replace(' ', '_')}.log"
+
+
+def start(spec: Spec, out_dir: Path, stack: contextlib.ExitStack) -> SpawnedServer:
+    """Start one target on a free port; ``stack`` stops it (and drops its temp dir)."""
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/ws/signal/"
+    command = spec.command.format(port=port, workers=spec.workers)
+    cwd = spec.cwd
+    if spec.kind == "baseline" and cwd is not None:
+        copy = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-baseline-")))
+        shutil.copytree(cwd, copy / "channels_seed")
+        cwd = str(copy / "channels_seed")
+    elif spec.beside and cwd is None:
+        # Not the bench's cwd: the server's processes run `python -m mcp_tornado`, and an
+        # mcp_tornado/ folder in their cwd (this checkout's) would be imported instead.
+        cwd = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-also-"))
+    log = log_path(out_dir, spec)
+    server = SpawnedServer(command, url, cwd=cwd, log_path=log)
+    print(f"== {spec.name}: {command}" + (f" (in {cwd})" if cwd else ""), file=sys.stderr)
+    stack.callback(server.stop)
+    return server.start(timeout=60)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -478,32 +654,48 @@ def main(args: argparse.Namespace) -> int:
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
     done_specs: list[Spec] = []
-    for spec in specs:
-        port = free_port()
-        url = f"ws://127.0.0.1:{port}/ws/signal/"
-        command = spec.command.format(port=port, workers=spec.workers)
-        cwd = spec.cwd
-        tmp: tempfile.TemporaryDirectory[str] | None = None
-        if spec.kind == "baseline" and cwd is not None:
-            tmp = tempfile.TemporaryDirectory(prefix="bench-baseline-")
-            copy = Path(tmp.name) / "channels_seed"
-            shutil.copytree(cwd, copy)
-            cwd = str(copy)
-        log = out_dir / "logs" / f"{spec.name.replace(' ', '_')}.log"
-        server = SpawnedServer(command, url, cwd=cwd, log_path=log)
-        print(f"== {spec.name}: {command}", file=sys.stderr)
-        try:
-            server.start(timeout=60)
+    for group in groups(specs):
+        # The members of a group (an mcp target and its --also targets) run at the same
+        # time, each idle while another is measured, so one step follows the other.
+        with contextlib.ExitStack() as stack:
+            live: dict[str, SpawnedServer] = {}
+            for spec in group:
+                try:
+                    live[spec.name] = start(spec, out_dir, stack)
+                except Exception as exc:  # one broken target must not sink the rest
+                    notes.append(
+                        f"{spec.name} failed to start: {type(exc).__name__}: {exc} "
+                        f"(log: {log_path(out_dir, spec)})"
+                    )
             time.sleep(1.0)  # let every worker finish starting
-            target = drivers.Target(url=url, label=spec.name, server_pid=server.pid)
-            runs += suite(spec, target, sz, progress)
-            done_specs.append(spec)
-        except Exception as exc:  # one broken target must not sink the rest
-            notes.append(f"{spec.name} failed: {type(exc).__name__}: {exc} (log: {log})")
-        finally:
-            server.stop()
-            if tmp is not None:
-                tmp.cleanup()
+            members = [spec for spec in group if spec.name in live]
+            for spec, (test, scenario, params) in interleave(members, suite(group[0], sz)):
+                server = live.get(spec.name)
+                if server is None:
+                    continue  # failed at an earlier step
+                target = drivers.Target(url=server.url, label=spec.name, server_pid=server.pid)
+                try:
+                    run = drivers.run(scenario, target, progress=progress, **params)
+                except Exception as exc:
+                    notes.append(
+                        f"{spec.name} failed: {type(exc).__name__}: {exc} "
+                        f"(log: {log_path(out_dir, spec)})"
+                    )
+                    live.pop(spec.name).stop()
+                    continue
+                run["compare_target"] = spec.name
+                run["compare_test"] = test
+                if spec.beside:
+                    run["compare_beside"] = spec.beside
+                runs.append(run)
+                report.print_summary([run])
+            done_specs += [spec for spec in members if spec.name in live]
+            for spec in members:
+                if spec.beside and spec.name in live:
+                    notes.append(
+                        f"{spec.name} ran beside {spec.beside}, interleaved run by run: "
+                        f"`{spec.command}`" + (f" in `{spec.cwd}`" if spec.cwd else "")
+                    )
     wall = time.monotonic() - started
     json_path = report.write_json(out_dir / "compare.json", runs)
     md = markdown(runs, done_specs, notes, wall)
@@ -525,7 +717,8 @@ def report_from_file(path: str | Path, plot_dir: str | Path | None = None) -> st
         name = run.get("compare_target")
         if isinstance(name, str) and name not in names:
             names.append(name)
-    specs = [Spec(name, "", "") for name in names]
+    beside = {r["compare_target"]: r["compare_beside"] for r in runs if "compare_beside" in r}
+    specs = [Spec(name, "", "", beside=beside.get(name, "")) for name in names]
     if plot_dir is not None:
         make_plots(runs, Path(plot_dir))
     return markdown(runs, specs, [], wall=math.nan, machine=doc.get("machine"))

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from bench import drivers
+from bench.compare import resolve_command
 from bench.procmon import SpawnedServer
 
 SERVERS = ["reference_relay", "mcp_server"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def target(server: SpawnedServer, label: str) -> drivers.Target:
@@ -177,7 +179,13 @@ def test_cli_spawn_option_starts_and_stops_the_server(tmp_path: Path) -> None:
 
 
 def test_compare_quick(tmp_path: Path) -> None:
-    """The headline command, tiny sizes: mcp-tornado 2 workers and the reference relay."""
+    """The headline command, tiny sizes: mcp-tornado 2 workers, the same server again as an
+    --also target (run beside it) and the reference relay."""
+    server_cmd = resolve_command(
+        "mcp-tornado serve --workers {workers} --host 127.0.0.1 --port {port} --rate-limit 0"
+    )
+    if server_cmd is None:
+        pytest.skip("mcp-tornado is not installed")
     proc = subprocess.run(
         [
             sys.executable,
@@ -189,6 +197,8 @@ def test_compare_quick(tmp_path: Path) -> None:
             "2",
             "--skip",
             "baseline",
+            "--also",
+            f"again@{REPO}={server_cmd}",
             "--out-dir",
             str(tmp_path),
             "--no-progress",
@@ -202,6 +212,10 @@ def test_compare_quick(tmp_path: Path) -> None:
     md = (tmp_path / "compare.md").read_text()
     assert "Machine:" in md
     assert "| mcp-tornado 2w |" in md and "| picows reference |" in md
+    assert "| again-2w |" in md and "| relay w1 deliveries/s | mcp-tornado 2w |" in md
     doc = json.loads((tmp_path / "compare.json").read_text())
-    assert {r["compare_target"] for r in doc["runs"]} == {"mcp-tornado 2w", "picows reference"}
+    targets = [r["compare_target"] for r in doc["runs"]]
+    assert set(targets) == {"mcp-tornado 2w", "again-2w", "picows reference"}
+    # the two builds take turns, step by step
+    assert targets[:4] == ["mcp-tornado 2w", "again-2w", "again-2w", "mcp-tornado 2w"]
     assert (tmp_path / "compare_relay_w1_cdf.png").stat().st_size > 5000

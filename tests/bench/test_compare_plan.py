@@ -1,0 +1,248 @@
+"""``compare``'s options and target planning: --skip, --also, groups and their interleaving,
+the --also rows in the markdown. Nothing here starts a server or times anything."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import report
+from bench.cli import build_parser
+from bench.compare import (
+    Also,
+    Sizes,
+    Spec,
+    also_option,
+    beside_rows,
+    groups,
+    interleave,
+    markdown,
+    plan_targets,
+    report_from_file,
+    skip_option,
+    suite,
+)
+from tests.bench.test_report_plots import fake_relay
+
+SERVE = "{workers} --host 127.0.0.1 --port {port} --rate-limit 0"
+OLD = f"/old/.venv/bin/mcp-tornado serve --workers {SERVE}"
+
+
+def test_also_option_name_command_and_optional_cwd() -> None:
+    assert also_option(f"before={OLD}") == Also("before", OLD, None)
+    assert also_option(f"before@/work/before={OLD}") == Also("before", OLD, "/work/before")
+    # only the first '=' splits: the command may hold more
+    cmd = "x serve --workers={workers} --port={port}"
+    assert also_option(f"v1.2_rc-3={cmd}") == Also("v1.2_rc-3", cmd, None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "before",  # no command
+        "before=",
+        f"={OLD}",  # no name
+        f"my before={OLD}",  # a space in the name
+        f"before@={OLD}",  # empty cwd
+        "before=x serve --port {port}",  # no {workers}: the NAME-2w label would lie
+        "before=x serve --workers {workers}",  # no {port}: nothing to connect to
+        "before=x serve --workers {workers} --port {port} --host {host}",
+        "before=x serve --workers {workers} --port {port",
+    ],
+)
+def test_also_option_refuses(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        also_option(text)
+
+
+def test_skip_option() -> None:
+    assert skip_option("") == set()
+    assert skip_option(" baseline, reference ,") == {"baseline", "reference"}
+    with pytest.raises(argparse.ArgumentTypeError, match="basline"):
+        skip_option("basline")
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["compare", *argv])
+
+
+def test_compare_cli_defaults_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse()
+    assert args.workers == [1, 2, 4] and args.skip == set() and args.also is None
+    args = parse(
+        "--workers", "1,2", "--skip", "baseline", "--also", f"a={OLD}", "--also", f"b={OLD}"
+    )
+    assert args.workers == [1, 2] and args.skip == {"baseline"}
+    assert [a.name for a in args.also] == ["a", "b"]
+    for bad in (["--skip", "mcp,basline"], ["--also", "before=x --port {port}"]):
+        with pytest.raises(SystemExit):
+            parse(*bad)
+        assert "argument --" in capsys.readouterr().err
+
+
+def names(specs: list[Spec]) -> list[str]:
+    return [s.name for s in specs]
+
+
+def test_plan_puts_each_also_target_after_its_mcp_target(tmp_path: Path) -> None:
+    args = parse(
+        "--workers",
+        "1,2",
+        "--skip",
+        "baseline",
+        "--server-cmd",
+        f"{sys.executable} -m mcp_tornado serve --workers {SERVE}",
+        "--also",
+        f"before@/work/before={OLD}",
+    )
+    notes: list[str] = []
+    specs = plan_targets(args, notes)
+    assert names(specs) == [
+        "mcp-tornado 1w",
+        "before-1w",
+        "mcp-tornado 2w",
+        "before-2w",
+        "picows reference",
+    ]
+    assert notes == []
+    before2 = specs[3]
+    assert (before2.kind, before2.workers, before2.beside) == ("mcp", 2, "mcp-tornado 2w")
+    assert (before2.command, before2.cwd) == (OLD, "/work/before")  # as given, not resolved
+    assert [s.beside for s in specs] == ["", "mcp-tornado 1w", "", "mcp-tornado 2w", ""]
+
+
+def test_plan_skips(tmp_path: Path) -> None:
+    also = ["--also", f"before={OLD}"]
+    # without this checkout's server the --also targets still run
+    args = parse("--workers", "2", "--skip", "mcp,baseline,reference", *also)
+    assert names(plan_targets(args, [])) == ["before-2w"]
+    notes: list[str] = []
+    args = parse("--workers", "2", "--baseline-dir", str(tmp_path), "--skip", "mcp", *also)
+    assert names(plan_targets(args, notes)) == ["before-2w", "picows reference"]
+    assert notes and "Channels baseline skipped" in notes[0]
+
+
+def spec(name: str, workers: int = 2, beside: str = "", kind: str = "mcp") -> Spec:
+    return Spec(name, kind, "cmd", workers=workers, beside=beside)
+
+
+def test_groups_put_an_mcp_target_with_its_also_targets() -> None:
+    specs = [
+        spec("mcp-tornado 1w", 1),
+        spec("a-1w", 1, "mcp-tornado 1w"),
+        spec("b-1w", 1, "mcp-tornado 1w"),
+        spec("mcp-tornado 2w"),
+        spec("a-2w", 2, "mcp-tornado 2w"),
+        spec("b-2w", 2, "mcp-tornado 2w"),
+        spec("channels baseline", 0, kind="baseline"),
+        spec("picows reference", 0, kind="reference"),
+    ]
+    assert [names(g) for g in groups(specs)] == [
+        ["mcp-tornado 1w", "a-1w", "b-1w"],
+        ["mcp-tornado 2w", "a-2w", "b-2w"],
+        ["channels baseline"],
+        ["picows reference"],
+    ]
+
+
+def test_an_also_target_gets_exactly_the_runs_of_its_mcp_target() -> None:
+    for sz in (Sizes(), Sizes.quick()):
+        for w in (1, 2, 4):
+            ours = suite(spec(f"mcp-tornado {w}w", w), sz)
+            assert suite(spec(f"before-{w}w", w, f"mcp-tornado {w}w"), sz) == ours
+        tests = [test for test, _, _ in suite(spec("mcp-tornado 2w"), sz)]
+        assert tests[:4] == ["idle", "connect", "relay_w1", "relay_w8_2procs"]
+        assert "idle" not in [test for test, _, _ in suite(spec("mcp-tornado 1w", 1), sz)]
+
+
+def test_interleave_alternates_which_target_goes_first() -> None:
+    group = [spec("mcp-tornado 2w"), spec("before-2w", 2, "mcp-tornado 2w")]
+    steps = suite(group[0], Sizes())
+    order = [(s.name, step[0]) for s, step in interleave(group, steps)]
+    assert order[:6] == [
+        ("mcp-tornado 2w", "idle"),
+        ("before-2w", "idle"),
+        ("before-2w", "connect"),
+        ("mcp-tornado 2w", "connect"),
+        ("mcp-tornado 2w", "relay_w1"),
+        ("before-2w", "relay_w1"),
+    ]
+    assert len(order) == 2 * len(steps)
+    assert interleave(group[:1], steps) == [(group[0], step) for step in steps]
+
+
+def fake(name: str, test: str, beside: str = "", **metrics: Any) -> dict[str, Any]:
+    run = fake_relay(name, 2000, metrics.pop("deliveries_per_s", 0.0))
+    run["metrics"].update(metrics)
+    run["compare_target"], run["compare_test"] = name, test
+    if beside:
+        run["compare_beside"] = beside
+    return run
+
+
+def also_runs() -> tuple[list[dict[str, Any]], list[Spec]]:
+    ours, old = "mcp-tornado 2w", "before-2w"
+    runs = [
+        fake(ours, "relay_w1", deliveries_per_s=40_000.0),
+        fake(old, "relay_w1", ours, deliveries_per_s=50_000.0),
+        fake(ours, "relay_w8_2procs", deliveries_per_s=100_000.0),
+        fake(old, "relay_w8_2procs", ours, deliveries_per_s=98_000.0),
+        fake("picows reference", "relay_w8_2procs", deliveries_per_s=80_000.0),
+        fake(ours, "connect", joins_per_s=4_000.0),
+        fake(old, "connect", ours, joins_per_s=4_000.0),
+        fake(ours, "idle", server_kib_per_peer=2.2, held=10_000),
+        fake(old, "idle", ours, server_kib_per_peer=2.0, held=10_000),
+    ]
+    specs = [spec(ours), spec(old, 2, ours), spec("picows reference", 0, kind="reference")]
+    return runs, specs
+
+
+def test_beside_rows_ratio_and_change_with_better_as_plus() -> None:
+    runs, specs = also_runs()
+    rows = {row[0]: row for row in beside_rows(runs, specs)}
+    assert rows["relay w1 deliveries/s"] == [
+        "relay w1 deliveries/s",
+        "mcp-tornado 2w",
+        "40,000",
+        "before-2w",
+        "50,000",
+        "0.800",
+        "-20.0%",
+    ]
+    assert rows["relay w8 2 procs deliveries/s"][5:] == ["1.020", "+2.0%"]
+    assert rows["connect storm joins/s"][5:] == ["1.000", "+0.0%"]
+    # memory: fewer KiB is better, so 2.2 against 2.0 is 10% worse (-9.1% of the other's)
+    assert rows["idle server KiB per peer"][2:] == [
+        "2.20",
+        "before-2w",
+        "2.00",
+        "1.100",
+        "-9.1%",
+    ]
+    runs[0]["metrics"]["ready_pairs"] = 10  # of 1,000: no ratio from that relay
+    rows = {row[0]: row for row in beside_rows(runs, specs)}
+    assert rows["relay w1 deliveries/s"][5:] == ["-", "-"]
+    assert beside_rows(runs, specs[:1]) == []
+
+
+def test_markdown_shows_also_targets_next_to_ours(tmp_path: Path) -> None:
+    runs, specs = also_runs()
+    md = markdown(runs, specs, [], wall=60.0)
+    lines = md.splitlines()
+    ours = next(i for i, line in enumerate(lines) if line.startswith("| mcp-tornado 2w | 40,000"))
+    assert lines[ours + 1].startswith("| before-2w | 50,000 |")
+    w8 = "| relay w8 2 client procs: {} / picows reference (same run) |"
+    assert w8.format("mcp-tornado 2w") + " 1.25 | >= 0.5 | met |" in md
+    assert w8.format("before-2w") + " 1.23 | >= 0.5 | met |" in md
+    # no --also line where a run is missing (no baseline here, no 1w)
+    assert "before-2w / Channels baseline" not in md
+    assert "| connect storm joins/s (before-2w) | 4,000 |" in md
+    assert "Beside the --also targets" in md
+    assert "| idle server KiB per peer | mcp-tornado 2w | 2.20 | before-2w | 2.00 |" in md
+    # re-rendered from the JSON, the --also target is still known as one
+    path = report.write_json(tmp_path / "compare.json", runs)
+    assert "Beside the --also targets" in report_from_file(path)
