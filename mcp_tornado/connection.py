@@ -119,7 +119,8 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         ws = self._ws
         if ws is None:
-            if self._handler is None:  # not refused
+            transport = self.transport
+            if transport is not None and not transport.is_closing():  # not refused
                 self._read_head(data)
             return
         handler = self._handler
@@ -206,7 +207,6 @@ class Connection(asyncio.Protocol):
         log_access(rejection.status, "GET", self.remote_ip())
         transport = self.transport
         assert transport is not None
-        self._handler = _REFUSED
         transport.write(handshake.rejection_response(rejection))
         transport.close()
 
@@ -300,31 +300,6 @@ class Connection(asyncio.Protocol):
         """Drop the connection without a closing handshake (it cannot answer one)."""
         if self.transport is not None:
             self.transport.abort()  # connection_lost follows
-
-
-class _Refused:
-    """The handler of a connection whose upgrade was refused: it reads nothing more."""
-
-    def opened(self, request: handshake.Upgrade) -> None:
-        pass
-
-    def message_received(self, data: bytes, text: bool) -> None:
-        pass
-
-    def ping_received(self, data: bytes) -> None:
-        pass
-
-    def close_received(self) -> None:
-        pass
-
-    def stalled(self) -> None:
-        pass
-
-    def connection_lost(self) -> None:
-        pass
-
-
-_REFUSED = _Refused()
 
 
 class WriteScheduler:

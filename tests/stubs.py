@@ -26,6 +26,9 @@ class StubTransport(asyncio.Transport):
     def abort(self) -> None:
         self.aborted = True
 
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
     def get_write_buffer_size(self) -> int:
         return self.buffered
 
