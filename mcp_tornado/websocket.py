@@ -232,7 +232,9 @@ class ServerProtocol:
         self.state = State.OPEN
         self.close_code: int | None = None  # the client's, once its Close frame came
         self.close_reason: str | None = None
-        self._out: list[bytes] = []  # queued frames (headers and payloads), in order
+        # Queued frames (headers and payloads), in order; None while nothing is queued,
+        # so an idle connection holds no list.
+        self._out: list[bytes] | None = None
         self._pending = 0  # their total size
         self._reading = True  # False once a Close came, the connection failed or EOF
         self._sending = True  # False once our Close frame is queued (or nothing may go out)
@@ -502,7 +504,11 @@ class ServerProtocol:
         if self._sending:
             n = len(data)
             header = _TEXT_HEADERS[n] if n < 126 else _header(0x80 | _TEXT, n)
-            self._out += (header, data)
+            out = self._out
+            if out is None:
+                self._out = [header, data]
+            else:
+                out += (header, data)
             self._pending += len(header) + n
 
     def send_binary(self, data: bytes) -> None:
@@ -510,7 +516,11 @@ class ServerProtocol:
         if self._sending:
             n = len(data)
             header = _BINARY_HEADERS[n] if n < 126 else _header(0x80 | _BINARY, n)
-            self._out += (header, data)
+            out = self._out
+            if out is None:
+                self._out = [header, data]
+            else:
+                out += (header, data)
             self._pending += len(header) + n
 
     def send_ping(self, data: bytes = b"") -> None:
@@ -525,8 +535,7 @@ class ServerProtocol:
         if len(data) > 125:
             raise ValueError("a control frame carries at most 125 bytes")
         if self._sending:
-            self._out += (bytes((0x80 | opcode, len(data))), data)
-            self._pending += 2 + len(data)
+            self._queue(bytes((0x80 | opcode, len(data))), data)
 
     def send_close(self, code: int | None = None, reason: str = "") -> None:
         """Queue our Close frame: start the closing handshake, or answer the client's.
@@ -556,18 +565,24 @@ class ServerProtocol:
         self.state = State.CLOSED if self._close_received else State.CLOSING
 
     def _queue_close(self, body: bytes) -> None:
-        self._out += (bytes((0x80 | _CLOSE, len(body))), body)
-        self._pending += 2 + len(body)
+        self._queue(bytes((0x80 | _CLOSE, len(body))), body)
+
+    def _queue(self, header: bytes, payload: bytes) -> None:
+        out = self._out
+        if out is None:
+            self._out = [header, payload]
+        else:
+            out += (header, payload)
+        self._pending += len(header) + len(payload)
 
     def data_to_send(self) -> bytes:
         """Everything queued so far, in order, as one ``bytes`` (``b""`` if nothing)."""
         out = self._out
-        if not out:
+        if out is None:
             return b""
-        data = b"".join(out)
-        out.clear()
+        self._out = None  # the list goes with the data: an idle connection holds none
         self._pending = 0
-        return data
+        return b"".join(out)
 
     @property
     def pending_bytes(self) -> int:
