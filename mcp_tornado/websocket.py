@@ -197,6 +197,27 @@ _NO_CODE: Final = frozenset({1005, 1006, 1015})
 _Utf8Decoder: Final = codecs.getincrementaldecoder("utf-8")
 
 
+class _Message:
+    """A message in progress: fragmented, or its frame's payload still arriving.
+
+    Only a message that does not come whole in one read needs one: a whole,
+    unfragmented frame is parsed without it.
+    """
+
+    __slots__ = ("data", "decoder", "fin", "key", "left", "offset", "opcode")
+
+    def __init__(self, opcode: int) -> None:
+        self.opcode = opcode  # _TEXT or _BINARY
+        self.data = bytearray()  # its unmasked bytes so far
+        self.decoder = _Utf8Decoder() if opcode == _TEXT else None  # text: UTF-8 so far
+        # The data frame whose payload is arriving: bytes still to come, its mask,
+        # how many payload bytes came (where the mask stands), and its FIN bit.
+        self.left = 0
+        self.key = b""
+        self.offset = 0
+        self.fin = False
+
+
 class ServerProtocol:
     """One server-side WebSocket connection, from the end of the opening handshake.
 
@@ -209,13 +230,7 @@ class ServerProtocol:
     __slots__ = (
         "_buffer",
         "_close_received",
-        "_decoder",
-        "_fin",
-        "_key",
-        "_left",
         "_message",
-        "_offset",
-        "_opcode",
         "_out",
         "_parsing",
         "_pending",
@@ -245,16 +260,8 @@ class ServerProtocol:
         # frame's payload is taken as it arrives, so joining it to the next read keeps
         # buffering linear.
         self._buffer = b""
-        # A message in progress: fragmented, or its frame's payload still arriving.
-        self._opcode = 0  # _TEXT or _BINARY while a message is in progress, else 0
-        self._message: bytearray | None = None  # its unmasked bytes so far
-        self._decoder: codecs.IncrementalDecoder | None = None  # text: UTF-8 so far
-        # The data frame whose payload is arriving: bytes still to come, its mask,
-        # how many payload bytes came (where the mask stands), and its FIN bit.
-        self._left = 0
-        self._key = b""
-        self._offset = 0
-        self._fin = False
+        # A message in progress (fragmented, or its frame's payload still arriving).
+        self._message: _Message | None = None
 
     # --- receiving ------------------------------------------------------------------
 
@@ -274,7 +281,7 @@ class ServerProtocol:
         if self._buffer:
             self._buffer += data
             return self._events()
-        if not self._opcode and len(data) >= 6 and not self._parsing:
+        if self._message is None and len(data) >= 6 and not self._parsing:
             # The one-frame-per-read hot path: the read is exactly one whole, valid,
             # unfragmented data message.  Parsing it now is indistinguishable from
             # parsing it lazily (no later frame can queue anything, the state does not
@@ -320,15 +327,17 @@ class ServerProtocol:
         mask = _mask  # a global looked up per iterator, so tests can swap it
         max_size = self.max_message_size
         try:
-            if self._left:  # the rest of a data frame's payload
-                pos = min(self._left, end)
-                failure = self._payload(buf[:pos])
+            msg = self._message  # None unless a message is in progress
+            if msg is not None and msg.left:  # the rest of a data frame's payload
+                pos = min(msg.left, end)
+                failure = self._payload(msg, buf[:pos])
                 if failure is not None:
                     yield failure
                     return
-                if not self._left and self._fin:
-                    yield self._message_done()
-            in_message = self._opcode != 0
+                if not msg.left and msg.fin:
+                    done = self._message_done(msg)
+                    msg = None
+                    yield done
             while end - pos >= 2:
                 first = buf[pos]
                 second = buf[pos + 1]
@@ -344,9 +353,9 @@ class ServerProtocol:
                     if length > 125:
                         error = "control frame too long"
                 elif opcode == _CONTINUATION:
-                    if not in_message:
+                    if msg is None:
                         error = "unexpected continuation frame"
-                elif in_message:
+                elif msg is not None:
                     error = "expected a continuation frame"
                 if error is not None:
                     yield self._fail(_PROTOCOL_ERROR, error)
@@ -380,14 +389,14 @@ class ServerProtocol:
                         yield self._close(payload)
                         return
                     continue
-                message = self._message  # the fragments so far count, interleaved controls not
-                if length + (len(message) if message is not None else 0) > max_size:
+                # The fragments so far count, interleaved control frames not.
+                if length + (len(msg.data) if msg is not None else 0) > max_size:
                     yield self._fail(_MESSAGE_TOO_BIG, "message too big")
                     return
                 if end - at < 4:
                     break
                 start = at + 4
-                if first & 0x80 and not in_message and end - start >= length:
+                if first & 0x80 and msg is None and end - start >= length:
                     # The common case: a whole, unfragmented message in this read.
                     pos = start + length
                     payload = mask(buf[at:start], buf[start:pos])
@@ -404,25 +413,23 @@ class ServerProtocol:
                     continue
                 # A fragment, or a frame whose payload has not all arrived: take what
                 # has, unmasked and (text) validated, into the message in progress.
-                if not in_message:
-                    self._opcode = opcode
-                    self._message = bytearray()
-                    self._decoder = _Utf8Decoder() if opcode == _TEXT else None
-                    in_message = True
-                self._key = buf[at:start]
-                self._offset = 0
-                self._left = length
-                self._fin = bool(first & 0x80)
+                if msg is None:
+                    msg = self._message = _Message(opcode)
+                msg.key = buf[at:start]
+                msg.offset = 0
+                msg.left = length
+                msg.fin = bool(first & 0x80)
                 pos = min(start + length, end)
-                failure = self._payload(buf[start:pos])
+                failure = self._payload(msg, buf[start:pos])
                 if failure is not None:
                     yield failure
                     return
-                if self._left:
+                if msg.left:
                     break  # everything was taken
-                if self._fin:
-                    in_message = False
-                    yield self._message_done()
+                if msg.fin:
+                    done = self._message_done(msg)
+                    msg = None
+                    yield done
         finally:
             self._parsing = False
             if pos < end and self._reading:
@@ -430,36 +437,29 @@ class ServerProtocol:
                 # Data received while this iterator was suspended goes after the tail.
                 self._buffer = tail + self._buffer if self._buffer else tail
 
-    def _payload(self, masked: bytes) -> ConnectionFailed | None:
-        """Take part of the current data frame's payload into the message."""
-        key = self._key
-        turn = self._offset & 3
+    def _payload(self, msg: _Message, masked: bytes) -> ConnectionFailed | None:
+        """Take part of the current data frame's payload into the message in progress."""
+        key = msg.key
+        turn = msg.offset & 3
         if turn:  # the mask continues where the previous part stopped
             key = key[turn:] + key[:turn]
         data = _mask(key, masked)
-        self._offset += len(masked)
-        self._left -= len(masked)
-        decoder = self._decoder
+        msg.offset += len(masked)
+        msg.left -= len(masked)
+        decoder = msg.decoder
         if decoder is not None:
             try:
-                decoder.decode(data, not self._left and self._fin)
+                decoder.decode(data, not msg.left and msg.fin)
             except UnicodeDecodeError:
                 return self._fail(_INVALID_DATA, "invalid UTF-8")
-        message = self._message
-        assert message is not None
-        message += data
+        msg.data += data
         return None
 
-    def _message_done(self) -> TextMessage | BinaryMessage:
-        message = self._message
-        assert message is not None
-        opcode = self._opcode
-        self._opcode = 0
+    def _message_done(self, msg: _Message) -> TextMessage | BinaryMessage:
         self._message = None
-        self._decoder = None
-        if opcode == _TEXT:
-            return TextMessage(bytes(message))
-        return BinaryMessage(bytes(message))
+        if msg.opcode == _TEXT:
+            return TextMessage(bytes(msg.data))
+        return BinaryMessage(bytes(msg.data))
 
     def _close(self, body: bytes) -> CloseReceived | ConnectionFailed:
         """The client's Close frame: validate it and stop reading."""
@@ -479,10 +479,7 @@ class ServerProtocol:
         self._close_received = True
         self.close_code = code
         self.close_reason = reason
-        # A message still in progress is dropped: it can never be finished.
-        self._opcode = 0
-        self._message = None
-        self._decoder = None
+        self._message = None  # a message in progress is dropped: it can never be finished
         self.state = State.CLOSING if self._sending else State.CLOSED
         return CloseReceived(code, reason)
 
@@ -493,7 +490,6 @@ class ServerProtocol:
         self._reading = False
         self._sending = False
         self._message = None
-        self._decoder = None
         self.state = State.CLOSED
         return ConnectionFailed(code, reason)
 
