@@ -86,6 +86,10 @@ class State(enum.Enum):
     CLOSED = 3  # Close frames exchanged, or the connection failed: write, then close TCP
 
 
+_OPEN: Final = State.OPEN
+_CLOSING: Final = State.CLOSING
+_CLOSED: Final = State.CLOSED
+
 # --- events -------------------------------------------------------------------------
 # msgspec Structs: created in C, about twice as fast as a class with __slots__ and
 # an __init__, and the hot path makes one per message.  gc=False: they only hold
@@ -229,31 +233,25 @@ class ServerProtocol:
 
     __slots__ = (
         "_buffer",
-        "_close_received",
+        "_client_close",
         "_message",
         "_out",
         "_parsing",
         "_pending",
-        "_reading",
-        "_sending",
-        "close_code",
-        "close_reason",
         "max_message_size",
         "state",
     )
 
     def __init__(self, max_message_size: int = 64 * 1024) -> None:
         self.max_message_size = max_message_size
-        self.state = State.OPEN
-        self.close_code: int | None = None  # the client's, once its Close frame came
-        self.close_reason: str | None = None
+        # Whether we still read and send follows from the state and _client_close
+        # (see _reading and _sending): no flags to keep in step.
+        self.state: State = _OPEN
+        self._client_close: CloseReceived | None = None  # once the client's Close frame came
         # Queued frames (headers and payloads), in order; None while nothing is queued,
         # so an idle connection holds no list.
         self._out: list[bytes] | None = None
         self._pending = 0  # their total size
-        self._reading = True  # False once a Close came, the connection failed or EOF
-        self._sending = True  # False once our Close frame is queued (or nothing may go out)
-        self._close_received = False
         self._parsing = False  # an events iterator is running
         # Received bytes not parsed yet.  Between reads this is only ever the tail of a
         # frame header or of a control frame (at most 14 or 131 bytes), since a data
@@ -262,6 +260,30 @@ class ServerProtocol:
         self._buffer = b""
         # A message in progress (fragmented, or its frame's payload still arriving).
         self._message: _Message | None = None
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of the client's Close frame, once it came; ``None`` if it carried none."""
+        close = self._client_close
+        return None if close is None else close.code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The reason of the client's Close frame, once it came (``""`` if none); else ``None``."""
+        close = self._client_close
+        return None if close is None else close.reason
+
+    @property
+    def _reading(self) -> bool:
+        """False once the client's Close frame came, the connection failed or EOF came."""
+        state = self.state
+        return state is _OPEN or (state is _CLOSING and self._client_close is None)
+
+    @property
+    def _sending(self) -> bool:
+        """False once our Close frame is queued, the connection failed or EOF came."""
+        state = self.state
+        return state is _OPEN or (state is _CLOSING and self._client_close is not None)
 
     # --- receiving ------------------------------------------------------------------
 
@@ -274,7 +296,7 @@ class ServerProtocol:
         Iterate it to the end, or drop it, before the next ``receive_data``.
         Parsing stops after a Close frame or a violation; later data is ignored.
         """
-        if not self._reading:
+        if self.state is not _OPEN and not self._reading:  # the test is for speed
             return iter(())
         if type(data) is not bytes:
             data = bytes(data)
@@ -309,16 +331,14 @@ class ServerProtocol:
 
     def receive_eof(self) -> None:
         """The client closed TCP: later data is ignored, nothing is sent; the state is CLOSED."""
-        self._reading = False
-        self._sending = False
         self._buffer = b""
-        self.state = State.CLOSED
+        self.state = _CLOSED
 
     def _events(self) -> Iterator[Event]:
         if self._parsing:
             raise RuntimeError("the previous receive_data() iterator is still running")
         buf = self._buffer
-        if not buf or not self._reading:
+        if not buf or (self.state is not _OPEN and not self._reading):
             return
         self._buffer = b""
         self._parsing = True
@@ -432,7 +452,7 @@ class ServerProtocol:
                     yield done
         finally:
             self._parsing = False
-            if pos < end and self._reading:
+            if pos < end and (self.state is _OPEN or self._reading):
                 tail = buf[pos:]
                 # Data received while this iterator was suspended goes after the tail.
                 self._buffer = tail + self._buffer if self._buffer else tail
@@ -475,29 +495,25 @@ class ServerProtocol:
                 reason = body[2:].decode()
             except UnicodeDecodeError:
                 return self._fail(_INVALID_DATA, "invalid UTF-8 in close reason")
-        self._reading = False
-        self._close_received = True
-        self.close_code = code
-        self.close_reason = reason
         self._message = None  # a message in progress is dropped: it can never be finished
-        self.state = State.CLOSING if self._sending else State.CLOSED
-        return CloseReceived(code, reason)
+        # CLOSING if we may still send (our Close frame is not queued), else CLOSED.
+        self.state = _CLOSING if self.state is _OPEN else _CLOSED
+        event = self._client_close = CloseReceived(code, reason)
+        return event
 
     def _fail(self, code: int, reason: str) -> ConnectionFailed:
         """Fail the connection (RFC 6455 7.1.7): queue our Close frame unless it went already."""
         if self._sending:
             self._queue_close(code.to_bytes(2, "big") + reason.encode())
-        self._reading = False
-        self._sending = False
         self._message = None
-        self.state = State.CLOSED
+        self.state = _CLOSED
         return ConnectionFailed(code, reason)
 
     # --- sending --------------------------------------------------------------------
 
     def send_text(self, data: bytes) -> None:
         """Queue a text message; ``data`` is UTF-8 already (it is not checked)."""
-        if self._sending:
+        if self.state is _OPEN or self._sending:  # the first test is for speed
             n = len(data)
             header = _TEXT_HEADERS[n] if n < 126 else _header(0x80 | _TEXT, n)
             out = self._out
@@ -509,7 +525,7 @@ class ServerProtocol:
 
     def send_binary(self, data: bytes) -> None:
         """Queue a binary message."""
-        if self._sending:
+        if self.state is _OPEN or self._sending:  # the first test is for speed
             n = len(data)
             header = _BINARY_HEADERS[n] if n < 126 else _header(0x80 | _BINARY, n)
             out = self._out
@@ -557,8 +573,7 @@ class ServerProtocol:
                 encoded = encoded[:123].decode(errors="ignore").encode()
             body = code.to_bytes(2, "big") + encoded
         self._queue_close(body)
-        self._sending = False
-        self.state = State.CLOSED if self._close_received else State.CLOSING
+        self.state = _CLOSING if self._client_close is None else _CLOSED
 
     def _queue_close(self, body: bytes) -> None:
         self._queue(bytes((0x80 | _CLOSE, len(body))), body)
