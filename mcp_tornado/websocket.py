@@ -238,26 +238,27 @@ class ServerProtocol:
         "_out",
         "_parsing",
         "_pending",
+        "_sending",
         "max_message_size",
         "state",
     )
 
     def __init__(self, max_message_size: int = 64 * 1024) -> None:
         self.max_message_size = max_message_size
-        # Whether we still read and send follows from the state and _client_close
-        # (see _reading and _sending): no flags to keep in step.
         self.state: State = _OPEN
         self._client_close: CloseReceived | None = None  # once the client's Close frame came
         # Queued frames (headers and payloads), in order; None while nothing is queued,
         # so an idle connection holds no list.
         self._out: list[bytes] | None = None
         self._pending = 0  # their total size
+        self._sending = True  # False once our Close frame is queued (or nothing may go out)
         self._parsing = False  # an events iterator is running
         # Received bytes not parsed yet.  Between reads this is only ever the tail of a
         # frame header or of a control frame (at most 14 or 131 bytes), since a data
         # frame's payload is taken as it arrives, so joining it to the next read keeps
-        # buffering linear.
-        self._buffer = b""
+        # buffering linear.  None once we stopped reading: the client's Close frame came,
+        # the connection failed or EOF came.
+        self._buffer: bytes | None = b""
         # A message in progress (fragmented, or its frame's payload still arriving).
         self._message: _Message | None = None
 
@@ -273,18 +274,6 @@ class ServerProtocol:
         close = self._client_close
         return None if close is None else close.reason
 
-    @property
-    def _reading(self) -> bool:
-        """False once the client's Close frame came, the connection failed or EOF came."""
-        state = self.state
-        return state is _OPEN or (state is _CLOSING and self._client_close is None)
-
-    @property
-    def _sending(self) -> bool:
-        """False once our Close frame is queued, the connection failed or EOF came."""
-        state = self.state
-        return state is _OPEN or (state is _CLOSING and self._client_close is not None)
-
     # --- receiving ------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> Iterator[Event]:
@@ -296,12 +285,13 @@ class ServerProtocol:
         Iterate it to the end, or drop it, before the next ``receive_data``.
         Parsing stops after a Close frame or a violation; later data is ignored.
         """
-        if self.state is not _OPEN and not self._reading:  # the test is for speed
+        buffer = self._buffer
+        if buffer is None:  # we stopped reading
             return iter(())
         if type(data) is not bytes:
             data = bytes(data)
-        if self._buffer:
-            self._buffer += data
+        if buffer:
+            self._buffer = buffer + data
             return self._events()
         if self._message is None and len(data) >= 6 and not self._parsing:
             # The one-frame-per-read hot path: the read is exactly one whole, valid,
@@ -331,14 +321,15 @@ class ServerProtocol:
 
     def receive_eof(self) -> None:
         """The client closed TCP: later data is ignored, nothing is sent; the state is CLOSED."""
-        self._buffer = b""
+        self._buffer = None
+        self._sending = False
         self.state = _CLOSED
 
     def _events(self) -> Iterator[Event]:
         if self._parsing:
             raise RuntimeError("the previous receive_data() iterator is still running")
         buf = self._buffer
-        if not buf or (self.state is not _OPEN and not self._reading):
+        if not buf:  # nothing to parse, or we stopped reading
             return
         self._buffer = b""
         self._parsing = True
@@ -452,10 +443,11 @@ class ServerProtocol:
                     yield done
         finally:
             self._parsing = False
-            if pos < end and (self.state is _OPEN or self._reading):
+            rest = self._buffer
+            if pos < end and rest is not None:  # None: we stopped reading
                 tail = buf[pos:]
                 # Data received while this iterator was suspended goes after the tail.
-                self._buffer = tail + self._buffer if self._buffer else tail
+                self._buffer = tail + rest if rest else tail
 
     def _payload(self, msg: _Message, masked: bytes) -> ConnectionFailed | None:
         """Take part of the current data frame's payload into the message in progress."""
@@ -495,9 +487,9 @@ class ServerProtocol:
                 reason = body[2:].decode()
             except UnicodeDecodeError:
                 return self._fail(_INVALID_DATA, "invalid UTF-8 in close reason")
+        self._buffer = None  # later data is ignored
         self._message = None  # a message in progress is dropped: it can never be finished
-        # CLOSING if we may still send (our Close frame is not queued), else CLOSED.
-        self.state = _CLOSING if self.state is _OPEN else _CLOSED
+        self.state = _CLOSING if self._sending else _CLOSED
         event = self._client_close = CloseReceived(code, reason)
         return event
 
@@ -505,6 +497,8 @@ class ServerProtocol:
         """Fail the connection (RFC 6455 7.1.7): queue our Close frame unless it went already."""
         if self._sending:
             self._queue_close(code.to_bytes(2, "big") + reason.encode())
+        self._buffer = None
+        self._sending = False
         self._message = None
         self.state = _CLOSED
         return ConnectionFailed(code, reason)
@@ -513,7 +507,7 @@ class ServerProtocol:
 
     def send_text(self, data: bytes) -> None:
         """Queue a text message; ``data`` is UTF-8 already (it is not checked)."""
-        if self.state is _OPEN or self._sending:  # the first test is for speed
+        if self._sending:
             n = len(data)
             header = _TEXT_HEADERS[n] if n < 126 else _header(0x80 | _TEXT, n)
             out = self._out
@@ -525,7 +519,7 @@ class ServerProtocol:
 
     def send_binary(self, data: bytes) -> None:
         """Queue a binary message."""
-        if self.state is _OPEN or self._sending:  # the first test is for speed
+        if self._sending:
             n = len(data)
             header = _BINARY_HEADERS[n] if n < 126 else _header(0x80 | _BINARY, n)
             out = self._out
@@ -573,6 +567,7 @@ class ServerProtocol:
                 encoded = encoded[:123].decode(errors="ignore").encode()
             body = code.to_bytes(2, "big") + encoded
         self._queue_close(body)
+        self._sending = False
         self.state = _CLOSING if self._client_close is None else _CLOSED
 
     def _queue_close(self, body: bytes) -> None:

@@ -153,7 +153,7 @@ def test_dripping_a_big_frame_keeps_only_a_header_buffered() -> None:
     events: list[Event] = []
     for i in range(len(frame)):
         events += p.receive_data(frame[i : i + 1])
-        assert len(p._buffer) <= 14
+        assert p._buffer is not None and len(p._buffer) <= 14
     assert events == [TextMessage(b"x" * 65000)]
 
 
