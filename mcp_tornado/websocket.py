@@ -86,10 +86,6 @@ class State(enum.Enum):
     CLOSED = 3  # Close frames exchanged, or the connection failed: write, then close TCP
 
 
-_OPEN: Final = State.OPEN
-_CLOSING: Final = State.CLOSING
-_CLOSED: Final = State.CLOSED
-
 # --- events -------------------------------------------------------------------------
 # msgspec Structs: created in C, about twice as fast as a class with __slots__ and
 # an __init__, and the hot path makes one per message.  gc=False: they only hold
@@ -245,7 +241,7 @@ class ServerProtocol:
 
     def __init__(self, max_message_size: int = 64 * 1024) -> None:
         self.max_message_size = max_message_size
-        self.state: State = _OPEN
+        self.state: State = State.OPEN
         self._client_close: CloseReceived | None = None  # once the client's Close frame came
         # Queued frames (headers and payloads), in order; None while nothing is queued,
         # so an idle connection holds no list.
@@ -323,7 +319,7 @@ class ServerProtocol:
         """The client closed TCP: later data is ignored, nothing is sent; the state is CLOSED."""
         self._buffer = None
         self._sending = False
-        self.state = _CLOSED
+        self.state = State.CLOSED
 
     def _events(self) -> Iterator[Event]:
         if self._parsing:
@@ -489,7 +485,7 @@ class ServerProtocol:
                 return self._fail(_INVALID_DATA, "invalid UTF-8 in close reason")
         self._buffer = None  # later data is ignored
         self._message = None  # a message in progress is dropped: it can never be finished
-        self.state = _CLOSING if self._sending else _CLOSED
+        self.state = State.CLOSING if self._sending else State.CLOSED
         event = self._client_close = CloseReceived(code, reason)
         return event
 
@@ -500,7 +496,7 @@ class ServerProtocol:
         self._buffer = None
         self._sending = False
         self._message = None
-        self.state = _CLOSED
+        self.state = State.CLOSED
         return ConnectionFailed(code, reason)
 
     # --- sending --------------------------------------------------------------------
@@ -568,7 +564,7 @@ class ServerProtocol:
             body = code.to_bytes(2, "big") + encoded
         self._queue_close(body)
         self._sending = False
-        self.state = _CLOSING if self._client_close is None else _CLOSED
+        self.state = State.CLOSING if self._client_close is None else State.CLOSED
 
     def _queue_close(self, body: bytes) -> None:
         self._queue(bytes((0x80 | _CLOSE, len(body))), body)
