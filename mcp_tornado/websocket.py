@@ -197,6 +197,27 @@ _NO_CODE: Final = frozenset({1005, 1006, 1015})
 _Utf8Decoder: Final = codecs.getincrementaldecoder("utf-8")
 
 
+class _Message:
+    """A message in progress: fragmented, or its frame's payload still arriving.
+
+    Only a message that does not come whole in one read needs one: a whole,
+    unfragmented frame is parsed without it.
+    """
+
+    __slots__ = ("data", "decoder", "fin", "key", "left", "offset", "opcode")
+
+    def __init__(self, opcode: int) -> None:
+        self.opcode = opcode  # _TEXT or _BINARY
+        self.data = bytearray()  # its unmasked bytes so far
+        self.decoder = _Utf8Decoder() if opcode == _TEXT else None  # text: UTF-8 so far
+        # The data frame whose payload is arriving: bytes still to come, its mask,
+        # how many payload bytes came (where the mask stands), and its FIN bit.
+        self.left = 0
+        self.key = b""
+        self.offset = 0
+        self.fin = False
+
+
 class ServerProtocol:
     """One server-side WebSocket connection, from the end of the opening handshake.
 
@@ -208,51 +229,46 @@ class ServerProtocol:
 
     __slots__ = (
         "_buffer",
-        "_close_received",
-        "_decoder",
-        "_fin",
-        "_key",
-        "_left",
+        "_client_close",
         "_message",
-        "_offset",
-        "_opcode",
         "_out",
         "_parsing",
         "_pending",
-        "_reading",
         "_sending",
-        "close_code",
-        "close_reason",
         "max_message_size",
         "state",
     )
 
     def __init__(self, max_message_size: int = 64 * 1024) -> None:
         self.max_message_size = max_message_size
-        self.state = State.OPEN
-        self.close_code: int | None = None  # the client's, once its Close frame came
-        self.close_reason: str | None = None
-        self._out: list[bytes] = []  # queued frames (headers and payloads), in order
+        self.state: State = State.OPEN
+        self._client_close: CloseReceived | None = None  # once the client's Close frame came
+        # Queued frames (headers and payloads), in order; None while nothing is queued,
+        # so an idle connection holds no list.
+        self._out: list[bytes] | None = None
         self._pending = 0  # their total size
-        self._reading = True  # False once a Close came, the connection failed or EOF
         self._sending = True  # False once our Close frame is queued (or nothing may go out)
-        self._close_received = False
         self._parsing = False  # an events iterator is running
         # Received bytes not parsed yet.  Between reads this is only ever the tail of a
         # frame header or of a control frame (at most 14 or 131 bytes), since a data
         # frame's payload is taken as it arrives, so joining it to the next read keeps
-        # buffering linear.
-        self._buffer = b""
-        # A message in progress: fragmented, or its frame's payload still arriving.
-        self._opcode = 0  # _TEXT or _BINARY while a message is in progress, else 0
-        self._message: bytearray | None = None  # its unmasked bytes so far
-        self._decoder: codecs.IncrementalDecoder | None = None  # text: UTF-8 so far
-        # The data frame whose payload is arriving: bytes still to come, its mask,
-        # how many payload bytes came (where the mask stands), and its FIN bit.
-        self._left = 0
-        self._key = b""
-        self._offset = 0
-        self._fin = False
+        # buffering linear.  None once we stopped reading: the client's Close frame came,
+        # the connection failed or EOF came.
+        self._buffer: bytes | None = b""
+        # A message in progress (fragmented, or its frame's payload still arriving).
+        self._message: _Message | None = None
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of the client's Close frame, once it came; ``None`` if it carried none."""
+        close = self._client_close
+        return None if close is None else close.code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The reason of the client's Close frame, once it came (``""`` if none); else ``None``."""
+        close = self._client_close
+        return None if close is None else close.reason
 
     # --- receiving ------------------------------------------------------------------
 
@@ -265,14 +281,15 @@ class ServerProtocol:
         Iterate it to the end, or drop it, before the next ``receive_data``.
         Parsing stops after a Close frame or a violation; later data is ignored.
         """
-        if not self._reading:
+        buffer = self._buffer
+        if buffer is None:  # we stopped reading
             return iter(())
         if type(data) is not bytes:
             data = bytes(data)
-        if self._buffer:
-            self._buffer += data
+        if buffer:
+            self._buffer = buffer + data
             return self._events()
-        if not self._opcode and len(data) >= 6 and not self._parsing:
+        if self._message is None and len(data) >= 6 and not self._parsing:
             # The one-frame-per-read hot path: the read is exactly one whole, valid,
             # unfragmented data message.  Parsing it now is indistinguishable from
             # parsing it lazily (no later frame can queue anything, the state does not
@@ -300,16 +317,15 @@ class ServerProtocol:
 
     def receive_eof(self) -> None:
         """The client closed TCP: later data is ignored, nothing is sent; the state is CLOSED."""
-        self._reading = False
+        self._buffer = None
         self._sending = False
-        self._buffer = b""
         self.state = State.CLOSED
 
     def _events(self) -> Iterator[Event]:
         if self._parsing:
             raise RuntimeError("the previous receive_data() iterator is still running")
         buf = self._buffer
-        if not buf or not self._reading:
+        if not buf:  # nothing to parse, or we stopped reading
             return
         self._buffer = b""
         self._parsing = True
@@ -318,15 +334,17 @@ class ServerProtocol:
         mask = _mask  # a global looked up per iterator, so tests can swap it
         max_size = self.max_message_size
         try:
-            if self._left:  # the rest of a data frame's payload
-                pos = min(self._left, end)
-                failure = self._payload(buf[:pos])
+            msg = self._message  # None unless a message is in progress
+            if msg is not None and msg.left:  # the rest of a data frame's payload
+                pos = min(msg.left, end)
+                failure = self._payload(msg, buf[:pos])
                 if failure is not None:
                     yield failure
                     return
-                if not self._left and self._fin:
-                    yield self._message_done()
-            in_message = self._opcode != 0
+                if not msg.left and msg.fin:
+                    done = self._message_done(msg)
+                    msg = None
+                    yield done
             while end - pos >= 2:
                 first = buf[pos]
                 second = buf[pos + 1]
@@ -342,9 +360,9 @@ class ServerProtocol:
                     if length > 125:
                         error = "control frame too long"
                 elif opcode == _CONTINUATION:
-                    if not in_message:
+                    if msg is None:
                         error = "unexpected continuation frame"
-                elif in_message:
+                elif msg is not None:
                     error = "expected a continuation frame"
                 if error is not None:
                     yield self._fail(_PROTOCOL_ERROR, error)
@@ -378,14 +396,14 @@ class ServerProtocol:
                         yield self._close(payload)
                         return
                     continue
-                message = self._message  # the fragments so far count, interleaved controls not
-                if length + (len(message) if message is not None else 0) > max_size:
+                # The fragments so far count, interleaved control frames not.
+                if length + (len(msg.data) if msg is not None else 0) > max_size:
                     yield self._fail(_MESSAGE_TOO_BIG, "message too big")
                     return
                 if end - at < 4:
                     break
                 start = at + 4
-                if first & 0x80 and not in_message and end - start >= length:
+                if first & 0x80 and msg is None and end - start >= length:
                     # The common case: a whole, unfragmented message in this read.
                     pos = start + length
                     payload = mask(buf[at:start], buf[start:pos])
@@ -402,62 +420,54 @@ class ServerProtocol:
                     continue
                 # A fragment, or a frame whose payload has not all arrived: take what
                 # has, unmasked and (text) validated, into the message in progress.
-                if not in_message:
-                    self._opcode = opcode
-                    self._message = bytearray()
-                    self._decoder = _Utf8Decoder() if opcode == _TEXT else None
-                    in_message = True
-                self._key = buf[at:start]
-                self._offset = 0
-                self._left = length
-                self._fin = bool(first & 0x80)
+                if msg is None:
+                    msg = self._message = _Message(opcode)
+                msg.key = buf[at:start]
+                msg.offset = 0
+                msg.left = length
+                msg.fin = bool(first & 0x80)
                 pos = min(start + length, end)
-                failure = self._payload(buf[start:pos])
+                failure = self._payload(msg, buf[start:pos])
                 if failure is not None:
                     yield failure
                     return
-                if self._left:
+                if msg.left:
                     break  # everything was taken
-                if self._fin:
-                    in_message = False
-                    yield self._message_done()
+                if msg.fin:
+                    done = self._message_done(msg)
+                    msg = None
+                    yield done
         finally:
             self._parsing = False
-            if pos < end and self._reading:
+            rest = self._buffer
+            if pos < end and rest is not None:  # None: we stopped reading
                 tail = buf[pos:]
                 # Data received while this iterator was suspended goes after the tail.
-                self._buffer = tail + self._buffer if self._buffer else tail
+                self._buffer = tail + rest if rest else tail
 
-    def _payload(self, masked: bytes) -> ConnectionFailed | None:
-        """Take part of the current data frame's payload into the message."""
-        key = self._key
-        turn = self._offset & 3
+    def _payload(self, msg: _Message, masked: bytes) -> ConnectionFailed | None:
+        """Take part of the current data frame's payload into the message in progress."""
+        key = msg.key
+        turn = msg.offset & 3
         if turn:  # the mask continues where the previous part stopped
             key = key[turn:] + key[:turn]
         data = _mask(key, masked)
-        self._offset += len(masked)
-        self._left -= len(masked)
-        decoder = self._decoder
+        msg.offset += len(masked)
+        msg.left -= len(masked)
+        decoder = msg.decoder
         if decoder is not None:
             try:
-                decoder.decode(data, not self._left and self._fin)
+                decoder.decode(data, not msg.left and msg.fin)
             except UnicodeDecodeError:
                 return self._fail(_INVALID_DATA, "invalid UTF-8")
-        message = self._message
-        assert message is not None
-        message += data
+        msg.data += data
         return None
 
-    def _message_done(self) -> TextMessage | BinaryMessage:
-        message = self._message
-        assert message is not None
-        opcode = self._opcode
-        self._opcode = 0
+    def _message_done(self, msg: _Message) -> TextMessage | BinaryMessage:
         self._message = None
-        self._decoder = None
-        if opcode == _TEXT:
-            return TextMessage(bytes(message))
-        return BinaryMessage(bytes(message))
+        if msg.opcode == _TEXT:
+            return TextMessage(bytes(msg.data))
+        return BinaryMessage(bytes(msg.data))
 
     def _close(self, body: bytes) -> CloseReceived | ConnectionFailed:
         """The client's Close frame: validate it and stop reading."""
@@ -473,25 +483,19 @@ class ServerProtocol:
                 reason = body[2:].decode()
             except UnicodeDecodeError:
                 return self._fail(_INVALID_DATA, "invalid UTF-8 in close reason")
-        self._reading = False
-        self._close_received = True
-        self.close_code = code
-        self.close_reason = reason
-        # A message still in progress is dropped: it can never be finished.
-        self._opcode = 0
-        self._message = None
-        self._decoder = None
+        self._buffer = None  # later data is ignored
+        self._message = None  # a message in progress is dropped: it can never be finished
         self.state = State.CLOSING if self._sending else State.CLOSED
-        return CloseReceived(code, reason)
+        event = self._client_close = CloseReceived(code, reason)
+        return event
 
     def _fail(self, code: int, reason: str) -> ConnectionFailed:
         """Fail the connection (RFC 6455 7.1.7): queue our Close frame unless it went already."""
         if self._sending:
             self._queue_close(code.to_bytes(2, "big") + reason.encode())
-        self._reading = False
+        self._buffer = None
         self._sending = False
         self._message = None
-        self._decoder = None
         self.state = State.CLOSED
         return ConnectionFailed(code, reason)
 
@@ -502,7 +506,11 @@ class ServerProtocol:
         if self._sending:
             n = len(data)
             header = _TEXT_HEADERS[n] if n < 126 else _header(0x80 | _TEXT, n)
-            self._out += (header, data)
+            out = self._out
+            if out is None:
+                self._out = [header, data]
+            else:
+                out += (header, data)
             self._pending += len(header) + n
 
     def send_binary(self, data: bytes) -> None:
@@ -510,7 +518,11 @@ class ServerProtocol:
         if self._sending:
             n = len(data)
             header = _BINARY_HEADERS[n] if n < 126 else _header(0x80 | _BINARY, n)
-            self._out += (header, data)
+            out = self._out
+            if out is None:
+                self._out = [header, data]
+            else:
+                out += (header, data)
             self._pending += len(header) + n
 
     def send_ping(self, data: bytes = b"") -> None:
@@ -525,8 +537,7 @@ class ServerProtocol:
         if len(data) > 125:
             raise ValueError("a control frame carries at most 125 bytes")
         if self._sending:
-            self._out += (bytes((0x80 | opcode, len(data))), data)
-            self._pending += 2 + len(data)
+            self._queue(bytes((0x80 | opcode, len(data))), data)
 
     def send_close(self, code: int | None = None, reason: str = "") -> None:
         """Queue our Close frame: start the closing handshake, or answer the client's.
@@ -553,21 +564,27 @@ class ServerProtocol:
             body = code.to_bytes(2, "big") + encoded
         self._queue_close(body)
         self._sending = False
-        self.state = State.CLOSED if self._close_received else State.CLOSING
+        self.state = State.CLOSING if self._client_close is None else State.CLOSED
 
     def _queue_close(self, body: bytes) -> None:
-        self._out += (bytes((0x80 | _CLOSE, len(body))), body)
-        self._pending += 2 + len(body)
+        self._queue(bytes((0x80 | _CLOSE, len(body))), body)
+
+    def _queue(self, header: bytes, payload: bytes) -> None:
+        out = self._out
+        if out is None:
+            self._out = [header, payload]
+        else:
+            out += (header, payload)
+        self._pending += len(header) + len(payload)
 
     def data_to_send(self) -> bytes:
         """Everything queued so far, in order, as one ``bytes`` (``b""`` if nothing)."""
         out = self._out
-        if not out:
+        if out is None:
             return b""
-        data = b"".join(out)
-        out.clear()
+        self._out = None  # the list goes with the data: an idle connection holds none
         self._pending = 0
-        return data
+        return b"".join(out)
 
     @property
     def pending_bytes(self) -> int:

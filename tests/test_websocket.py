@@ -153,7 +153,7 @@ def test_dripping_a_big_frame_keeps_only_a_header_buffered() -> None:
     events: list[Event] = []
     for i in range(len(frame)):
         events += p.receive_data(frame[i : i + 1])
-        assert len(p._buffer) <= 14
+        assert p._buffer is not None and len(p._buffer) <= 14
     assert events == [TextMessage(b"x" * 65000)]
 
 
@@ -183,6 +183,44 @@ def test_reads_while_an_iterator_is_suspended_go_after_its_tail() -> None:
         next(later)
     assert list(events) == [TextMessage(b"2")]
     assert feed(p, b"") == [TextMessage(b"3")]
+
+
+def test_an_idle_protocol_holds_no_queue_and_no_message_in_progress(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Idle memory per peer is a tracked figure: between reads, with nothing queued,
+    # a ServerProtocol is its slots alone (104 bytes on CPython 3.11), no list, no
+    # message object, no instance dict.
+    made: list[int] = []
+    message_class = websocket._Message
+
+    def message(opcode: int) -> websocket._Message:
+        made.append(opcode)
+        return message_class(opcode)
+
+    monkeypatch.setattr(websocket, "_Message", message)
+    p = ServerProtocol()
+    assert not hasattr(p, "__dict__") and len(ServerProtocol.__slots__) <= 9
+    assert (p._out, p._message) == (None, None)
+    # Whole frames, one per read (the shortcut) and several per read (the parser).
+    assert feed(p, encode_frame(TEXT, b"one")) == [TextMessage(b"one")]
+    many = encode_frame(BINARY, b"2") + encode_frame(PING, b"p") + encode_frame(TEXT, b"3")
+    assert feed(p, many) == [BinaryMessage(b"2"), Ping(b"p"), TextMessage(b"3")]
+    assert made == [] and p._message is None
+    p.send_text(b"echo")
+    p.send_pong(b"p")
+    assert p.pending_bytes == 9
+    assert p.data_to_send() == b"\x81\x04echo\x8a\x01p"
+    assert (p._out, p._message, p._buffer) == (None, None, b"")
+    # A message in several frames or reads holds the object until it is whole.
+    assert feed(p, encode_frame(TEXT, b"a", fin=False)) == []
+    assert made == [TEXT] and p._message is not None
+    assert feed(p, encode_frame(CONTINUATION, b"b")) == [TextMessage(b"ab")]
+    assert p._message is None
+    frame = encode_frame(BINARY, b"cd")
+    assert feed(p, frame[:-1]) == [] and p._message is not None
+    assert feed(p, frame[-1:]) == [BinaryMessage(b"cd")]
+    assert made == [TEXT, BINARY] and (p._out, p._message, p._buffer) == (None, None, b"")
 
 
 # --- protocol violations ------------------------------------------------------------
