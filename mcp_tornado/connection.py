@@ -34,7 +34,6 @@ from mcp_tornado.access_log import log_access
 from mcp_tornado.websocket import (
     BinaryMessage,
     CloseReceived,
-    ConnectionFailed,
     Ping,
     Pong,
     ServerProtocol,
@@ -126,21 +125,19 @@ class Connection(asyncio.Protocol):
         handler = self._handler
         assert handler is not None
         for event in ws.receive_data(data):
-            kind = type(event)
-            if kind is TextMessage:
-                handler.message_received(cast(TextMessage, event).data, True)
-            elif kind is BinaryMessage:
-                handler.message_received(cast(BinaryMessage, event).data, False)
-            elif kind is Ping:
-                handler.ping_received(cast(Ping, event).data)
-            elif kind is Pong:
+            if isinstance(event, TextMessage):  # the hot path first
+                handler.message_received(event.data, True)
+            elif isinstance(event, BinaryMessage):
+                handler.message_received(event.data, False)
+            elif isinstance(event, Ping):
+                handler.ping_received(event.data)
+            elif isinstance(event, Pong):
                 self.last_pong = time.monotonic()
-            elif kind is CloseReceived:
+            elif isinstance(event, CloseReceived):
                 handler.close_received()
                 self.close()  # echo the client's code (RFC 6455 5.5.1)
-            elif kind is ConnectionFailed:
-                failure = cast(ConnectionFailed, event)
-                log.debug("connection failed: %d %s", failure.code, failure.reason)
+            else:  # ConnectionFailed
+                log.debug("connection failed: %d %s", event.code, event.reason)
                 handler.close_received()
                 self._write()  # what earlier events queued, then the protocol's close frame
                 self._finish()

@@ -35,15 +35,11 @@ class Hub:
         self.gate = gate
         self.peers: dict[int, Peer] = {}
         self._next_id = 1
-        self._link: RouterLink | None = None
+
+    link: RouterLink  # set by attach(), before the first peer joins
 
     def attach(self, link: RouterLink) -> None:
-        self._link = link
-
-    @property
-    def link(self) -> RouterLink:
-        assert self._link is not None, "no router link attached"
-        return self._link
+        self.link = link
 
     # --- what peers call -----------------------------------------------------------
 
@@ -102,7 +98,7 @@ class Hub:
     def deliver(self, peer_id: int, payload: bytes) -> None:
         peer = self.peers.get(peer_id)
         if peer is not None:
-            peer.send(payload)
+            peer.connection.send_text(payload)
 
     def no_peer(self, peer_id: int) -> None:
         peer = self.peers.get(peer_id)

@@ -233,9 +233,9 @@ class ServerProtocol:
         "_message",
         "_out",
         "_parsing",
-        "_pending",
         "_sending",
         "max_message_size",
+        "pending_bytes",
         "state",
     )
 
@@ -246,7 +246,9 @@ class ServerProtocol:
         # Queued frames (headers and payloads), in order; None while nothing is queued,
         # so an idle connection holds no list.
         self._out: list[bytes] | None = None
-        self._pending = 0  # their total size
+        # Their total size (read it; only the protocol changes it): an attribute, not a
+        # property, since the I/O layer reads it on every send.
+        self.pending_bytes = 0
         self._sending = True  # False once our Close frame is queued (or nothing may go out)
         self._parsing = False  # an events iterator is running
         # Received bytes not parsed yet.  Between reads this is only ever the tail of a
@@ -511,7 +513,7 @@ class ServerProtocol:
                 self._out = [header, data]
             else:
                 out += (header, data)
-            self._pending += len(header) + n
+            self.pending_bytes += len(header) + n
 
     def send_binary(self, data: bytes) -> None:
         """Queue a binary message."""
@@ -523,7 +525,7 @@ class ServerProtocol:
                 self._out = [header, data]
             else:
                 out += (header, data)
-            self._pending += len(header) + n
+            self.pending_bytes += len(header) + n
 
     def send_ping(self, data: bytes = b"") -> None:
         """Queue a Ping frame; ``data`` is at most 125 bytes (else ValueError)."""
@@ -575,7 +577,7 @@ class ServerProtocol:
             self._out = [header, payload]
         else:
             out += (header, payload)
-        self._pending += len(header) + len(payload)
+        self.pending_bytes += len(header) + len(payload)
 
     def data_to_send(self) -> bytes:
         """Everything queued so far, in order, as one ``bytes`` (``b""`` if nothing)."""
@@ -583,10 +585,5 @@ class ServerProtocol:
         if out is None:
             return b""
         self._out = None  # the list goes with the data: an idle connection holds none
-        self._pending = 0
+        self.pending_bytes = 0
         return b"".join(out)
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes queued and not yet taken by :meth:`data_to_send` (headers and payloads)."""
-        return self._pending
