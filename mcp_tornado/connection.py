@@ -7,8 +7,11 @@ Usage::
 
 A :class:`Connection` reads the HTTP request head, asks its :class:`Endpoint`
 whether to upgrade (the endpoint answers with a :class:`Handler` for the
-connection, or an HTTP :class:`~mcp_tornado.handshake.Rejection`), answers
-``101``, and from then on feeds every read to a
+connection, or an HTTP :class:`~mcp_tornado.handshake.Rejection`), sends the
+``101`` when the handler says the connection is ready (:meth:`Connection.
+complete_upgrade`: a signaling peer waits until the router has put it in its
+room, so that an open socket always means a peer in its room), and feeds every
+read to a
 :class:`~mcp_tornado.websocket.ServerProtocol` and hands the events to its
 handler.  It knows nothing of rooms, limits or routers: the signaling
 :class:`~mcp_tornado.peer.Peer` is one handler, the Autobahn test echo
@@ -50,7 +53,10 @@ class Handler(Protocol):
     """What sits behind an open WebSocket: told of each event, in order."""
 
     def opened(self, request: handshake.Upgrade) -> None:
-        """The ``101`` is on its way; frames may be sent from now on."""
+        """The upgrade is accepted: call :meth:`Connection.complete_upgrade` when ready.
+
+        Frames may be queued from now on; they leave after the ``101``.
+        """
 
     def message_received(self, data: bytes, text: bool) -> None:
         """A whole message; ``text``: a text message, its UTF-8 already checked."""
@@ -59,7 +65,11 @@ class Handler(Protocol):
         """A ping; answer with :meth:`Connection.pong` (or not, if the client is over its limit)."""
 
     def close_received(self) -> None:
-        """The client closed (or broke the protocol): nothing more will be read."""
+        """The client closed (or broke the protocol): nothing more will be read.
+
+        Answer with :meth:`Connection.close` when ready (it echoes the client's
+        close; after a protocol violation the close frame is already out).
+        """
 
     def stalled(self) -> None:
         """More than ``max_backlog`` bytes wait for the client: it stopped reading."""
@@ -91,7 +101,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "_endpoint",
         "_handler",
-        "_head",
+        "_http",
         "_timer",
         "_ws",
         "last_pong",
@@ -103,7 +113,9 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None  # None once lost
         self._handler: Handler | None = None  # set once upgraded
         self._ws: ServerProtocol | None = None  # set once upgraded
-        self._head: bytearray | None = None  # the request head while it arrives in pieces
+        # The HTTP exchange in progress: the request head while it arrives in
+        # pieces, then the 101 response until the handler completes the upgrade.
+        self._http: bytearray | bytes | None = None
         # The request head's deadline, then the close handshake's.
         self._timer: asyncio.TimerHandle | None = None
         if deadline is not None:
@@ -134,11 +146,11 @@ class Connection(asyncio.Protocol):
             elif isinstance(event, Pong):
                 self.last_pong = time.monotonic()
             elif isinstance(event, CloseReceived):
-                handler.close_received()
-                self.close()  # echo the client's code (RFC 6455 5.5.1)
+                handler.close_received()  # it answers with close(): an echo of the client's code
             else:  # ConnectionFailed
                 log.debug("connection failed: %d %s", event.code, event.reason)
                 handler.close_received()
+                self.complete_upgrade()  # (a client that sent frames before its 101)
                 self._write()  # what earlier events queued, then the protocol's close frame
                 self._finish()
 
@@ -159,14 +171,14 @@ class Connection(asyncio.Protocol):
     # --- the opening handshake ------------------------------------------------
 
     def _read_head(self, data: bytes) -> None:
-        partial = self._head
+        partial = self._http
         if partial is None and b"\r\n\r\n" in data:  # the usual case: all in one read
             head = data
         else:
             # Arriving in pieces: append, and search only the new bytes (and the
             # three before them), so a client dripping bytes costs linear time.
             if partial is None:
-                partial = self._head = bytearray()
+                partial = self._http = bytearray()
             seen = len(partial)
             partial += data
             if partial.find(b"\r\n\r\n", max(0, seen - 3)) < 0:
@@ -174,7 +186,7 @@ class Connection(asyncio.Protocol):
                     self._reject(handshake.Rejection(431, "Request headers too large"))
                 return
             head = bytes(partial)
-            self._head = None
+            self._http = None
         end = head.index(b"\r\n\r\n") + 4
         self._upgrade(head[:end])
         if len(head) > end and self._ws is not None:  # frames sent right behind the request
@@ -189,16 +201,28 @@ class Connection(asyncio.Protocol):
         if isinstance(answer, handshake.Rejection):
             self._reject(answer)
             return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        transport = self.transport
-        assert transport is not None
-        transport.write(handshake.accept_response(request.key))
-        log_access(101, "GET", self.remote_ip())
+        self._http = handshake.accept_response(request.key)
         self._handler = answer
         self._ws = ServerProtocol(self._endpoint.max_message_size)
         answer.opened(request)
+
+    @property
+    def upgrading(self) -> bool:
+        """Accepted, but the ``101`` waits for the handler's :meth:`complete_upgrade`."""
+        return self._ws is not None and self._http is not None
+
+    def complete_upgrade(self) -> None:
+        """Send the ``101``, then whatever the handler queued meanwhile."""
+        response, transport = self._http, self.transport
+        if response is None or self._ws is None or transport is None:
+            return
+        self._http = None
+        if self._timer is not None:  # the opening handshake's deadline
+            self._timer.cancel()
+            self._timer = None
+        transport.write(response)
+        log_access(101, "GET", self.remote_ip())
+        self._write()
 
     def _reject(self, rejection: handshake.Rejection) -> None:
         log_access(rejection.status, "GET", self.remote_ip())
@@ -261,8 +285,8 @@ class Connection(asyncio.Protocol):
 
     def _write(self) -> None:
         ws, transport = self._ws, self.transport
-        if ws is None or transport is None:
-            return
+        if ws is None or transport is None or self._http is not None:
+            return  # (nothing goes out before the 101)
         data = ws.data_to_send()
         if not data:
             return
@@ -280,6 +304,7 @@ class Connection(asyncio.Protocol):
         ws = self._ws
         if ws is None or self.transport is None:
             return
+        self.complete_upgrade()  # a refusal comes after the 101 (clients read it there)
         ws.send_close(code, reason)
         self._write()
         self._finish()

@@ -34,6 +34,9 @@ class Hub:
     def __init__(self, gate: Gatekeeper) -> None:
         self.gate = gate
         self.peers: dict[int, Peer] = {}
+        # Peers whose leave the router has not confirmed yet, with the close code
+        # (None: echo the client's) their connection closes with once it has.
+        self.leaving: dict[int, tuple[Peer, int | None]] = {}
         self._next_id = 1
 
     link: RouterLink  # set by attach(), before the first peer joins
@@ -69,10 +72,23 @@ class Hub:
         if peer_id in self.peers:
             self.link.fence(peer_id, seq)
 
-    def leave(self, peer_id: int, at_once: bool = False, tell_router: bool = True) -> None:
-        """Forget ``peer_id``; tell the router (``at_once``: now, not at the end of the turn)."""
-        if self.peers.pop(peer_id, None) is not None and tell_router:
-            self.link.leave(peer_id, at_once)
+    def leave(self, peer_id: int) -> None:
+        """Forget ``peer_id`` and free its slot; nobody waits for the router's answer."""
+        if self.peers.pop(peer_id, None) is not None:
+            self.link.leave(peer_id)
+
+    def leave_then_close(self, peer_id: int, code: int | None) -> bool:
+        """Free ``peer_id``'s slot; close its connection with ``code`` once the router confirms.
+
+        So a client whose closing handshake has completed has left its room,
+        and may rejoin at once through any worker.  ``False``: there is no
+        router to confirm (or no slot): the caller closes now.
+        """
+        peer = self.peers.pop(peer_id, None)
+        if peer is None or not self.link.leave(peer_id):
+            return False
+        self.leaving[peer_id] = (peer, code)
+        return True
 
     # --- what the link reports (mcp_tornado.router_link.LinkListener) ----------------
 
@@ -119,6 +135,21 @@ class Hub:
         peer = self.peers.get(peer_id)
         if peer is not None:
             peer.fenced(seq)
+
+    def left(self, peer_id: int) -> None:
+        leaving = self.leaving.pop(peer_id, None)
+        if leaving is not None:
+            leaving[0].close(leaving[1])
+
+    def router_lost(self) -> None:
+        """Nothing in flight will be answered: finish what waits for the router."""
+        leaving, self.leaving = self.leaving, {}
+        for peer, code in leaving.values():
+            peer.close(code)
+        for peer_id, peer in list(self.peers.items()):
+            if peer.connection.upgrading:  # its join will never be confirmed
+                del self.peers[peer_id]
+                peer.router_unavailable()
 
     def registrations(self) -> list[wire.PeerRecord]:
         """Every peer with its room, for the router to rebuild its table from."""

@@ -77,6 +77,7 @@ class Peer:
     """One client of the signaling endpoint: its room, its limits, its partner."""
 
     __slots__ = (
+        "_closing",
         "_fence_seq",
         "_held",
         "bucket",
@@ -101,6 +102,7 @@ class Peer:
         self._held: list[bytes] | None = None  # messages held while a fence is out
         self._fence_seq = 0
         self.bucket: TokenBucket | None = None
+        self._closing = False  # it left its room and waits for the router to confirm
 
     # --- the connection's events (mcp_tornado.connection.Handler) ---------------
 
@@ -112,8 +114,10 @@ class Peer:
             return
         self.room = admission.room
         self.bucket = gate.bucket(time.monotonic())
+        # The 101 waits for the router's answer (joined or room_full): once a
+        # client's socket is open, it is in its room.
         if not self.hub.join(self):
-            self.refuse(_ROUTER_UNAVAILABLE, protocol.CloseCode.TRY_AGAIN_LATER)
+            self.router_unavailable()
 
     def message_received(self, data: bytes, text: bool) -> None:
         if self.peer_id is None:
@@ -145,21 +149,15 @@ class Peer:
             self.connection.pong(data)
 
     def close_received(self) -> None:
-        # Free the room slot (and tell the router at once) before our close echo
-        # goes out, so a client that reconnects as soon as its close completes
-        # finds the room free.
-        self._leave_room(at_once=True)
+        self.end(None)  # our echo goes once the router has freed the slot
 
     def stalled(self) -> None:
         # It stopped reading: drop it rather than buffer without bound.
         log.info("dropping a client that stopped reading (room %r)", self.room)
-        self._leave_room()
-        self.connection.close(
-            protocol.CloseCode.TOO_SLOW, protocol.close_reason(protocol.CloseCode.TOO_SLOW)
-        )
+        self.end(protocol.CloseCode.TOO_SLOW)
 
     def connection_lost(self) -> None:
-        self._leave_room()
+        self._leave_room()  # no handshake to complete: nobody waits for the router
 
     # --- sending ---------------------------------------------------------------
 
@@ -168,10 +166,34 @@ class Peer:
         self.connection.send_text(data)
 
     def refuse(self, event: bytes, close_code: int) -> None:
-        """Send ``event`` (an error frame), then close with ``close_code``; it never joined."""
+        """Send ``event`` (an error frame), then close with ``close_code``; it holds no slot."""
         self.send(event)
-        self._leave_room(tell_router=False)
-        self.connection.close(close_code, protocol.close_reason(close_code))
+        self._leave_room()
+        self.close(close_code)
+
+    def router_unavailable(self) -> None:
+        self.refuse(_ROUTER_UNAVAILABLE, protocol.CloseCode.TRY_AGAIN_LATER)
+
+    def end(self, code: int | None) -> None:
+        """Leave the room, then close with ``code`` (``None``: echo the client's).
+
+        The close frame waits until the router has freed the slot
+        (:meth:`~mcp_tornado.hub.Hub.leave_then_close`), so a client whose
+        closing handshake has completed has left its room at the router.
+        """
+        if self._closing:
+            return  # the router's answer will close it
+        peer_id, self.peer_id = self.peer_id, None
+        self._drop_partner()
+        if peer_id is not None and self.hub.leave_then_close(peer_id, code):
+            self._closing = True
+        else:
+            self.close(code)
+
+    def close(self, code: int | None) -> None:
+        """Close the connection now with ``code`` (``None``: echo the client's)."""
+        self._closing = False
+        self.connection.close(code, protocol.close_reason(code) if code is not None else "")
 
     def _route(self, data: bytes) -> None:
         if self.peer_id is None or not self.hub.relay(self.peer_id, data):
@@ -185,15 +207,18 @@ class Peer:
         if verdict == DROP_AND_WARN:
             self.send(_RATE_LIMITED_EVENT)
         elif verdict == CLOSE:
-            self._leave_room()  # free the room slot now, not after the close handshake
-            self.refuse(_RATE_LIMITED_EVENT, protocol.CloseCode.RATE_LIMITED)
+            self.send(_RATE_LIMITED_EVENT)
+            self.end(protocol.CloseCode.RATE_LIMITED)
         return verdict != 0
 
-    def _leave_room(self, at_once: bool = False, tell_router: bool = True) -> None:
-        """Give up the room slot: tell the router (``at_once``: now) and a local partner."""
-        if self.peer_id is not None:
-            self.hub.leave(self.peer_id, at_once=at_once, tell_router=tell_router)
-            self.peer_id = None
+    def _leave_room(self) -> None:
+        """Give up the room slot (if it holds one) and tell a local partner."""
+        peer_id, self.peer_id = self.peer_id, None
+        if peer_id is not None:
+            self.hub.leave(peer_id)
+        self._drop_partner()
+
+    def _drop_partner(self) -> None:
         partner, self.partner = self.partner, None
         if partner is not None:
             partner._partner_left()
@@ -202,6 +227,7 @@ class Peer:
 
     def joined(self, room: str, peers: int, initiator: bool, local_partner: Peer | None) -> None:
         self.paired = initiator
+        self.connection.complete_upgrade()  # the socket opens now that it is in the room
         self.send(protocol.encode_event(protocol.Joined(room, peers, initiator)).encode())
         if local_partner is not None:
             self.pair_locally(local_partner)

@@ -28,7 +28,6 @@ which :meth:`RouterLink.relay` reports the router as overloaded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -77,8 +76,14 @@ class LinkListener(Protocol):
     def registered(self) -> None:
         """The router welcomed this worker (again)."""
 
+    def left(self, peer_id: int) -> None:
+        """The router has freed the peer's slot (the answer to its leave)."""
 
-_HELLO_RETRY = 0.05  # seconds between Hellos while the router has not answered
+    def router_lost(self) -> None:
+        """The router is gone (or forgot this worker): nothing in flight will be answered."""
+
+
+_HELLO_RETRY = 0.05  # seconds before trying again a Hello that could not be sent
 
 
 class RouterLink:
@@ -97,6 +102,7 @@ class RouterLink:
         self._flush_scheduled = False
         self._last_heard = 0.0
         self._hello_retry_scheduled = False
+        self._hello_due = 0.0  # no new Hello before this (monotonic): one is out
         self._welcomed_once = asyncio.Event()
         self._loop = IOLoop.current()
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -167,12 +173,11 @@ class RouterLink:
         if self.ready:
             self._queue(wire.Fence(peer_id, seq))
 
-    def leave(self, peer_id: int, at_once: bool = False) -> None:
-        """Free ``peer_id``'s slot; ``at_once``: send now, not at the end of the loop turn."""
+    def leave(self, peer_id: int) -> bool:
+        """Free ``peer_id``'s slot; ``False`` if no router will answer (``left``)."""
         if self.ready:
             self._queue(wire.Leave(peer_id))
-            if at_once:
-                self._flush()
+        return self.ready
 
     # --- sending -------------------------------------------------------------
 
@@ -205,11 +210,15 @@ class RouterLink:
         if not self._sock.closed and cast(int, self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             self._loop.add_callback(self._on_readable)
 
-    def _send_control(self, msg: wire.ToRouter) -> None:
-        """Send a control message now, outside the batch; dropped if the router is away."""
-        with contextlib.suppress(zmq.Again):
+    def _send_control(self, msg: wire.ToRouter) -> bool:
+        """Send a control message now, outside the batch; ``False``: no router to take it."""
+        try:
             self._sock.send(wire.encode_batch([msg]), zmq.NOBLOCK)
-        self._check_input()
+        except zmq.Again:
+            return False
+        finally:
+            self._check_input()
+        return True
 
     # --- receiving -----------------------------------------------------------
 
@@ -257,6 +266,8 @@ class RouterLink:
                 listener.peer_joined(msg.peer, msg.room, msg.peers, msg.local_partner)
             case wire.Fenced():
                 listener.fenced(msg.peer, msg.seq)
+            case wire.Left():
+                listener.left(msg.peer)
             case wire.PeerLeft():
                 listener.peer_left(msg.peer, msg.room, msg.peers)
             case wire.NoPeer():
@@ -289,21 +300,35 @@ class RouterLink:
         self._listener.registered()  # fences sent to a router that went away are never answered
 
     def _lost_router(self, hello: bool = True) -> None:
-        self.ready = False
+        was_ready, self.ready = self.ready, False
         self.router_epoch = ""
         outbox, self._outbox = self._outbox, []
         for msg in outbox:
             if type(msg) is wire.Relay:
                 self._listener.undelivered(msg.peer)
+        if was_ready:
+            self._hello_due = 0.0  # a new episode: register again at once
+            self._listener.router_lost()
         if hello:
             self._send_hello()
 
     def _send_hello(self) -> None:
-        self._send_control(wire.Hello(self._listener.registrations()))
+        """Ask the router to (re)register us, unless a Hello it can still answer is out.
+
+        A woken worker's stale batches each earn a ``Reregister``; answering each
+        with a full Hello made storms of them, so one Hello goes per episode, and
+        another only if no Welcome came within a heartbeat interval.
+        """
+        now = time.monotonic()
+        if now < self._hello_due:
+            return
+        sent = self._send_control(wire.Hello(self._listener.registrations()))
+        # Not sent: no router is connected yet (IMMEDIATE), so try again soon.
+        wait = self.config.heartbeat_interval if sent else _HELLO_RETRY
+        self._hello_due = now + wait
         if not self._hello_retry_scheduled:
-            # Until welcomed, ask again often: the socket may not have been connected yet.
             self._hello_retry_scheduled = True
-            self._loop.call_later(_HELLO_RETRY, self._retry_hello)
+            self._loop.call_later(wait, self._retry_hello)
 
     def _retry_hello(self) -> None:
         self._hello_retry_scheduled = False

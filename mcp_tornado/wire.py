@@ -66,7 +66,7 @@ class Relay(_Msg, tag=3):
 
 
 class Leave(_Msg, tag=4):
-    """The peer's WebSocket closed; free its slot."""
+    """The peer's WebSocket is closing; free its slot and answer :class:`Left`."""
 
     peer: int
 
@@ -159,6 +159,17 @@ class Reregister(_Msg, tag=27):
     undelivered: list[int]
 
 
+class Left(_Msg, tag=29):
+    """``peer``'s :class:`Leave` is done: its slot is free, its partner told.
+
+    The worker completes the peer's closing handshake only after this, so a
+    client whose close has completed has left its room at the router (and may
+    rejoin it at once, through any worker).
+    """
+
+    peer: int
+
+
 class Fenced(_Msg, tag=28):
     """Everything ``peer`` sent before its :class:`Fence` number ``seq`` has been handled."""
 
@@ -176,6 +187,7 @@ ToWorker: TypeAlias = (
     | Deliver
     | NoPeer
     | Fenced
+    | Left
     | Reregister
     | Ping
     | Bye

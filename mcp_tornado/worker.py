@@ -123,9 +123,9 @@ async def serve_worker(config: WorkerSettings, stop: asyncio.Event) -> None:
     # Keep relaying briefly so messages already on their way reach their peers.
     await asyncio.sleep(min(_DRAIN_PERIOD, config.shutdown_timeout / 2))
     for peer in list(hub.peers.values()):
-        peer.connection.close(protocol.CloseCode.GOING_AWAY, "server shutting down")
+        peer.end(protocol.CloseCode.GOING_AWAY)  # each leaves its room, then is closed
     deadline = loop.time() + config.shutdown_timeout
-    while (hub.peers or link.backlog) and loop.time() < deadline:
+    while (hub.peers or hub.leaving or link.backlog) and loop.time() < deadline:
         await asyncio.sleep(0.02)
     link.close()
 

@@ -245,6 +245,7 @@ class Router:
                     self._park(worker, msg)
                 else:
                     self._depart(self.rooms.leave(key))
+                    self._send(worker, wire.Left(msg.peer))
             case wire.Fence():
                 if (worker, msg.peer) in self._parked_peers:
                     self._park(worker, msg)  # after the peer's parked messages, as sent

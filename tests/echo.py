@@ -34,7 +34,7 @@ class EchoHandler:
         self.connection = connection
 
     def opened(self, request: handshake.Upgrade) -> None:
-        pass
+        self.connection.complete_upgrade()
 
     def message_received(self, data: bytes, text: bool) -> None:
         if text:
@@ -46,7 +46,7 @@ class EchoHandler:
         self.connection.pong(data)
 
     def close_received(self) -> None:
-        pass
+        self.connection.close()  # echo the client's code
 
     def stalled(self) -> None:
         pass

@@ -35,6 +35,10 @@ class StubTransport(asyncio.Transport):
     def get_extra_info(self, name: str, default: object = None) -> object:
         return ("127.0.0.1", 1) if name == "peername" else default
 
+    def forget_frames(self) -> None:
+        """Forget the frames written so far (keep the HTTP response)."""
+        self.writes = [self.head() + b"\r\n\r\n"]
+
     def head(self) -> bytes:
         """The HTTP response head."""
         return b"".join(self.writes).split(b"\r\n\r\n", 1)[0]
@@ -57,7 +61,7 @@ class StubLink:
         self.joins: list[tuple[int, str]] = []
         self.relayed: list[tuple[int, bytes]] = []
         self.fences: list[tuple[int, int]] = []
-        self.left: list[tuple[int, bool]] = []
+        self.left: list[int] = []
 
     def join(self, peer_id: int, room: str) -> None:
         self.joins.append((peer_id, room))
@@ -69,5 +73,6 @@ class StubLink:
     def fence(self, peer_id: int, seq: int) -> None:
         self.fences.append((peer_id, seq))
 
-    def leave(self, peer_id: int, at_once: bool = False) -> None:
-        self.left.append((peer_id, at_once))
+    def leave(self, peer_id: int) -> bool:
+        self.left.append(peer_id)
+        return self.ready

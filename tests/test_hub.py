@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mcp_tornado import wire
+from tests.rawws import CLOSE
 from tests.test_peer import connect, worker
 
 pytestmark = pytest.mark.gen_test
@@ -42,10 +43,24 @@ async def test_leaving_tells_the_router_once_and_refused_peers_not_at_all() -> N
     hub, link, endpoint = worker()
     connect(endpoint, "?room=r")
     (peer_id,) = hub.peers
-    hub.leave(peer_id, at_once=True)
     hub.leave(peer_id)
-    assert link.left == [(peer_id, True)]
+    hub.leave(peer_id)
+    assert link.left == [peer_id]
     connect(endpoint, "?room=r")
     (other,) = hub.peers
     hub.room_full(other)
-    assert link.left == [(peer_id, True)]
+    assert link.left == [peer_id]
+
+
+async def test_a_lost_router_releases_every_close_that_waits_for_it() -> None:
+    hub, _, endpoint = worker()
+    _, transport = connect(endpoint, "?room=r")
+    (peer_id,) = hub.peers
+    hub.joined(peer_id, "r", 1, False, 0)
+    assert hub.leave_then_close(peer_id, 4008)
+    assert hub.leaving and CLOSE not in [f.opcode for f in transport.frames()]
+    hub.router_lost()
+    assert hub.leaving == {}
+    assert transport.frames()[-1].close_code == 4008
+    hub.left(peer_id)  # a late answer changes nothing
+    assert [f.opcode for f in transport.frames()].count(CLOSE) == 1

@@ -44,11 +44,15 @@ async def two_peers() -> tuple[StubLink, Peer, Peer]:
     hub.attach(cast(RouterLink, link))
     endpoint = SignalEndpoint(hub, hub.gate, 65536)
     pair = []
-    for _ in range(2):
+    for n in (1, 2):
         connection = Connection(endpoint, None)
-        connection.connection_made(StubTransport())
+        stub = StubTransport()
+        connection.connection_made(stub)
         connection.data_received(upgrade_request(8000, "/ws/signal/?room=r"))
-        pair.append(hub.peers[len(hub.peers)])
+        hub.joined(n, "r", n, n == 2, 0)  # the router's answer: the 101 goes out
+        connection.write_queued()
+        stub.forget_frames()
+        pair.append(hub.peers[n])
     return link, pair[0], pair[1]
 
 

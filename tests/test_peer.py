@@ -45,18 +45,51 @@ def only_peer(hub: Hub) -> Peer:
     return peer
 
 
-async def test_a_new_peer_asks_the_router_for_its_room_and_hears_joined() -> None:
+def joined(hub: Hub, room: str = "r") -> int:
+    """The router's answer to the only peer's join (written out); its id."""
+    peer = only_peer(hub)
+    peer_id = cast(int, peer.peer_id)
+    hub.joined(peer_id, room, 1, False, 0)
+    peer.connection.write_queued()
+    return peer_id
+
+
+async def test_the_socket_opens_only_once_the_router_has_put_the_peer_in_its_room() -> None:
     hub, link, endpoint = worker()
-    _, transport = connect(endpoint, "?room=lobby")
+    connection, transport = connect(endpoint, "?room=lobby")
     peer = only_peer(hub)
     assert link.joins == [(peer.peer_id, "lobby")]
-    hub.joined(cast(int, peer.peer_id), "lobby", 1, False, 0)
-    connection = peer.connection
+    assert transport.writes == [] and connection.upgrading  # no 101 yet
+    joined(hub, "lobby")
+    assert transport.head().startswith(b"HTTP/1.1 101 ")
     connection.write_queued()
     assert [json.loads(t) for t in transport.texts()] == [
         {"type": "joined", "room": "lobby", "peers": 1, "initiator": False}
     ]
     assert endpoint.gate.connections == 1
+
+
+async def test_frames_sent_before_the_101_follow_the_join_and_answers_wait_for_it() -> None:
+    hub, link, endpoint = worker()
+    connection, transport = connect(endpoint)
+    connection.data_received(encode_frame(TEXT, b'{"type":"offer"}') + encode_frame(TEXT, b"{"))
+    connection.write_queued()
+    assert link.relayed == [(only_peer(hub).peer_id, b'{"type":"offer"}')]
+    assert transport.writes == []  # the error answer waits for the 101
+    joined(hub)
+    connection.write_queued()
+    assert [json.loads(t)["type"] for t in transport.texts()] == ["error", "joined"]
+
+
+async def test_a_join_the_router_never_answers_is_refused_when_the_router_is_lost() -> None:
+    hub, _, endpoint = worker()
+    _, transport = connect(endpoint)
+    hub.router_lost()
+    assert hub.peers == {}
+    frames = transport.frames()
+    assert transport.head().startswith(b"HTTP/1.1 101 ")
+    assert json.loads(frames[0].payload)["code"] == "router_unavailable"
+    assert frames[1].close_code == protocol.CloseCode.TRY_AGAIN_LATER
 
 
 async def test_a_bad_room_is_refused_after_the_upgrade_and_never_reaches_the_router() -> None:
@@ -78,8 +111,10 @@ async def test_without_a_router_a_join_is_refused_with_try_again_later() -> None
 
 
 async def test_messages_are_checked_once_and_relayed_as_the_clients_bytes() -> None:
-    _hub, link, endpoint = worker()
+    hub, link, endpoint = worker()
     connection, transport = connect(endpoint)
+    joined(hub)
+    transport.forget_frames()
     sent = b'{ "type":"offer", "sdp":"v=0", "extra":[1,2] }'
     connection.data_received(encode_frame(TEXT, sent) + encode_frame(TEXT, b"{oops"))
     connection.data_received(encode_frame(BINARY, sent) + encode_frame(BINARY, b"\xff"))
@@ -91,7 +126,7 @@ async def test_messages_are_checked_once_and_relayed_as_the_clients_bytes() -> N
 async def test_router_events_reach_the_right_peer_as_client_json() -> None:
     hub, _, endpoint = worker()
     connection, transport = connect(endpoint)
-    peer_id = cast(int, only_peer(hub).peer_id)
+    peer_id = joined(hub)
     hub.peer_joined(peer_id, "r", 2, 0)
     hub.deliver(peer_id, b'{"type":"answer"}')
     hub.no_peer(peer_id)
@@ -100,6 +135,7 @@ async def test_router_events_reach_the_right_peer_as_client_json() -> None:
     hub.deliver(peer_id + 1, b"for nobody")  # an unknown id: ignored
     connection.write_queued()
     assert [json.loads(t).get("code", json.loads(t)["type"]) for t in transport.texts()] == [
+        "joined",
         "peer-joined",
         "answer",
         "no_peer",
@@ -109,11 +145,12 @@ async def test_router_events_reach_the_right_peer_as_client_json() -> None:
     ]
 
 
-async def test_room_full_closes_with_4409_and_forgets_the_peer() -> None:
+async def test_room_full_opens_the_socket_then_closes_it_with_4409() -> None:
     hub, _, endpoint = worker()
     _, transport = connect(endpoint)
     hub.room_full(cast(int, only_peer(hub).peer_id))
     assert hub.peers == {}
+    assert transport.head().startswith(b"HTTP/1.1 101 ")
     frames = transport.frames()
     assert json.loads(frames[0].payload) == {
         "type": "error",
@@ -124,8 +161,10 @@ async def test_room_full_closes_with_4409_and_forgets_the_peer() -> None:
 
 
 async def test_pings_count_against_the_rate_limit_before_they_are_answered() -> None:
-    _hub, _, endpoint = worker(LimitSettings(rate=1, burst=2))
+    hub, _, endpoint = worker(LimitSettings(rate=1, burst=2))
     connection, transport = connect(endpoint)
+    joined(hub)
+    transport.forget_frames()
     connection.data_received(b"".join(encode_frame(PING, b"%d" % n) for n in range(3)))
     connection.write_queued()
     frames = transport.frames()
@@ -133,24 +172,41 @@ async def test_pings_count_against_the_rate_limit_before_they_are_answered() -> 
     assert json.loads(frames[2].payload)["code"] == "rate_limited"
 
 
-async def test_a_client_that_closes_frees_its_slot_before_the_echo() -> None:
+async def test_a_clients_close_is_echoed_only_once_the_router_has_freed_its_slot() -> None:
     hub, link, endpoint = worker()
     connection, transport = connect(endpoint)
-    peer_id = only_peer(hub).peer_id
+    peer_id = joined(hub)
+    transport.forget_frames()
     connection.data_received(encode_frame(CLOSE, b"\x03\xe8"))
-    assert link.left == [(peer_id, True)]
-    assert hub.peers == {}
-    assert transport.frames()[-1].close_code == 1000 and transport.closed
+    assert link.left == [peer_id] and hub.peers == {}
+    assert transport.frames() == [] and not transport.closed  # no echo yet
+    connection.data_received(encode_frame(CLOSE, b"\x03\xe8"))  # (said twice: still waits)
+    hub.left(peer_id)
+    assert [f.close_code for f in transport.frames()] == [1000] and transport.closed
     connection.connection_lost(None)
     assert endpoint.gate.connections == 0
 
 
-async def test_a_client_that_stops_reading_is_closed_with_4008() -> None:
+async def test_a_client_that_stops_reading_is_closed_with_4008_once_it_has_left() -> None:
     hub, link, endpoint = worker(LimitSettings(rate=0, max_pending_bytes=1000))
-    _connection, transport = connect(endpoint)
-    peer_id = cast(int, only_peer(hub).peer_id)
+    connection, transport = connect(endpoint)
+    peer_id = joined(hub)
+    connection.write_queued()
+    transport.forget_frames()
     for _ in range(20):
         hub.deliver(peer_id, b'{"type":"candidate","pad":"' + b"x" * 100 + b'"}')
-    assert hub.peers == {} and link.left == [(peer_id, False)]
+    assert hub.peers == {} and link.left == [peer_id]
+    hub.left(peer_id)
     assert [f.opcode for f in transport.frames()] == [CLOSE]
     assert transport.frames()[0].close_code == protocol.CloseCode.TOO_SLOW
+
+
+async def test_without_a_router_to_confirm_a_leave_the_close_is_not_held() -> None:
+    hub, link, endpoint = worker()
+    connection, transport = connect(endpoint)
+    peer_id = joined(hub)
+    transport.forget_frames()
+    link.ready = False
+    connection.data_received(encode_frame(CLOSE, b"\x03\xe8"))
+    assert link.left == [peer_id]
+    assert [f.close_code for f in transport.frames()] == [1000]

@@ -186,6 +186,7 @@ def test_leave_frees_the_slot_and_tells_the_partner(
     w1.expect(wire.PeerJoined)
     w1.send(wire.Leave(2))
     assert w1.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
+    assert w1.expect(wire.Left) == wire.Left(2)  # now peer 2 may complete its close
     w1.send(wire.Join(3, "r"))
     assert w1.expect(wire.Joined) == wire.Joined(3, "r", 2, True, local_partner=1)
 
@@ -321,6 +322,7 @@ def test_a_join_racing_a_leave_from_another_worker_is_not_refused(
     w2.send(wire.Join(5, "r"), wire.Relay(5, b"first"))
     assert w2.expect(wire.Joined) == wire.Joined(5, "r", 2, True)
     assert w1.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
+    assert w1.expect(wire.Left) == wire.Left(2)
     assert w1.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2)
     assert w1.expect(wire.Deliver) == wire.Deliver(1, b"first")
 

@@ -1,0 +1,121 @@
+"""The worker's router link against a scripted ROUTER socket: what it says and when.
+
+The router is a plain ZeroMQ ROUTER socket driven by the test, so the link's
+own decisions (when to send a Hello, what it reports to its listener) are seen
+exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+
+import pytest
+import zmq
+
+from mcp_tornado import wire
+from mcp_tornado.router_link import RouterLink
+from mcp_tornado.settings import LinkSettings
+
+pytestmark = pytest.mark.gen_test
+
+
+class Recorder:
+    """A LinkListener that writes down every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[object, ...]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def record(*args: object) -> None:
+            self.calls.append((name, args))
+
+        return record
+
+    def registrations(self) -> list[wire.PeerRecord]:
+        return [wire.PeerRecord(1, "r", False)]
+
+    def named(self, name: str) -> list[tuple[object, ...]]:
+        return [args for called, args in self.calls if called == name]
+
+
+class FakeRouter:
+    def __init__(self) -> None:
+        self.sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        port: int = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+        self.worker = b""
+
+    async def receive(self, seconds: float) -> list[wire.ToRouter]:
+        """Everything the worker sends within ``seconds``."""
+        got: list[wire.ToRouter] = []
+        deadline = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < deadline:
+            while self.sock.poll(0):
+                self.worker, frame = self.sock.recv_multipart()
+                got.extend(wire.decode_to_router(frame))
+            await asyncio.sleep(0.005)
+        return got
+
+    def send(self, *messages: wire.ToWorker) -> None:
+        self.sock.send_multipart([self.worker, wire.encode_batch(list(messages))])
+
+
+@contextlib.contextmanager
+def link_and_router() -> Iterator[tuple[RouterLink, FakeRouter, Recorder]]:
+    """A started link to a scripted router (call inside the running loop)."""
+    router = FakeRouter()
+    listener = Recorder()
+    link = RouterLink(LinkSettings(router.endpoint, heartbeat_interval=0.2), listener)
+    link.start()
+    try:
+        yield link, router, listener
+    finally:
+        link.close()
+        router.sock.close()
+
+
+def hellos(messages: list[wire.ToRouter]) -> int:
+    return sum(type(m) is wire.Hello for m in messages)
+
+
+async def test_one_hello_per_episode_however_many_reregisters_arrive() -> None:
+    with link_and_router() as (link, router, listener):
+        assert hellos(await router.receive(0.1)) >= 1
+        router.send(wire.Welcome("e1", []))
+        await router.receive(0.1)
+        assert link.ready and listener.named("registered")
+        # A woken worker's stale batches each earn a Reregister.
+        for _ in range(20):
+            router.send(wire.Reregister([1]))
+        got = await router.receive(0.15)  # under one heartbeat interval
+        assert hellos(got) == 1
+        assert len(listener.named("undelivered")) == 20
+        assert len(listener.named("router_lost")) == 1
+        router.send(wire.Welcome("e1", []))
+        await router.receive(0.05)
+        assert link.ready
+
+
+async def test_an_unanswered_hello_is_sent_again_after_a_heartbeat_interval() -> None:
+    with link_and_router() as (_, router, _):
+        got = await router.receive(0.5)  # no Welcome: the router is slow
+        assert 2 <= hellos(got) <= 4
+
+
+async def test_the_answer_to_a_leave_and_a_lost_router_reach_the_listener() -> None:
+    with link_and_router() as (link, router, listener):
+        await router.receive(0.05)
+        router.send(wire.Welcome("e1", []))
+        await router.receive(0.05)
+        assert link.leave(7)
+        assert wire.Leave(7) in await router.receive(0.05)
+        router.send(wire.Left(7))
+        await router.receive(0.05)
+        assert listener.named("left") == [(7,)]
+        router.send(wire.Bye())
+        await router.receive(0.05)
+        assert not link.ready and listener.named("router_lost") == [()]
+        assert not link.leave(8)  # nobody would answer
