@@ -118,9 +118,12 @@ def _add_setting_flags(parser: _Command, settings: type[Settings]) -> None:
 
 
 def _parser() -> _Parser:
-    parser = _Parser(prog="mcp-tornado", description=__doc__.splitlines()[0])
+    description = __doc__.splitlines()[0].replace("``", "")  # help is plain text, not reST
+    parser = _Parser(prog="mcp-tornado", description=description)
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: INFO)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Command)
     helps = {
         "serve": "run a router and N workers, supervised",
@@ -129,7 +132,9 @@ def _parser() -> _Parser:
     }
     parser.commands = {}
     for command, settings in COMMANDS.items():
-        parser.commands[command] = sub.add_parser(command, help=helps[command])
+        parser.commands[command] = sub.add_parser(
+            command, help=helps[command], description=helps[command].capitalize() + "."
+        )
         _add_setting_flags(parser.commands[command], settings)
 
     token = sub.add_parser(
@@ -142,8 +147,16 @@ def _parser() -> _Parser:
     token.add_argument(
         "--ttl", type=float, default=3600.0, help="seconds until it expires (default: 3600)"
     )
-    token.add_argument("--peer", default=None, help="a peer name to bind into the token")
-    token.add_argument("--token-secret-file", type=Path, default=None, help="file with the secret")
+    token.add_argument(
+        "--peer", default=None, help="a peer name to bind into the token (default: none)"
+    )
+    token.add_argument(
+        "--token-secret-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="file with the secret (default: $MCP_TORNADO_TOKEN_SECRET)",
+    )
     return parser
 
 
