@@ -213,7 +213,7 @@ def _serve(settings: ServeSettings, log_level: str) -> int:
     host, port = settings.worker.host, settings.worker.port
     endpoint = settings.router_endpoint or f"ipc://{runtime_dir()}/router-{port}-{os.getpid()}.ipc"
     try:  # a taken port stops serve here, before any child starts (each worker checks again)
-        ports.check(host, port, endpoint)
+        ports.check(host, port)
     except ports.CannotStart as exc:
         print(f"mcp-tornado: {exc}", file=sys.stderr)
         return CANNOT_START
@@ -250,7 +250,7 @@ def _router(settings: RouterSettings) -> int:
     try:
         router.bind()
     except zmq.ZMQError as exc:  # endpoint taken or malformed, no such folder: final
-        cannot_start(f"router cannot bind {settings.bind}: {exc}")
+        cannot_start(f"router cannot bind {settings.bind}: {zmq.strerror(exc.errno or 0)}")
     report("ready")
     router.run()
     return 0

@@ -17,7 +17,7 @@ multi-host deployment shares a router, never a port).
 Each worker claims the port for its deployment before it binds it: for every
 address it is going to listen on it binds an abstract unix socket named::
 
-    mcp-tornado/port/PORT/ADDRESS/DEPLOYMENT/PID
+    mcp-tornado/port/PORT/ADDRESS/DEPLOYMENT/PID-N
 
 (DEPLOYMENT: a hash of the router endpoint).  The abstract namespace belongs to
 the network namespace, exactly like the TCP port, so every process that could
@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import socket
 import time
@@ -54,6 +55,7 @@ _PREFIX: Final = "mcp-tornado/port/"
 _WILDCARDS: Final = frozenset({"0.0.0.0", "::"})
 _GUARD_TIMEOUT: Final = 5.0  # seconds to wait for another process's check to finish
 _ASK_TIMEOUT: Final = 0.5  # seconds a claim holder has to say its router endpoint
+_numbers = itertools.count()
 
 
 class CannotStart(Exception):
@@ -106,10 +108,11 @@ def _claims(port: int) -> list[_Claim]:
             if len(fields) < 8 or not fields[7].startswith(wanted):
                 continue
             parts = fields[7][len(wanted) :].split("/")
-            if len(parts) != 3 or not parts[2].isdigit():
+            pid = parts[-1].partition("-")[0]
+            if len(parts) != 3 or not pid.isdigit():
                 continue  # the guard, or not ours
             name = fields[7][1:]
-            found[name] = _Claim(parts[0], parts[1], int(parts[2]), name)
+            found[name] = _Claim(parts[0], parts[1], int(pid), name)
     return list(found.values())
 
 
@@ -220,7 +223,7 @@ class PortClaim:
         self._sockets = []
 
 
-def claim(host: str, port: int, endpoint: str, deployment: str | None = None) -> PortClaim:
+def claim(host: str, port: int, endpoint: str) -> PortClaim:
     """Claim ``host:port`` for the deployment of the router at ``endpoint``.
 
     Raises :class:`CannotStart` when another deployment's workers serve an
@@ -231,27 +234,16 @@ def claim(host: str, port: int, endpoint: str, deployment: str | None = None) ->
     if port == 0:
         return PortClaim(endpoint, [])
     mine = addresses(host, port)
-    deployment = deployment or deployment_of(endpoint)
+    deployment = deployment_of(endpoint)
     sockets: list[socket.socket] = []
     try:
         with _guard(port):
-            claims = _claims(port)
-            for other in claims:
-                if other.deployment != deployment and any(_overlap(other.address, m) for m in mine):
-                    router = _ask(other.name)
-                    held = f"router {router}, " if router else ""
-                    raise CannotStart(
-                        f"{_where(host, port)} is already served by another mcp-tornado "
-                        f"deployment ({held}worker pid {other.pid})"
-                    )
-            if not any(c.deployment == deployment for c in claims):
-                holder = _foreign_listener(port, mine)
-                if holder is not None:
-                    raise CannotStart(f"{_where(host, port)} is already in use {holder}")
+            _refuse_others(host, port, mine, deployment)
             for address in mine:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sockets.append(sock)
-                sock.bind(f"\0{_PREFIX}{port}/{address}/{deployment}/{os.getpid()}")
+                number = next(_numbers)  # one process may claim a port twice (tests)
+                sock.bind(f"\0{_PREFIX}{port}/{address}/{deployment}/{os.getpid()}-{number}")
                 sock.listen(8)
                 sock.setblocking(False)
     except BaseException:
@@ -259,6 +251,23 @@ def claim(host: str, port: int, endpoint: str, deployment: str | None = None) ->
             sock.close()
         raise
     return PortClaim(endpoint, sockets)
+
+
+def _refuse_others(host: str, port: int, mine: list[str], deployment: str | None) -> None:
+    """Raise :class:`CannotStart` if anyone but ``deployment`` serves ``mine`` on ``port``."""
+    claims = _claims(port)
+    for other in claims:
+        if other.deployment != deployment and any(_overlap(other.address, m) for m in mine):
+            router = _ask(other.name)
+            held = f"router {router}, " if router else ""
+            raise CannotStart(
+                f"{_where(host, port)} is already served by another mcp-tornado "
+                f"deployment ({held}worker pid {other.pid})"
+            )
+    if not any(c.deployment == deployment for c in claims):
+        holder = _foreign_listener(port, mine)
+        if holder is not None:
+            raise CannotStart(f"{_where(host, port)} is already in use {holder}")
 
 
 def bind(host: str, port: int, backlog: int | None = None) -> list[socket.socket]:
@@ -312,17 +321,18 @@ def _bind_failure(host: str, port: int, exc: OSError) -> str:
     return f"{where}: {exc.strerror}"
 
 
-def check(host: str, port: int, endpoint: str) -> None:
-    """Raise :class:`CannotStart` if workers of ``endpoint`` could not serve ``host:port``.
+def check(host: str, port: int) -> None:
+    """Raise :class:`CannotStart` if a new deployment could not serve ``host:port``.
 
     ``serve`` calls it before it starts anything, so that a taken port stops it
     at once with one line; each worker still claims the port itself.  A
     deployment about to start has no workers yet: any claim of the port is
-    another deployment's, even one that names the same router endpoint.
+    another deployment's, even one that names the same router endpoint.  It
+    only looks (it claims nothing), so it never stands in anyone's way.
     """
-    held = claim(host, port, endpoint, deployment=f"new{os.getpid()}")
-    try:
-        for sock in bind(host, port):
-            sock.close()
-    finally:
-        held.release()
+    if port == 0:
+        return
+    with _guard(port):
+        _refuse_others(host, port, addresses(host, port), None)
+    for sock in bind(host, port):
+        sock.close()
