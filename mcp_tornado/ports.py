@@ -189,7 +189,10 @@ def _holder(inode: str) -> str:
                 with contextlib.suppress(OSError):
                     if os.readlink(fd) == target:
                         command = (proc / "cmdline").read_bytes().decode(errors="replace")
-                        shown = " ".join(command.replace("\0", " ").split())[:80]
+                        words = command.replace("\0", " ").split()
+                        if words:  # /usr/bin/python3 -m x: python3 -m x
+                            words[0] = os.path.basename(words[0])
+                        shown = " ".join(words)[:80]
                         return f"by {shown or 'another program'} (pid {proc.name})"
     return "by another program"
 
