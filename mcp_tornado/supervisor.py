@@ -204,7 +204,7 @@ class Supervisor:
         elif now >= child.restart_at:
             child.restart_at = 0.0
             child.restarts += 1
-            child.start()
+            child.start(self._status_w)
 
     def _stop_all(self) -> None:
         self._terminate(self.workers, self.shutdown_timeout)

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -285,6 +286,37 @@ def test_a_child_that_cannot_start_is_not_restarted_and_its_reason_is_kept() -> 
     assert supervisor.workers[1].restarts == 0
     router = supervisor.router.process
     assert router is not None and router.poll() is not None
+
+
+def test_a_restarted_child_still_reports_to_the_supervisor(tmp_path: Path) -> None:
+    # Crashes on its first start; its second process reports ready, and then a child that
+    # crashed once and cannot start on its restart stops everything with its reason.
+    script = (
+        "import pathlib, sys, time\n"
+        "from mcp_tornado.supervisor import cannot_start, report\n"
+        "mark = pathlib.Path(sys.argv[1])\n"
+        "if not mark.exists():\n"
+        "    mark.touch(); raise SystemExit(1)\n"
+        "if sys.argv[2] == 'ready':\n"
+        "    report('ready'); time.sleep(60)\n"
+        "cannot_start('gone for good')\n"
+    )
+    sleeping = [sys.executable, "-c", "import time; time.sleep(60)"]
+    flaky = [[sys.executable, "-c", script, str(tmp_path / name), "ready"] for name in "ab"]
+    supervisor = Supervisor(sleeping, flaky, 2, ready_message="all ready")
+    thread = threading.Thread(target=supervisor.run)
+    thread.start()
+    try:
+        wait_until(lambda: supervisor._announced, 15, "the restarted workers to be ready")
+    finally:
+        supervisor.stop()
+        thread.join(10)
+    assert [w.restarts for w in supervisor.workers] == [1, 1]
+    doomed = [sys.executable, "-c", script, str(tmp_path / "c"), "give up"]
+    supervisor = Supervisor(sleeping, [doomed], 2)
+    assert supervisor.run() == CANNOT_START
+    assert supervisor.failure == "gone for good"
+    assert supervisor.workers[0].restarts == 1
 
 
 # --- where to go ------------------------------------------------------------------------------
