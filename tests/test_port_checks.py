@@ -271,6 +271,25 @@ def test_serve_on_an_address_this_machine_does_not_have() -> None:
     assert len(done.lines) == 1 and "no such address on this machine" in done.lines[0]
 
 
+@pytest.mark.parametrize(
+    ("command", "settings", "line"),
+    [
+        ("worker", '{"port": -1}', "bad $MCP_TORNADO_SETTINGS: --port must be at least 0, not -1"),
+        ("router", '{"bind": "tcp://nope"}', "router cannot bind tcp://nope: Invalid argument"),
+    ],
+)
+def test_bad_settings_handed_to_a_child_are_final(command: str, settings: str, line: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_tornado", command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "MCP_TORNADO_SETTINGS": settings},
+    )
+    assert done.returncode == CANNOT_START
+    assert done.stderr == f"mcp-tornado: {line}\n"
+
+
 def test_a_child_that_cannot_start_is_not_restarted_and_its_reason_is_kept() -> None:
     cannot = [
         sys.executable, "-c",
