@@ -41,6 +41,7 @@ from mcp_tornado.settings import (
     runtime_dir,
     value_type,
 )
+from mcp_tornado.supervisor import cannot_start, report
 
 __all__ = ["default_endpoint", "main", "parse_settings", "runtime_dir"]
 
@@ -117,9 +118,12 @@ def _add_setting_flags(parser: _Command, settings: type[Settings]) -> None:
 
 
 def _parser() -> _Parser:
-    parser = _Parser(prog="mcp-tornado", description=__doc__.splitlines()[0])
+    description = __doc__.splitlines()[0].replace("``", "")  # help is plain text, not reST
+    parser = _Parser(prog="mcp-tornado", description=description)
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: INFO)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Command)
     helps = {
         "serve": "run a router and N workers, supervised",
@@ -128,7 +132,9 @@ def _parser() -> _Parser:
     }
     parser.commands = {}
     for command, settings in COMMANDS.items():
-        parser.commands[command] = sub.add_parser(command, help=helps[command])
+        parser.commands[command] = sub.add_parser(
+            command, help=helps[command], description=helps[command].capitalize() + "."
+        )
         _add_setting_flags(parser.commands[command], settings)
 
     token = sub.add_parser(
@@ -141,8 +147,16 @@ def _parser() -> _Parser:
     token.add_argument(
         "--ttl", type=float, default=3600.0, help="seconds until it expires (default: 3600)"
     )
-    token.add_argument("--peer", default=None, help="a peer name to bind into the token")
-    token.add_argument("--token-secret-file", type=Path, default=None, help="file with the secret")
+    token.add_argument(
+        "--peer", default=None, help="a peer name to bind into the token (default: none)"
+    )
+    token.add_argument(
+        "--token-secret-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="file with the secret (default: $MCP_TORNADO_TOKEN_SECRET)",
+    )
     return parser
 
 
@@ -154,11 +168,15 @@ def _settings(parser: _Parser, args: argparse.Namespace) -> Settings:
     command = parser.commands[args.command]
     given = [dest for dest in command.paths if hasattr(args, dest)]
     encoded = os.environ.get(SETTINGS_ENV) if args.command != "serve" else None
-    try:
-        if encoded is not None:
-            if given:
-                fail(f"${SETTINGS_ENV} is set: settings come from it, not from flags")
+    if encoded is not None:
+        if given:
+            fail(f"${SETTINGS_ENV} is set: settings come from it, not from flags")
+        try:
             return decode(encoded, command.settings)
+        except (OSError, ValueError, msgspec.MsgspecError) as exc:
+            # Settings handed over by serve (or a deployment): restarting cannot fix them.
+            cannot_start(f"bad ${SETTINGS_ENV}: {exc}")
+    try:
         values: dict[str, Any] = {}
         for dest in given:
             value = getattr(args, dest)
@@ -177,13 +195,28 @@ def parse_settings(argv: Sequence[str]) -> Settings:
     return _settings(parser, parser.parse_args(argv))
 
 
+def _url(host: str, port: int) -> str:
+    """The address a browser on this machine opens for a server listening on ``host:port``."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
 def _serve(settings: ServeSettings, log_level: str) -> int:
+    from mcp_tornado import ports
     from mcp_tornado.settings import encode
-    from mcp_tornado.supervisor import Supervisor, python_command
+    from mcp_tornado.supervisor import CANNOT_START, Supervisor, python_command
     from mcp_tornado.tokens import SECRET_ENV
 
-    port = settings.worker.port
+    host, port = settings.worker.host, settings.worker.port
     endpoint = settings.router_endpoint or f"ipc://{runtime_dir()}/router-{port}-{os.getpid()}.ipc"
+    try:  # a taken port stops serve here, before any child starts (each worker checks again)
+        ports.check(host, port)
+    except ports.CannotStart as exc:
+        print(f"mcp-tornado: {exc}", file=sys.stderr)
+        return CANNOT_START
     router, worker = settings.children(endpoint)
     # Each child gets its effective settings in its environment, never on its command
     # line; the token secret is left out of them and travels in its own variable.
@@ -198,6 +231,8 @@ def _serve(settings: ServeSettings, log_level: str) -> int:
         worker.shutdown_timeout + 2,
         router_env={SETTINGS_ENV: encode(router)},
         worker_env=worker_env,
+        ready_message=f"open {_url(host, port)} ({settings.workers} worker"
+        f"{'s' if settings.workers != 1 else ''}, router {endpoint})",
     )
     try:
         return supervisor.run()
@@ -207,16 +242,28 @@ def _serve(settings: ServeSettings, log_level: str) -> int:
 
 
 def _router(settings: RouterSettings) -> int:
+    import zmq
+
     from mcp_tornado.router.broker import Router
 
-    Router(settings).run()
+    router = Router(settings)
+    try:
+        router.bind()
+    except zmq.ZMQError as exc:  # endpoint taken or malformed, no such folder: final
+        cannot_start(f"router cannot bind {settings.bind}: {zmq.strerror(exc.errno or 0)}")
+    report("ready")
+    router.run()
     return 0
 
 
 def _worker(settings: WorkerSettings) -> int:
+    from mcp_tornado.ports import CannotStart
     from mcp_tornado.worker import run_worker
 
-    run_worker(settings)
+    try:
+        run_worker(settings)
+    except CannotStart as exc:
+        cannot_start(exc)
     return 0
 
 

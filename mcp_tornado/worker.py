@@ -31,9 +31,8 @@ from typing import Any
 import uvloop
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
-from tornado.netutil import bind_sockets
 
-from mcp_tornado import protocol
+from mcp_tornado import ports, protocol, supervisor
 from mcp_tornado.admission import Gatekeeper, http_server_options
 from mcp_tornado.connection import Connection
 from mcp_tornado.hub import Hub
@@ -84,7 +83,36 @@ class Pinger:
 
 
 async def serve_worker(config: WorkerSettings, stop: asyncio.Event) -> None:
-    """Run a worker in the current event loop until ``stop`` is set, then shut down gracefully."""
+    """Run a worker in the current event loop until ``stop`` is set, then shut down gracefully.
+
+    Raises :class:`~mcp_tornado.ports.CannotStart` at once when the port is
+    served by another deployment or cannot be bound (before the router is
+    contacted): restarting such a worker could not help.
+    """
+    loop = asyncio.get_running_loop()
+    # Claim and bind the port first, listen only later: a bound socket that does not
+    # listen holds the port without being handed connections.
+    claim = ports.claim(config.host, config.port, config.link.endpoint)
+    try:
+        sockets = ports.bind(config.host, config.port)
+    except BaseException:
+        claim.release()
+        raise
+    claim.answer_in(loop)
+    try:
+        await _serve(config, stop, sockets, claim)
+    finally:
+        for sock in sockets:
+            sock.close()
+        claim.release()
+
+
+async def _serve(
+    config: WorkerSettings,
+    stop: asyncio.Event,
+    sockets: list[socket.socket],
+    claim: ports.PortClaim,
+) -> None:
     hub = Hub(Gatekeeper(config.limits))
     link = RouterLink(config.link, hub)
     hub.attach(link)
@@ -92,7 +120,8 @@ async def serve_worker(config: WorkerSettings, stop: asyncio.Event) -> None:
     app = make_app(config.static_dir, link)
     # Listen only once the router knows us, so that with SO_REUSEPORT the
     # kernel never hands a connection to a worker that would have to refuse it.
-    log.info("worker %s waiting for the router at %s", link.name, config.link.endpoint)
+    quiet = logging.DEBUG if supervisor.supervised() else logging.INFO  # serve speaks for us
+    log.log(quiet, "worker %s waiting for the router at %s", link.name, config.link.endpoint)
     ready = asyncio.ensure_future(link.wait_ready())
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -109,10 +138,12 @@ async def serve_worker(config: WorkerSettings, stop: asyncio.Event) -> None:
         opening = asyncio.ensure_future(loop.connect_accepted_socket(lambda: connection, sock))
         opening.add_done_callback(lambda done: _opened(done, sock))
 
-    sockets = bind_sockets(config.port, config.host, reuse_port=True, backlog=_LISTEN_BACKLOG)
+    for sock in sockets:
+        sock.listen(_LISTEN_BACKLOG)
     listener = Listener(sockets, server, on_signal, config.limits.handshake_timeout)
     listener.start()
-    log.info("worker %s serving on %s:%d", link.name, config.host, config.port)
+    supervisor.report("ready")  # serve says where to go once every worker is ready
+    log.log(quiet, "worker %s serving on %s:%d", link.name, config.host, config.port)
     pinger = Pinger(hub, config.ping_interval, config.ping_timeout)
     pinger.start()
     await stopped
@@ -120,6 +151,7 @@ async def serve_worker(config: WorkerSettings, stop: asyncio.Event) -> None:
 
     log.info("worker %s shutting down", link.name)
     listener.stop()
+    claim.release()  # not listening any more: the port is free for whoever comes next
     # Keep relaying briefly so messages already on their way reach their peers.
     await asyncio.sleep(min(_DRAIN_PERIOD, config.shutdown_timeout / 2))
     for peer in list(hub.peers.values()):
