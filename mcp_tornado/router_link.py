@@ -251,8 +251,10 @@ class RouterLink:
             except zmq.Again:
                 break
             lost = lost or event["event"] == zmq.EVENT_DISCONNECTED
-        if lost and self.ready:
-            log.warning("lost the connection to the router")
+        if lost:
+            if self.ready:
+                log.warning("lost the connection to the router")
+            self._hello_due = 0.0  # a Hello still out went with the connection
             self._lost_router()
 
     def _dispatch(self, msg: wire.ToWorker) -> None:
@@ -323,8 +325,11 @@ class RouterLink:
         if now < self._hello_due:
             return
         sent = self._send_control(wire.Hello(self._listener.registrations()))
-        # Not sent: no router is connected yet (IMMEDIATE), so try again soon.
-        wait = self.config.heartbeat_interval if sent else _HELLO_RETRY
+        # Not sent: no router is connected yet (IMMEDIATE), so try again soon.  Sent:
+        # a live router answers it, however busy we both are; ask again only after
+        # the liveness window (a lost connection is reported sooner, by the monitor).
+        cfg = self.config
+        wait = cfg.heartbeat_interval * cfg.heartbeat_liveness if sent else _HELLO_RETRY
         self._hello_due = now + wait
         if not self._hello_retry_scheduled:
             self._hello_retry_scheduled = True

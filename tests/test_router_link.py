@@ -68,7 +68,8 @@ def link_and_router() -> Iterator[tuple[RouterLink, FakeRouter, Recorder]]:
     """A started link to a scripted router (call inside the running loop)."""
     router = FakeRouter()
     listener = Recorder()
-    link = RouterLink(LinkSettings(router.endpoint, heartbeat_interval=0.2), listener)
+    settings = LinkSettings(router.endpoint, heartbeat_interval=0.1, heartbeat_liveness=3)
+    link = RouterLink(settings, listener)
     link.start()
     try:
         yield link, router, listener
@@ -90,7 +91,7 @@ async def test_one_hello_per_episode_however_many_reregisters_arrive() -> None:
         # A woken worker's stale batches each earn a Reregister.
         for _ in range(20):
             router.send(wire.Reregister([1]))
-        got = await router.receive(0.15)  # under one heartbeat interval
+        got = await router.receive(0.25)  # within the liveness window
         assert hellos(got) == 1
         assert len(listener.named("undelivered")) == 20
         assert len(listener.named("router_lost")) == 1
@@ -101,8 +102,10 @@ async def test_one_hello_per_episode_however_many_reregisters_arrive() -> None:
 
 async def test_an_unanswered_hello_is_sent_again_after_a_heartbeat_interval() -> None:
     with link_and_router() as (_, router, _):
-        got = await router.receive(0.5)  # no Welcome: the router is slow
-        assert 2 <= hellos(got) <= 4
+        # No Welcome: the router is slow.  Another Hello only after its liveness
+        # window (0.1 s x 3), not one per heartbeat.
+        got = await router.receive(0.75)
+        assert 2 <= hellos(got) <= 3
 
 
 async def test_the_answer_to_a_leave_and_a_lost_router_reach_the_listener() -> None:
