@@ -78,16 +78,25 @@ def link_and_router() -> Iterator[tuple[RouterLink, FakeRouter, Recorder]]:
         router.sock.close()
 
 
+async def welcomed(link: RouterLink, router: FakeRouter) -> None:
+    """Answer the link's first Hello and wait (bounded) until it counts as registered."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while not any(type(m) is wire.Hello for m in await router.receive(0.02)):
+        assert asyncio.get_running_loop().time() < deadline, "no Hello"
+    router.send(wire.Welcome("e1", []))
+    while not link.ready:
+        assert asyncio.get_running_loop().time() < deadline, "no registration"
+        await router.receive(0.02)
+
+
 def hellos(messages: list[wire.ToRouter]) -> int:
     return sum(type(m) is wire.Hello for m in messages)
 
 
 async def test_one_hello_per_episode_however_many_reregisters_arrive() -> None:
     with link_and_router() as (link, router, listener):
-        assert hellos(await router.receive(0.1)) >= 1
-        router.send(wire.Welcome("e1", []))
-        await router.receive(0.1)
-        assert link.ready and listener.named("registered")
+        await welcomed(link, router)
+        assert listener.named("registered")
         # A woken worker's stale batches each earn a Reregister.
         for _ in range(20):
             router.send(wire.Reregister([1]))
@@ -96,7 +105,7 @@ async def test_one_hello_per_episode_however_many_reregisters_arrive() -> None:
         assert len(listener.named("undelivered")) == 20
         assert len(listener.named("router_lost")) == 1
         router.send(wire.Welcome("e1", []))
-        await router.receive(0.05)
+        await router.receive(0.2)
         assert link.ready
 
 
@@ -110,15 +119,13 @@ async def test_an_unanswered_hello_is_sent_again_after_a_heartbeat_interval() ->
 
 async def test_the_answer_to_a_leave_and_a_lost_router_reach_the_listener() -> None:
     with link_and_router() as (link, router, listener):
-        await router.receive(0.05)
-        router.send(wire.Welcome("e1", []))
-        await router.receive(0.05)
+        await welcomed(link, router)
         assert link.leave(7)
-        assert wire.Leave(7) in await router.receive(0.05)
+        assert wire.Leave(7) in await router.receive(0.2)
         router.send(wire.Left(7))
-        await router.receive(0.05)
+        await router.receive(0.2)
         assert listener.named("left") == [(7,)]
         router.send(wire.Bye())
-        await router.receive(0.05)
+        await router.receive(0.2)
         assert not link.ready and listener.named("router_lost") == [()]
         assert not link.leave(8)  # nobody would answer
