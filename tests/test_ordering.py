@@ -18,8 +18,10 @@ on the code that has it.  ``MCP_ORDERING_CHURN_SECONDS`` runs the churn longer
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
+import multiprocessing
 import os
 import re
 import signal
@@ -257,15 +259,16 @@ def test_a_third_peer_still_gets_room_full_after_its_upgrade(cluster: Cluster) -
 # --- item 0b: close complete => left ----------------------------------------------------
 
 CHURN_ROOMS = 100
+CHURN_CLIENTS = 2  # client processes
 
 
 async def churn_room(
-    cluster: Cluster, index: int, until: float, counts: Counter[str], notes: list[str]
+    ports: list[int], index: int, until: float, counts: Counter[str], notes: list[str]
 ) -> None:
     """Closed-loop cycles on one room: A and B join (A on worker index % 2, B on the other),
     B offers, A answers, both close and complete the closing handshake, and again at once."""
     name = fresh(f"churn{index}")
-    port_a, port_b = cluster.ports[index % 2], cluster.ports[(index + 1) % 2]
+    port_a, port_b = ports[index % 2], ports[(index + 1) % 2]
 
     def fault(kind: str, detail: str) -> None:
         counts[kind] += 1
@@ -333,21 +336,37 @@ async def churn_room(
                     fault("close_incomplete", problem)
 
 
-async def churn(cluster: Cluster, seconds: float) -> tuple[Counter[str], list[str]]:
+async def churn(ports: list[int], rooms: range, seconds: float) -> tuple[Counter[str], list[str]]:
     counts: Counter[str] = Counter()
     notes: list[str] = []
     until = time.monotonic() + seconds
-    await asyncio.gather(
-        *(churn_room(cluster, i, until, counts, notes) for i in range(CHURN_ROOMS))
-    )
+    await asyncio.gather(*(churn_room(ports, i, until, counts, notes) for i in rooms))
     return counts, notes
+
+
+def churn_client(ports: list[int], part: int, seconds: float) -> tuple[Counter[str], list[str]]:
+    """One client process's share of the rooms (run in a child process)."""
+    rooms = range(part, CHURN_ROOMS, CHURN_CLIENTS)
+    return asyncio.run(churn(ports, rooms, seconds))
 
 
 def test_rejoin_churn_across_workers_is_never_refused_nor_loses_a_message(
     cluster: Cluster,
 ) -> None:
     started = time.monotonic()
-    counts, notes = asyncio.run(churn(cluster, CHURN_SECONDS))
+    # Several client processes: one Python client cannot keep two workers and a router busy.
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(CHURN_CLIENTS, mp_context=spawn) as pool:
+        shares = [
+            pool.submit(churn_client, cluster.ports, part, CHURN_SECONDS)
+            for part in range(CHURN_CLIENTS)
+        ]
+        counts: Counter[str] = Counter()
+        notes: list[str] = []
+        for share in shares:
+            part_counts, part_notes = share.result(timeout=CHURN_SECONDS + 60)
+            counts.update(part_counts)
+            notes += part_notes
     took = time.monotonic() - started
     faults = {kind: n for kind, n in counts.items() if kind != "cycles"}
     print(
