@@ -69,7 +69,23 @@ class AsyncWS:
 
     @classmethod
     async def open(cls, port: int, room: str, timeout: float = 10) -> AsyncWS:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return await cls.upgrade(await cls.tcp(port), port, room, timeout)
+
+    @staticmethod
+    async def tcp(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection, to :meth:`upgrade` later."""
+        return await asyncio.open_connection("127.0.0.1", port)
+
+    @classmethod
+    async def upgrade(
+        cls,
+        stream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        port: int,
+        room: str,
+        timeout: float = 10,
+    ) -> AsyncWS:
+        """Send the upgrade request on a connected ``stream``; return once the answer is read."""
+        reader, writer = stream
         writer.write(upgrade_request(port, f"/ws/signal/?room={room}"))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
         parts = head.split(b"\r\n", 1)[0].split()
@@ -144,8 +160,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 # --- item 0: open => joined -----------------------------------------------------------
 
-CALLS = 300
-CALL_RATE = 150.0  # calls started per second (open loop)
+CALLS = 2000
+CALL_RATE = 200.0  # calls started per second (open loop)
 CANDIDATES = 8
 MESSAGE_TIMEOUT = 5.0
 EXPECTED = ["offer0"] + [f"candidate{i}" for i in range(1, CANDIDATES + 1)]
@@ -155,11 +171,14 @@ async def one_call(cluster: Cluster, n: int, failures: list[str]) -> None:
     """A on worker 0 opens to a fresh room; B on worker 1 opens once A's socket is open and
     sends its offer and candidates at once; A answers.  Appends what went wrong, if anything."""
     name = fresh(f"call{n}")
+    # B's TCP connection is made first, so that its upgrade follows A's 101 as closely as
+    # a client can: B's socket opens only after A's, as soon after as possible.
+    b_stream = await AsyncWS.tcp(cluster.ports[1])
     a = await AsyncWS.open(cluster.ports[0], name)
     b: AsyncWS | None = None
     try:
         assert a.status == 101, f"A's handshake answered {a.status}"
-        b = await AsyncWS.open(cluster.ports[1], name)
+        b = await AsyncWS.upgrade(b_stream, cluster.ports[1], name)
         assert b.status == 101, f"B's handshake answered {b.status}"
         b.send_json({"type": "offer", "n": 0, "sdp": "v=0"})
         for i in range(1, CANDIDATES + 1):
@@ -204,6 +223,8 @@ async def one_call(cluster: Cluster, n: int, failures: list[str]) -> None:
         await a.close()
         if b is not None:
             await b.close()
+        else:
+            b_stream[1].close()
 
 
 async def calls(cluster: Cluster) -> tuple[list[str], float]:
@@ -384,7 +405,7 @@ def test_rejoin_churn_across_workers_is_never_refused_nor_loses_a_message(
 
 # --- item 0c: one re-registration per wake-up ------------------------------------------
 
-STOPPED_PEERS = 300
+STOPPED_PEERS = 300  # peers on the stopped worker, each alone in its room
 REGISTERED = re.compile(r"router: worker .* registered with (\d+) peers")
 
 
