@@ -410,7 +410,12 @@ REGISTERED = re.compile(r"router: worker .* registered with (\d+) peers")
 
 
 def test_a_woken_worker_registers_once(tmp_path: Path) -> None:
-    """Counted in the router's log: one INFO line per ``Hello`` it receives."""
+    """Counted in the router's log (``Cluster.log``): one INFO line per ``Hello`` it handles.
+
+    Not by a ZeroMQ sniffer: a proxy between worker and router would be a different peer
+    for both (its own connection, monitor events and buffers while the worker is stopped),
+    so it could hide or cause the very storm counted here.  The log is read from outside,
+    changes no timing, and the test checks the line exists (the first registration)."""
     cluster = Cluster(tmp_path, workers=1, worker_args=("--rate-limit", "0"))
     cluster.start()
     sockets: list[RawWebSocket] = []
