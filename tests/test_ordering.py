@@ -4,8 +4,9 @@
   join is in effect at the router, so a second peer on another worker that
   sends the moment its own socket opens never gets ``no_peer``.
 * **close complete => left**: once a peer's closing handshake is complete, its
-  leave is in effect, so the next pair joins the same room at once and is
-  never refused (``room_full``), told ``no_peer``, or loses a message.
+  leave is in effect, so the next pair joins the same room at once: the first
+  newcomer finds the room empty (not the closed peer still in it), and nobody
+  is refused (``room_full``), told ``no_peer``, or loses a message.
 * **one re-registration per wake-up**: a worker stopped past its liveness
   window and woken while its peers keep sending sends the router exactly one
   ``Hello``.
