@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from mcp_tornado import handshake
@@ -102,14 +103,22 @@ class Connection(asyncio.Protocol):
         "_endpoint",
         "_handler",
         "_http",
+        "_release",
         "_timer",
         "_ws",
         "last_pong",
         "transport",
     )
 
-    def __init__(self, endpoint: Endpoint, deadline: float | None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        deadline: float | None,
+        release: Callable[[], None] | None = None,
+    ) -> None:
         self._endpoint = endpoint
+        # Gives the connection's place in the worker's capacity back (once).
+        self._release = release
         self.transport: asyncio.Transport | None = None  # None once lost
         self._handler: Handler | None = None  # set once upgraded
         self._ws: ServerProtocol | None = None  # set once upgraded
@@ -156,6 +165,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.release()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -236,6 +246,12 @@ class Connection(asyncio.Protocol):
         return str(peer[0]) if peer else "-"
 
     # --- what handlers and the worker call ------------------------------------
+
+    def release(self) -> None:
+        """Give this connection's place in the worker's capacity back (at once, for a refusal)."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
     @property
     def open(self) -> bool:

@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 MAX_HELD = 1000  # messages held for a fence; more are refused as undelivered
 
-_SERVER_FULL = handshake.Rejection(503, "server full, try again later", (("Retry-After", "5"),))
 _CROSS_ORIGIN = handshake.Rejection(403, "Cross origin websockets not allowed")
 _RATE_LIMITED_EVENT = protocol.encode_event(
     protocol.Error(protocol.ErrorCode.RATE_LIMITED, "Too many messages; slow down")
@@ -61,9 +60,8 @@ class SignalEndpoint:
     def accept(
         self, connection: Connection, request: handshake.Upgrade
     ) -> Peer | handshake.Rejection:
+        # (--max-connections is enforced at accept, for every connection: capacity.py)
         gate = self.gate
-        if gate.full():  # refused before the upgrade: cheaper than a WebSocket close
-            return _SERVER_FULL
         if request.origin is not None and not gate.origins.allows(request.origin, request.host):
             return _CROSS_ORIGIN
         gate.connections += 1

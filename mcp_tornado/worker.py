@@ -35,9 +35,10 @@ from tornado.netutil import bind_sockets
 
 from mcp_tornado import protocol
 from mcp_tornado.admission import Gatekeeper, http_server_options
+from mcp_tornado.capacity import Capacity, NoBodies
 from mcp_tornado.connection import Connection
 from mcp_tornado.hub import Hub
-from mcp_tornado.listener import Listener
+from mcp_tornado.listener import Listener, Slot
 from mcp_tornado.peer import SignalEndpoint
 from mcp_tornado.router_link import RouterLink
 from mcp_tornado.settings import WorkerSettings
@@ -100,17 +101,20 @@ async def serve_worker(config: WorkerSettings, stop: asyncio.Event) -> None:
         ready.cancel()
         link.close()
         return
-    server = HTTPServer(app, xheaders=False, **http_server_options(config.limits))
+    # No endpoint takes a body: one announced is answered 413 before it is read.
+    server = HTTPServer(NoBodies(app), xheaders=False, **http_server_options(config.limits))
     endpoint = SignalEndpoint(hub, hub.gate, config.max_message_size)
     loop = asyncio.get_running_loop()
 
-    def on_signal(sock: socket.socket, address: Any, deadline: float | None) -> None:
-        connection = Connection(endpoint, deadline)
+    def on_signal(sock: socket.socket, address: Any, deadline: float | None, slot: Slot) -> None:
+        connection = Connection(endpoint, deadline, slot.release)
         opening = asyncio.ensure_future(loop.connect_accepted_socket(lambda: connection, sock))
-        opening.add_done_callback(lambda done: _opened(done, sock))
+        opening.add_done_callback(lambda done: _opened(done, sock, slot))
 
     sockets = bind_sockets(config.port, config.host, reuse_port=True, backlog=_LISTEN_BACKLOG)
-    listener = Listener(sockets, server, on_signal, config.limits.handshake_timeout)
+    limits = config.limits
+    capacity = Capacity(limits.max_connections, limits.max_connections_per_ip)
+    listener = Listener(sockets, server, on_signal, limits.handshake_timeout, capacity)
     listener.start()
     log.info("worker %s serving on %s:%d", link.name, config.host, config.port)
     pinger = Pinger(hub, config.ping_interval, config.ping_timeout)
@@ -130,10 +134,11 @@ async def serve_worker(config: WorkerSettings, stop: asyncio.Event) -> None:
     link.close()
 
 
-def _opened(opening: asyncio.Future[Any], sock: socket.socket) -> None:
+def _opened(opening: asyncio.Future[Any], sock: socket.socket, slot: Slot) -> None:
     if opening.cancelled() or opening.exception() is not None:
         log.warning("could not open a connection: %r", opening)
         sock.close()
+        slot.release()
 
 
 def run_worker(config: WorkerSettings) -> None:
