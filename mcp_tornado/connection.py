@@ -48,6 +48,7 @@ from mcp_tornado.websocket import (
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT = 5.0  # seconds a client has to answer our close frame (Tornado's figure)
+REFUSED_CLOSE_WAIT = 1.0  # the same for a client refused right after its upgrade
 
 
 class Handler(Protocol):
@@ -311,11 +312,12 @@ class Connection(asyncio.Protocol):
         if cap and transport.get_write_buffer_size() > cap and self._handler is not None:
             self._handler.stalled()
 
-    def close(self, code: int | None = None, reason: str = "") -> None:
+    def close(self, code: int | None = None, reason: str = "", wait: float = CLOSE_WAIT) -> None:
         """Start (or, after the client's close frame, finish) the closing handshake.
 
         What was queued before goes out before the close frame; with no
-        ``code``, the client's own code is echoed.
+        ``code``, the client's own code is echoed.  The client has ``wait``
+        seconds to answer before the connection is dropped.
         """
         ws = self._ws
         if ws is None or self.transport is None:
@@ -323,16 +325,16 @@ class Connection(asyncio.Protocol):
         self.complete_upgrade()  # a refusal comes after the 101 (clients read it there)
         ws.send_close(code, reason)
         self._write()
-        self._finish()
+        self._finish(wait)
 
-    def _finish(self) -> None:
+    def _finish(self, wait: float = CLOSE_WAIT) -> None:
         ws, transport = self._ws, self.transport
         if ws is None or transport is None:
             return
         if ws.state is State.CLOSED:
             transport.close()  # after the close frame is written
         elif self._timer is None:  # give the client a moment to answer, then hang up
-            self._timer = asyncio.get_running_loop().call_later(CLOSE_WAIT, self.abort)
+            self._timer = asyncio.get_running_loop().call_later(wait, self.abort)
 
     def abort(self) -> None:
         """Drop the connection without a closing handshake (it cannot answer one)."""
