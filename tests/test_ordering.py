@@ -371,7 +371,10 @@ REGISTERED = re.compile(r"router: worker .* registered with (\d+) peers")
 
 def test_a_woken_worker_registers_once(tmp_path: Path) -> None:
     """Counted in the router's log: one INFO line per ``Hello`` it receives."""
-    cluster = Cluster(tmp_path, workers=1, worker_args=("--rate-limit", "0"))
+    # 300 peers from one address: over the default --max-connections-per-ip.
+    cluster = Cluster(
+        tmp_path, workers=1, worker_args=("--rate-limit", "0", "--max-connections-per-ip", "0")
+    )
     cluster.start()
     sockets: list[RawWebSocket] = []
     stop_sending = threading.Event()
