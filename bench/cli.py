@@ -96,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--server-cmd",
         default=(
             "mcp-tornado serve --workers {workers} --host 127.0.0.1 --port {port} --rate-limit 0"
+            " --max-connections-per-ip 0"
         ),
-        help="our server; the per-connection rate limit (50 msg/s) is off for load tests",
+        help="our server; the per-connection rate limit (50 msg/s) and the per-address cap "
+        "are off for load tests",
     )
     p.add_argument(
         "--baseline-dir",

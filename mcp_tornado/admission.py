@@ -3,10 +3,12 @@
 Everything a client sends is hostile until checked.  The worker applies the
 limits (:class:`~mcp_tornado.settings.LimitSettings`) at four points:
 
-* the connection: :func:`http_server_options` (``--handshake-timeout``, a cap on
-  request bodies), so idle or half-sent requests cannot pile up;
-* the handshake: :meth:`Gatekeeper.full` (``--max-connections``, HTTP 503) and
-  the origin allow-list (:mod:`mcp_tornado.origins`, HTTP 403);
+* the connection: :class:`~mcp_tornado.capacity.Capacity` at accept
+  (``--max-connections``, HTTP 503; ``--max-connections-per-ip``, HTTP 429: every
+  connection counts), the listener's deadline and :func:`http_server_options`
+  (``--handshake-timeout``), and :class:`~mcp_tornado.capacity.NoBodies`
+  (request bodies refused unread), so idle or half-sent requests cannot pile up;
+* the handshake: the origin allow-list (:mod:`mcp_tornado.origins`, HTTP 403);
 * the socket opening: :meth:`Gatekeeper.admit` checks the room name
   (:mod:`mcp_tornado.room_names`) and, when a token secret is set, the room
   token (:mod:`mcp_tornado.tokens`);

@@ -295,6 +295,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "token":
         sys.exit(_token(args))
     settings = _settings(parser, args)  # every setting is checked before anything starts
+    if isinstance(settings, ServeSettings | WorkerSettings):
+        # Raise the soft open-file limit (children inherit it), or refuse to start.
+        from mcp_tornado.capacity import check_fd_limit
+
+        worker = settings.worker if isinstance(settings, ServeSettings) else settings
+        problem = check_fd_limit(worker.limits.max_connections)
+        if problem is not None:
+            fail(problem)
     if isinstance(settings, ServeSettings):
         sys.exit(_serve(settings, args.log_level))
     if isinstance(settings, RouterSettings):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from mcp_tornado import handshake
@@ -47,6 +48,7 @@ from mcp_tornado.websocket import (
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT = 5.0  # seconds a client has to answer our close frame (Tornado's figure)
+REFUSED_CLOSE_WAIT = 1.0  # the same for a client refused right after its upgrade
 
 
 class Handler(Protocol):
@@ -102,14 +104,22 @@ class Connection(asyncio.Protocol):
         "_endpoint",
         "_handler",
         "_http",
+        "_release",
         "_timer",
         "_ws",
         "last_pong",
         "transport",
     )
 
-    def __init__(self, endpoint: Endpoint, deadline: float | None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        deadline: float | None,
+        release: Callable[[], None] | None = None,
+    ) -> None:
         self._endpoint = endpoint
+        # Gives the connection's place in the worker's capacity back (once).
+        self._release = release
         self.transport: asyncio.Transport | None = None  # None once lost
         self._handler: Handler | None = None  # set once upgraded
         self._ws: ServerProtocol | None = None  # set once upgraded
@@ -156,6 +166,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.release()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -237,6 +248,12 @@ class Connection(asyncio.Protocol):
 
     # --- what handlers and the worker call ------------------------------------
 
+    def release(self) -> None:
+        """Give this connection's place in the worker's capacity back (at once, for a refusal)."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
     @property
     def open(self) -> bool:
         """Whether frames can still be sent (no close frame sent, connection not lost)."""
@@ -295,11 +312,12 @@ class Connection(asyncio.Protocol):
         if cap and transport.get_write_buffer_size() > cap and self._handler is not None:
             self._handler.stalled()
 
-    def close(self, code: int | None = None, reason: str = "") -> None:
+    def close(self, code: int | None = None, reason: str = "", wait: float = CLOSE_WAIT) -> None:
         """Start (or, after the client's close frame, finish) the closing handshake.
 
         What was queued before goes out before the close frame; with no
-        ``code``, the client's own code is echoed.
+        ``code``, the client's own code is echoed.  The client has ``wait``
+        seconds to answer before the connection is dropped.
         """
         ws = self._ws
         if ws is None or self.transport is None:
@@ -307,16 +325,16 @@ class Connection(asyncio.Protocol):
         self.complete_upgrade()  # a refusal comes after the 101 (clients read it there)
         ws.send_close(code, reason)
         self._write()
-        self._finish()
+        self._finish(wait)
 
-    def _finish(self) -> None:
+    def _finish(self, wait: float = CLOSE_WAIT) -> None:
         ws, transport = self._ws, self.transport
         if ws is None or transport is None:
             return
         if ws.state is State.CLOSED:
             transport.close()  # after the close frame is written
         elif self._timer is None:  # give the client a moment to answer, then hang up
-            self._timer = asyncio.get_running_loop().call_later(CLOSE_WAIT, self.abort)
+            self._timer = asyncio.get_running_loop().call_later(wait, self.abort)
 
     def abort(self) -> None:
         """Drop the connection without a closing handshake (it cannot answer one)."""

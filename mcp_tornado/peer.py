@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from mcp_tornado import handshake, protocol
 from mcp_tornado.admission import Gatekeeper, Refusal
-from mcp_tornado.connection import Connection, WriteScheduler
+from mcp_tornado.connection import REFUSED_CLOSE_WAIT, Connection, WriteScheduler
 from mcp_tornado.ratelimit import CLOSE, DROP_AND_WARN, TokenBucket
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 MAX_HELD = 1000  # messages held for a fence; more are refused as undelivered
 
-_SERVER_FULL = handshake.Rejection(503, "server full, try again later", (("Retry-After", "5"),))
 _CROSS_ORIGIN = handshake.Rejection(403, "Cross origin websockets not allowed")
 _RATE_LIMITED_EVENT = protocol.encode_event(
     protocol.Error(protocol.ErrorCode.RATE_LIMITED, "Too many messages; slow down")
@@ -61,9 +60,8 @@ class SignalEndpoint:
     def accept(
         self, connection: Connection, request: handshake.Upgrade
     ) -> Peer | handshake.Rejection:
+        # (--max-connections is enforced at accept, for every connection: capacity.py)
         gate = self.gate
-        if gate.full():  # refused before the upgrade: cheaper than a WebSocket close
-            return _SERVER_FULL
         if request.origin is not None and not gate.origins.allows(request.origin, request.host):
             return _CROSS_ORIGIN
         gate.connections += 1
@@ -166,10 +164,17 @@ class Peer:
         self.connection.send_text(data)
 
     def refuse(self, event: bytes, close_code: int) -> None:
-        """Send ``event`` (an error frame), then close with ``close_code``; it holds no slot."""
+        """Send ``event`` (an error frame), then close with ``close_code``; it holds no slot.
+
+        Its place in the worker's connection caps is given back at once, and it
+        has :data:`~mcp_tornado.connection.REFUSED_CLOSE_WAIT` to answer the close.
+        """
         self.send(event)
         self._leave_room()
-        self.close(close_code)
+        self._closing = False
+        connection = self.connection
+        connection.close(close_code, protocol.close_reason(close_code), REFUSED_CLOSE_WAIT)
+        connection.release()
 
     def router_unavailable(self) -> None:
         self.refuse(_ROUTER_UNAVAILABLE, protocol.CloseCode.TRY_AGAIN_LATER)

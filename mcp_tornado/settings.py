@@ -157,11 +157,22 @@ class LimitSettings(Settings, frozen=True):
         int,
         Flag(
             "--max-connections",
-            "WebSocket clients per worker; more get HTTP 503, 0: unlimited",
+            "connections per worker, of every kind (WebSockets, handshakes, plain HTTP); "
+            "more get HTTP 503, 0: unlimited",
             low=0,
             off=True,
         ),
     ] = 10_000
+    max_connections_per_ip: Annotated[
+        int,
+        Flag(
+            "--max-connections-per-ip",
+            "connections per worker from one client address, of every kind; more get "
+            "HTTP 429, 0: unlimited (behind a reverse proxy, every client is its address)",
+            low=0,
+            off=True,
+        ),
+    ] = 256
     max_pending_bytes: Annotated[
         int,
         Flag(

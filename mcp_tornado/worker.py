@@ -34,9 +34,10 @@ from tornado.ioloop import PeriodicCallback
 
 from mcp_tornado import ports, protocol, supervisor
 from mcp_tornado.admission import Gatekeeper, http_server_options
+from mcp_tornado.capacity import Capacity, NoBodies
 from mcp_tornado.connection import Connection
 from mcp_tornado.hub import Hub
-from mcp_tornado.listener import Listener
+from mcp_tornado.listener import Listener, Slot
 from mcp_tornado.peer import SignalEndpoint
 from mcp_tornado.router_link import RouterLink
 from mcp_tornado.settings import WorkerSettings
@@ -129,18 +130,21 @@ async def _serve(
         ready.cancel()
         link.close()
         return
-    server = HTTPServer(app, xheaders=False, **http_server_options(config.limits))
+    # No endpoint takes a body: one announced is answered 413 before it is read.
+    server = HTTPServer(NoBodies(app), xheaders=False, **http_server_options(config.limits))
     endpoint = SignalEndpoint(hub, hub.gate, config.max_message_size)
     loop = asyncio.get_running_loop()
 
-    def on_signal(sock: socket.socket, address: Any, deadline: float | None) -> None:
-        connection = Connection(endpoint, deadline)
+    def on_signal(sock: socket.socket, address: Any, deadline: float | None, slot: Slot) -> None:
+        connection = Connection(endpoint, deadline, slot.release)
         opening = asyncio.ensure_future(loop.connect_accepted_socket(lambda: connection, sock))
-        opening.add_done_callback(lambda done: _opened(done, sock))
+        opening.add_done_callback(lambda done: _opened(done, sock, slot))
 
     for sock in sockets:
         sock.listen(_LISTEN_BACKLOG)
-    listener = Listener(sockets, server, on_signal, config.limits.handshake_timeout)
+    limits = config.limits
+    capacity = Capacity(limits.max_connections, limits.max_connections_per_ip)
+    listener = Listener(sockets, server, on_signal, limits.handshake_timeout, capacity)
     listener.start()
     supervisor.report("ready")  # serve says where to go once every worker is ready
     log.log(quiet, "worker %s serving on %s:%d", link.name, config.host, config.port)
@@ -162,10 +166,11 @@ async def _serve(
     link.close()
 
 
-def _opened(opening: asyncio.Future[Any], sock: socket.socket) -> None:
+def _opened(opening: asyncio.Future[Any], sock: socket.socket, slot: Slot) -> None:
     if opening.cancelled() or opening.exception() is not None:
         log.warning("could not open a connection: %r", opening)
         sock.close()
+        slot.release()
 
 
 def run_worker(config: WorkerSettings) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -129,8 +130,11 @@ def test_connection_cap(tmp_path: Path) -> None:
         over = RawWebSocket.handshake(port, f"/ws/signal/?room={room()}")
         assert over.status == 503  # one over: refused at the handshake
         over.sock.close()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as response:
-            assert response.status == 200, "health checks are not connections"
+        # Every connection counts (a full worker is full for health checks too).
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz")
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "5"
+        refused.value.close()
         clients.pop().close()  # back under the cap: admitted again
 
         def admitted() -> bool:

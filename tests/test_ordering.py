@@ -418,7 +418,10 @@ def test_a_woken_worker_registers_once(tmp_path: Path) -> None:
     for both (its own connection, monitor events and buffers while the worker is stopped),
     so it could hide or cause the very storm counted here.  The log is read from outside,
     changes no timing, and the test checks the line exists (the first registration)."""
-    cluster = Cluster(tmp_path, workers=1, worker_args=("--rate-limit", "0"))
+    # 300 peers from one address: over the default --max-connections-per-ip.
+    cluster = Cluster(
+        tmp_path, workers=1, worker_args=("--rate-limit", "0", "--max-connections-per-ip", "0")
+    )
     cluster.start()
     sockets: list[RawWebSocket] = []
     stop_sending = threading.Event()
