@@ -452,10 +452,13 @@ async def relay_worker(ctx: WorkerCtx) -> None:
         if not pair.finished:
             pair.stop_sending()
     await ps.drain(ready, time.monotonic() + p["drain_timeout"])
-    # The window ends with the last echo, not when the drain gave up waiting for lost
-    # messages: that wait once doubled the span (5 s asked, 10 s measured, half the rate).
-    end_ns = stats.last_echo_ns if stats.last_echo_ns > start_ns else monotonic_ns()
     unfinished = sum(1 for pair in ready if not pair.finished)
+    # The window is the sending time plus the drain's last echo, not plus the time the
+    # drain waited for messages that never came: that wait doubled the span (5 s asked,
+    # 10 s divided by, half the progress line's rate). Pairs that all finished early (their
+    # --messages sent) end it at their last echo.
+    last = stats.last_echo_ns if stats.last_echo_ns > start_ns else start_ns + 1
+    end_ns = last if unfinished == 0 else min(monotonic_ns(), max(deadline_ns, last))
     stop.set()
     await pump
     result = stats.as_dict()
