@@ -873,7 +873,7 @@ async def calls_worker(ctx: WorkerCtx) -> None:
     url_b = p["url_b"] or ctx.url
     timeout = p["call_timeout"]
     interval_ns = int(1e9 * ctx.procs / p["rate"])
-    n_calls = int(p["rate"] * p["duration"] / ctx.procs + 0.5)
+    calls = ctx.pairs  # one "pair" per call: this process's share of rate x duration
     offset_ns = interval_ns * ctx.index // ctx.procs  # the processes take turns
     setup_ns: array[int] = array("q")
     counts: Counter[str] = Counter()
@@ -916,11 +916,11 @@ async def calls_worker(ctx: WorkerCtx) -> None:
     await ctx.barrier(0)
     start_ns = monotonic_ns() + offset_ns
     tasks: list[asyncio.Task[None]] = []
-    for n in range(n_calls):
+    for n, call_index in enumerate(calls):
         delay = (start_ns + n * interval_ns - monotonic_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(ctx.index * n_calls + n)))
+        tasks.append(asyncio.ensure_future(one(call_index)))
     offered_end_ns = monotonic_ns()
     await asyncio.gather(*tasks)
     end_ns = monotonic_ns()
@@ -932,7 +932,7 @@ async def calls_worker(ctx: WorkerCtx) -> None:
             "offered_end_ns": offered_end_ns,
             "end_ns": end_ns,
             "last_setup_ns": last_setup_ns,
-            "calls": n_calls,
+            "calls": len(calls),
             "counts": dict(counts),
             "errors": dict(errors),
             "setup_ns": setup_ns.tobytes(),
