@@ -30,14 +30,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         default = action.default
         if (
             "default" in text
-            or default in (None, False, argparse.SUPPRESS)
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
             or default == ""
-            or action.option_strings == []
-            or isinstance(default, (set, frozenset))
+            or not action.option_strings
         ):
             return text
-        if isinstance(default, list):
-            shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+        if isinstance(default, (list, set, frozenset)):
+            values = sorted(default) if isinstance(default, (set, frozenset)) else default
+            shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+            shown = shown or "none"
         else:
             shown = f"{default:g}" if isinstance(default, float) else str(default)
         return f"{text} (default: {shown.replace('%', '%%')})"

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench import cli, drivers, report
 from bench.procmon import SpawnedServer, free_port
 
@@ -148,3 +150,18 @@ def test_calls_scenario_through_drivers(reference_relay: SpawnedServer) -> None:
     assert run["failures"] == [] and m["calls"] == 5
     assert m["set_up"] + m["failed"] == 5
     assert (report.problems(run) == []) == (m["failed"] == 0)
+
+
+def test_help_shows_every_default_and_no_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("relay", "churn", "calls", "compare"):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "``" not in text
+        if command == "relay":
+            for shown in ("(default: 2000)", "(default: 1)", "(default: 10)"):
+                assert shown in text
+        if command == "churn":
+            assert "pause before a rejoin, s (default: 0)" in text
+        if command == "calls":
+            assert "(default: 100)" in text and "ws://127.0.0.1:8000/ws/signal/" in text
