@@ -232,7 +232,10 @@ def targets(args: argparse.Namespace) -> Iterator[list[drivers.Target]]:
                 command = resolve_command(spawns[i]) or spawns[i]
                 server = SpawnedServer(command, url, cwd=args.spawn_cwd)
                 spawned.append(server)
-                server.start()
+                try:
+                    server.start()
+                except (OSError, RuntimeError) as exc:  # not found, exited at once ...
+                    raise SystemExit(f"bench: --spawn {spawns[i]!r} did not start: {exc}") from None
                 pid = server.pid
             out.append(drivers.Target(url=url, label=label, server_pid=pid))
         yield out

@@ -165,3 +165,13 @@ def test_help_shows_every_default_and_no_markup(capsys: pytest.CaptureFixture[st
             assert "pause before a rejoin, s (default: 0)" in text
         if command == "calls":
             assert "(default: 100)" in text and "ws://127.0.0.1:8000/ws/signal/" in text
+
+
+def test_a_spawn_that_cannot_start_is_one_line_not_a_traceback() -> None:
+    port = free_port()
+    proc = bench("connect", "--spawn", f"no-such-server --port {port}", "--peers", "2")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"bench: --spawn 'no-such-server --port {port}' did not start: "
+        "[Errno 2] No such file or directory: 'no-such-server'"
+    ]
