@@ -11,13 +11,39 @@ from pathlib import Path
 from typing import Any
 
 from bench import drivers, plots, report
-from bench.compare import also_option, skip_option
+from bench.compare import also_option, resolve_command, skip_option
 from bench.procmon import SpawnedServer, check_loopback
 from bench.wsclient import raise_nofile_limit
 
-DEFAULT_URL = "ws://127.0.0.1:8765/ws/signal/"
+#: mcp-tornado's own default address (``mcp-tornado serve``, ``./serve.sh``).
+DEFAULT_URL = "ws://127.0.0.1:8000/ws/signal/"
 #: Options not spelled like their parameter (the others: rejoin_delay -> --rejoin-delay)
 FLAGS = {"rates": "--rate", "stop_p99_ms": "--stop-p99"}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help, lists as typed (``2000`` or ``5,10``); none
+    where the help already says it or there is nothing to show (off, or derived)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or default == ""
+            or not action.option_strings
+        ):
+            return text
+        if isinstance(default, (list, set, frozenset)):
+            values = sorted(default) if isinstance(default, (set, frozenset)) else default
+            shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+            shown = shown or "none"
+        else:
+            shown = f"{default:g}" if isinstance(default, float) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
 
 
 def _int_list(text: str) -> list[int]:
@@ -34,34 +60,40 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--url",
         action="append",
         help="WebSocket endpoint (repeat to compare several servers; default: from --spawn's "
-        f"--host/--port, else {DEFAULT_URL})",
+        f"--host/--port, else {DEFAULT_URL}, where `mcp-tornado serve` and ./serve.sh listen)",
     )
     g.add_argument("--label", action="append", help="name per --url (default: host:port)")
     g.add_argument(
         "--spawn",
         action="append",
-        help='start the server per --url, e.g. "mcp-tornado serve --workers 2 --port 8765"; '
+        help='start the server per --url, e.g. "mcp-tornado serve --workers 2 --port 8001 '
+        '--rate-limit 0" (mcp-tornado: the console script beside this Python if not on PATH); '
         "waits for the port, samples its process tree, kills its process group at the end",
     )
     g.add_argument("--spawn-cwd", default=None, help="working directory for --spawn")
     g.add_argument(
         "--server-pid", action="append", type=int, help="sample this pid and its children"
     )
-    g.add_argument("--procs", type=int, default=1, help="client processes (default 1)")
+    g.add_argument("--procs", type=int, default=1, help="client processes")
     g.add_argument("--out", help="write the JSON results here")
-    g.add_argument("--plot-dir", help="write PNG plots here")
+    g.add_argument("--plot-dir", help="write PNG plots here (created if missing)")
     g.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     g.add_argument("--timeout", type=float, default=600.0, help="hard limit per run, seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description="Load benchmarks for MCP signaling servers."
+        prog="python -m bench",
+        description="Load benchmarks for MCP signaling servers (see bench/README.md). "
+        "Exits 1 when a run had failed connections, lost messages or errors.",
+        formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     for name, spec in drivers.SCENARIOS.items():
-        p = sub.add_parser(name, help=spec.help)
+        p = sub.add_parser(
+            name, help=spec.help, description=spec.help, formatter_class=HelpFormatter
+        )
         _common(p)
         for param, text in spec.options.items():
             default = spec.params[param]
@@ -74,15 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
             metavar = flag[2:].replace("-", "_").upper()
             p.add_argument(flag, dest=param, metavar=metavar, type=kind, default=default, help=text)
 
-    p = sub.add_parser("libs", help="micro-measure WebSocket client libraries")
+    p = sub.add_parser(
+        "libs", help="micro-measure WebSocket client libraries", formatter_class=HelpFormatter
+    )
     p.add_argument("--url", default=None, help="server (default: start the reference relay)")
-    p.add_argument("--messages", type=int, default=20000)
-    p.add_argument("--pairs", type=int, default=20)
+    p.add_argument("--messages", type=int, default=20000, help="round trips per library")
+    p.add_argument("--pairs", type=int, default=20, help="pairs of peers")
     p.add_argument("--out", help="write JSON here")
 
     p = sub.add_parser(
         "compare",
         help="the full comparison: mcp-tornado 1/2/4 workers vs baselines (and --also builds)",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--out-dir", default="bench/results", help="JSON, PNG and markdown go here")
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run, ~1 min)")
@@ -90,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_int_list,
         default=[1, 2, 4],
-        help="comma list of worker counts for mcp-tornado and --also (default 1,2,4)",
+        help="comma list of worker counts for mcp-tornado and --also",
     )
     p.add_argument(
         "--server-cmd",
@@ -123,19 +158,27 @@ def build_parser() -> argparse.ArgumentParser:
         "and runs in CWD (default: an empty temp dir). Repeatable. See bench/README.md, "
         "'Before and after'",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
-    p = sub.add_parser("report", help="markdown tables (and plots) again from a compare.json")
-    p.add_argument("file")
+    p = sub.add_parser(
+        "report",
+        help="markdown tables (and plots) again from a compare.json",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("file", help="a compare.json")
     p.add_argument("--plot-dir", help="also write the compare plots here")
 
-    p = sub.add_parser("plot", help="plots from one or more JSON result files")
-    p.add_argument("files", nargs="+")
-    p.add_argument("--plot-dir", required=True)
+    p = sub.add_parser(
+        "plot", help="plots from one or more JSON result files", formatter_class=HelpFormatter
+    )
+    p.add_argument("files", nargs="+", help="results written by --out")
+    p.add_argument("--plot-dir", required=True, help="write the PNGs here")
 
-    p = sub.add_parser("reference-relay", help="run the picows reference relay")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8799)
+    p = sub.add_parser(
+        "reference-relay", help="run the picows reference relay", formatter_class=HelpFormatter
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8799, help="port to listen on")
     return parser
 
 
@@ -178,6 +221,8 @@ def targets(args: argparse.Namespace) -> Iterator[list[drivers.Target]]:
             raise SystemExit(f"{flag} given {len(values)} times for {len(urls)} --url")
     for url in urls:
         check_loopback(url)
+    if getattr(args, "url_b", ""):
+        check_loopback(args.url_b)
     spawned: list[SpawnedServer] = []
     out: list[drivers.Target] = []
     try:
@@ -185,9 +230,14 @@ def targets(args: argparse.Namespace) -> Iterator[list[drivers.Target]]:
             label = labels[i] if labels else url.split("//", 1)[-1].split("/", 1)[0]
             pid = pids[i] if pids else None
             if spawns:
-                server = SpawnedServer(spawns[i], url, cwd=args.spawn_cwd)
+                # `mcp-tornado ...` runs from this Python's venv when it is not on PATH
+                command = resolve_command(spawns[i]) or spawns[i]
+                server = SpawnedServer(command, url, cwd=args.spawn_cwd)
                 spawned.append(server)
-                server.start()
+                try:
+                    server.start()
+                except (OSError, RuntimeError) as exc:  # not found, exited at once ...
+                    raise SystemExit(f"bench: --spawn {spawns[i]!r} did not start: {exc}") from None
                 pid = server.pid
             out.append(drivers.Target(url=url, label=label, server_pid=pid))
         yield out
@@ -197,14 +247,28 @@ def targets(args: argparse.Namespace) -> Iterator[list[drivers.Target]]:
 
 
 def _finish(args: argparse.Namespace, runs: list[dict[str, Any]]) -> int:
+    """Summary, JSON, plots; 1 when any run failed a connection, lost a message or saw
+    an error (one line per problem on stderr), else 0."""
     report.print_summary(runs)
     if args.out:
         path = report.write_json(args.out, runs)
         print(f"results: {path}")
     if args.plot_dir:
-        for path in plots.all_plots(runs, args.plot_dir):
+        made, why_not = plots.all_plots_explained(runs, args.plot_dir)
+        for path in made:
             print(f"plot: {path}")
-    failed = any(run.get("failures") for run in runs)
+        for line in why_not:
+            print(f"plot: none {line}")
+    failed = False
+    for run in runs:
+        for problem in report.problems(run):
+            failed = True
+            print(
+                f"bench: FAILED [{run.get('label')} {run.get('scenario')}]: {problem}",
+                file=sys.stderr,
+            )
+    if report.rate_limited(runs):
+        print(f"bench: {report.RATE_LIMIT_HINT}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -259,8 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[dict[str, Any]] = []
         for name in args.files:
             runs += report.read_json(name)["runs"]
-        for path in plots.all_plots(runs, args.plot_dir):
+        made, why_not = plots.all_plots_explained(runs, args.plot_dir)
+        for path in made:
             print(f"plot: {path}")
+        for line in why_not:
+            print(f"plot: none {line}")
         return 0
     if cmd == "reference-relay":
         from bench import reference_relay

@@ -58,6 +58,9 @@ class Sizes:
     idle_hold: float = 10.0
     churn_pairs: int = 100
     churn_s: float = 8.0
+    calls_rate: float = 100.0  # call set-up, open loop: calls/s for calls_s seconds
+    baseline_calls_rate: float = 20.0
+    calls_s: float = 5.0
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -75,6 +78,9 @@ class Sizes:
             idle_hold=1.0,
             churn_pairs=10,
             churn_s=1.5,
+            calls_rate=20.0,
+            baseline_calls_rate=10.0,
+            calls_s=1.5,
         )
 
 
@@ -145,6 +151,8 @@ def resolve_command(command: str) -> str | None:
     """Make the server command runnable: its program on PATH, beside this Python
     (an un-activated venv), or ``python -m mcp_tornado`` as a last resort."""
     program, _, rest = command.partition(" ")
+    if program in ("python", "python3"):  # the bench's own Python (an un-activated venv's)
+        return f"{sys.executable} {rest}"
     if shutil.which(program):
         return command
     beside = Path(sys.executable).parent / program
@@ -246,6 +254,12 @@ def suite(spec: Spec, sz: Sizes) -> list[Step]:
             setup_timeout=st,
         )
     add("churn", "churn", pairs=sz.churn_pairs, procs=1, duration=sz.churn_s)
+    add(
+        "calls",
+        "calls",
+        rate=sz.baseline_calls_rate if slow else sz.calls_rate,
+        duration=sz.calls_s,
+    )
     return steps
 
 
@@ -418,6 +432,7 @@ def markdown(
         cn = _get(runs, name, "connect")
         idle = _get(runs, name, "idle")
         ch = _get(runs, name, "churn")
+        ca = _get(runs, name, "calls")
         lost = sum(
             int(_m(r, "lost") or 0) + int(_m(r, "reordered") or 0) for r in (r1, r8, ol) if r
         )
@@ -446,8 +461,19 @@ def markdown(
                 f"{_m(ch, 'room_full_first_join') or 0}/{_m(ch, 'room_full_on_rejoin') or 0}"
                 if ch
                 else "-",
+                f(_m(ca, "setup_ms", "p99"), 2),
+                f"{_m(ca, 'failed')} of {_m(ca, 'calls')}"
+                + (
+                    " ("
+                    + ", ".join(f"{k} {v}" for k, v in (_m(ca, "failures") or {}).items())
+                    + ")"
+                    if _m(ca, "failed")
+                    else ""
+                )
+                if ca
+                else "-",
                 str(lost),
-                str(sum(_errors(r) for r in (r1, r8, ol, cn, idle, ch))),
+                str(sum(_errors(r) for r in (r1, r8, ol, cn, idle, ch, ca))),
             ]
         )
     out.append(
@@ -464,6 +490,8 @@ def markdown(
                 "idle KiB/peer (peers)",
                 "churn cycles/s",
                 "room_full 1st/rejoin",
+                "call set-up p99 ms",
+                "calls failed",
                 "lost+reordered",
                 "errors",
             ],

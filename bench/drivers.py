@@ -15,6 +15,7 @@ workers' raw results become metrics. ``run()`` does the rest for all of them, an
 from __future__ import annotations
 
 import functools
+import math
 import time
 from array import array
 from collections.abc import Callable
@@ -173,6 +174,7 @@ def _churn(out: RunOutput, params: dict[str, Any]) -> dict[str, Any]:
     payloads = out.results[0]
     span = _span_s(payloads)
     counts = _counter_sum(payloads, "counts")
+    cycles = _ns_values(payloads, "cycle_ns")
     metrics = {
         "cycles": counts.get("cycles", 0),
         "cycles_per_s": counts.get("cycles", 0) / span,
@@ -180,11 +182,34 @@ def _churn(out: RunOutput, params: dict[str, Any]) -> dict[str, Any]:
         "room_full_first_join": counts.get("room_full_first_join", 0),
         "room_full_on_rejoin": counts.get("room_full_on_rejoin", 0),
         "handshake_timeouts": counts.get("handshake_timeout", 0),
-        "cycle_ms": summarize(_ns_values(payloads, "cycle_ns")),
+        "cycle_ms": summarize(cycles),
         "errors": _counter_sum(payloads, "errors"),
         "events": _counter_sum(payloads, "events"),
     }
-    return {"metrics": metrics}
+    return {"metrics": metrics, "cdf": [list(p) for p in cdf_points(cycles)]}
+
+
+def _calls(out: RunOutput, params: dict[str, Any]) -> dict[str, Any]:
+    payloads = out.results[0]
+    counts = _counter_sum(payloads, "counts")
+    setup = _ns_values(payloads, "setup_ns")
+    calls = sum(int(p.get("calls", 0)) for p in payloads)
+    complete = counts.pop("complete", 0)
+    start = min((int(p["start_ns"]) for p in payloads), default=0)
+    last = max((int(p.get("last_setup_ns", 0)) for p in payloads), default=0)
+    span = max(1e-9, (last - start) / 1e9) if last > start else math.nan
+    metrics = {
+        "calls": calls,
+        "offered_calls_per_s": params["rate"],
+        "set_up": complete,
+        "failed": calls - complete,
+        # set-up calls per second, from the first call's start to the last one set up
+        "calls_per_s": complete / span if complete else 0.0,
+        "setup_ms": summarize(setup),
+        "failures": counts,  # per kind: no_peer, room_full, lost_message, connect_refused ...
+        "errors": _counter_sum(payloads, "errors"),
+    }
+    return {"metrics": metrics, "cdf": [list(p) for p in cdf_points(setup)]}
 
 
 def _connect(out: RunOutput, params: dict[str, Any]) -> dict[str, Any]:
@@ -225,7 +250,8 @@ def _idle(out: RunOutput, params: dict[str, Any]) -> dict[str, Any]:
         c0, c1 = out.client_snaps[0], out.client_snaps[1]
         metrics["client_kib_per_peer"] = (c1.rss - c0.rss) / held / 1024
     server, client = _phase(out, 1, 2)  # the hold, not the connecting
-    return {"metrics": metrics, "server": server, "client": client}
+    cdf = [list(p) for p in cdf_points(_ns_values(payloads, "connect_ns"))]
+    return {"metrics": metrics, "server": server, "client": client, "cdf": cdf}
 
 
 # ------------------------------------------------------------------ the table
@@ -314,6 +340,30 @@ SCENARIOS: dict[str, Scenario] = {
         phases=lambda p: ["churn", "done"],
         summarise=_churn,
     ),
+    "calls": Scenario(
+        "call set-up, open loop: A joins a fresh room, B joins and at once sends its offer "
+        "and 8 candidates, A answers; set-up time percentiles and failed calls by kind",
+        scenarios.calls_worker,
+        params={
+            "pairs": 500,  # = calls: rate x duration (set by run_params)
+            "peers": 1000,
+            "procs": 1,
+            "rate": 100.0,
+            "duration": 5.0,
+            "call_timeout": 5.0,
+            "url_b": "",
+        },
+        options={
+            "rate": "calls started per second (all client processes together)",
+            "duration": "seconds of starting calls",
+            "call_timeout": "seconds a call may take to be set up (else it failed)",
+            "url_b": "B's endpoint when it must not be --url's, e.g. another worker's port "
+            "(with serve --workers N on one port the kernel picks the worker); "
+            "empty: --url",
+        },
+        phases=lambda p: ["calls", "closing"],
+        summarise=_calls,
+    ),
     "connect": Scenario(
         "connect storm: joins/s and time to all joined",
         scenarios.connect_worker,
@@ -369,6 +419,8 @@ def run_params(scenario: str, **given: Any) -> dict[str, Any]:
     if "peers" in given:
         given["pairs"] = given["peers"] // 2
     params = {**defaults, **given}
+    if scenario == "calls":  # one "pair" per call: the runner splits them over --procs
+        params["pairs"] = max(int(params["procs"]), round(params["rate"] * params["duration"]))
     params["peers"] = 2 * params["pairs"]
     return params
 

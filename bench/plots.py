@@ -20,7 +20,10 @@ def _name(run: dict[str, Any]) -> str:
 
 
 def latency_cdf(
-    runs: list[dict[str, Any]], path: str | Path, title: str | None = None
+    runs: list[dict[str, Any]],
+    path: str | Path,
+    title: str | None = None,
+    xlabel: str = "latency (ms, log scale)",
 ) -> Path | None:
     """Round-trip (or connect) latency CDF of every run that has one.
 
@@ -39,7 +42,7 @@ def latency_cdf(
     ticks = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     ax.set_yticks(ticks)
     ax.set_yticklabels(["p0", "p90", "p99", "p99.9", "p99.99", "max"])
-    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("percentile")
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title or "Latency CDF")
@@ -138,10 +141,55 @@ def sweep(runs: list[dict[str, Any]], path: str | Path, threshold_ms: float = 50
     return _save(fig, path)
 
 
-def all_plots(runs: list[dict[str, Any]], out_dir: str | Path, prefix: str = "") -> list[Path]:
+#: The distribution each scenario's ``cdf`` holds: (file, title, x axis label).
+CDF_KINDS = {
+    "relay": ("latency_cdf.png", "Round-trip latency CDF", "round trip (ms, log scale)"),
+    "openloop": ("latency_cdf.png", "Round-trip latency CDF", "round trip (ms, log scale)"),
+    "connect": ("connect_cdf.png", "Connect time CDF", "connect to open (ms, log scale)"),
+    "idle": ("connect_cdf.png", "Connect time CDF", "connect to open (ms, log scale)"),
+    "churn": ("churn_cycle_cdf.png", "Churn cycle time CDF", "join to exchanged (ms, log scale)"),
+    "calls": (
+        "calls_setup_cdf.png",
+        "Call set-up time CDF",
+        "A's connect to B has the answer (ms, log)",
+    ),
+}
+
+
+def all_plots_explained(
+    runs: list[dict[str, Any]], out_dir: str | Path, prefix: str = ""
+) -> tuple[list[Path], list[str]]:
+    """Every plot the runs allow, in ``out_dir`` (created), and for each scenario that got
+    none, why not (one line each)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made: list[Path] = []
+    by_file: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        kind = CDF_KINDS.get(str(run.get("scenario")))
+        if kind is not None:
+            by_file[kind].append(run)
+    for (name, title, xlabel), group in by_file.items():
+        path = latency_cdf(group, out_dir / f"{prefix}{name}", title, xlabel)
+        if path is not None:
+            made.append(path)
+    made += [p for p in all_plots(runs, out_dir, prefix, cdf=False)]
+    why_not = []
+    for scenario in sorted({str(r.get("scenario")) for r in runs}):
+        if not any(r.get("cdf") for r in runs if r.get("scenario") == scenario):
+            why_not.append(
+                f"for {scenario}: no run measured a time to plot "
+                "(nothing was set up; see the errors above)"
+            )
+    return sorted(set(made)), why_not
+
+
+def all_plots(
+    runs: list[dict[str, Any]], out_dir: str | Path, prefix: str = "", cdf: bool = True
+) -> list[Path]:
     out_dir = Path(out_dir)
     made = [
-        latency_cdf(runs, out_dir / f"{prefix}latency_cdf.png"),
+        latency_cdf(runs, out_dir / f"{prefix}latency_cdf.png") if cdf else None,
         scaling(runs, out_dir / f"{prefix}scaling.png"),
         comparison(runs, out_dir / f"{prefix}comparison.png"),
         sweep(runs, out_dir / f"{prefix}openloop_sweep.png"),

@@ -6,6 +6,10 @@ import sys
 import time
 from typing import TextIO
 
+#: Phases after (or before) the measured ones: no bar and no rate, only the count so far
+#: (a bar there read ``done [....] 0.0%`` at the end of a finished churn).
+UNTIMED = ("starting", "closing", "done")
+
 
 class Progress:
     def __init__(
@@ -31,6 +35,8 @@ class Progress:
     def render(self, phase: str, count: int, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
         elapsed = now - self.started
+        if phase in UNTIMED:
+            return f"{self.title} {phase:<10} {elapsed:7.1f}s  count={count}"
         in_phase = now - self._phase_started
         frac: float | None = None
         if self.total:

@@ -1,6 +1,6 @@
 """Measure recovery times of a real ``mcp-tornado serve`` with its default settings.
 
-Usage: ``python bench/recovery.py [--workers 2] [--rounds 5]``
+Usage: ``.venv/bin/python bench/recovery.py [--workers 2] [--rounds 5]``
 
 * worker death: kill -9 the worker holding one peer of a pair; time until the
   other peer receives ``leave``.

@@ -93,6 +93,64 @@ def _lat(lat: dict[str, Any] | None) -> str:
     return " / ".join(fmt(lat.get(k), 2) for k in ("p50", "p90", "p99", "p99.9", "max"))
 
 
+def _lat4(lat: dict[str, Any] | None) -> str:
+    if not lat or not lat.get("count"):
+        return "-"
+    return " / ".join(fmt(lat.get(k), 2) for k in ("p50", "p90", "p99", "max"))
+
+
+#: The one line that explains ``rate_limited`` (the server's per-connection limit).
+RATE_LIMIT_HINT = (
+    "hint: the server rate-limited the load (rate_limited): run it with `--rate-limit 0` "
+    "for load tests (mcp-tornado's default is 50 msg/s per connection)"
+)
+
+
+def rate_limited(runs: Iterable[dict[str, Any]]) -> bool:
+    """Whether any run saw the server's ``rate_limited`` answer (or its close 4429)."""
+    for run in runs:
+        m = run.get("metrics", {})
+        for key in (*m.get("errors", {}), *m.get("setup_errors", {})):
+            if "rate_limited" in key or key.endswith(":4429"):
+                return True
+    return False
+
+
+def problems(run: dict[str, Any]) -> list[str]:
+    """What went wrong in a run (empty: a clean run); any of it makes the CLI exit 1."""
+    m = run.get("metrics", {})
+    out = [f"bench failure: {f.strip().splitlines()[-1]}" for f in run.get("failures", [])]
+    errors = {**m.get("setup_errors", {})}
+    for key, value in m.get("errors", {}).items():
+        errors[key] = errors.get(key, 0) + value
+    if errors:
+        out.append("errors: " + ", ".join(f"{k}={v}" for k, v in sorted(errors.items())))
+    for key in ("lost", "reordered", "duplicates", "unfinished_pairs"):
+        if m.get(key):
+            out.append(f"{key.replace('_', ' ')}: {m[key]}")
+    params = run.get("params", {})
+    sc = run.get("scenario")
+    if sc in ("relay", "openloop") and m.get("ready_pairs", 0) < params.get("pairs", 0):
+        out.append(f"ready pairs: {m.get('ready_pairs', 0)} of {params.get('pairs')}")
+    if sc == "churn":
+        for key in ("room_full_first_join", "room_full_on_rejoin", "handshake_timeouts"):
+            if m.get(key):
+                out.append(f"{key.replace('_', ' ')}: {m[key]}")
+        if not m.get("cycles"):
+            out.append("no churn cycle completed")
+    if sc == "connect" and m.get("joined", 0) < params.get("peers", 0):
+        out.append(f"joined: {m.get('joined', 0)} of {params.get('peers')}")
+    if sc == "idle":
+        if m.get("held", 0) < params.get("peers", 0):
+            out.append(f"held: {m.get('held', 0)} of {params.get('peers')}")
+        if m.get("still_open", 0) < m.get("held", 0):
+            out.append(f"closed during the hold: {m.get('held', 0) - m.get('still_open', 0)}")
+    if sc == "calls" and m.get("failed"):
+        kinds = ", ".join(f"{k}={v}" for k, v in (m.get("failures") or {}).items())
+        out.append(f"failed calls: {m['failed']} of {m.get('calls')} ({kinds})")
+    return out
+
+
 def summary_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
     """(name, value) rows describing one run, for the terminal."""
     m = run.get("metrics", {})
@@ -131,6 +189,21 @@ def summary_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
             ),
             ("handshake timeouts", fmt(m.get("handshake_timeouts"))),
             ("cycle ms p50/p90/p99/p99.9/max", _lat(m.get("cycle_ms"))),
+        ]
+    elif sc == "calls":
+        failures = m.get("failures") or {}
+        rows += [
+            (
+                "calls set up / started",
+                f"{fmt(m.get('set_up'))} / {fmt(m.get('calls'))}"
+                f" (offered {fmt(m.get('offered_calls_per_s'))}/s)",
+            ),
+            ("calls/s achieved", fmt(m.get("calls_per_s"))),
+            ("set-up ms p50/p90/p99/max", _lat4(m.get("setup_ms"))),
+            (
+                "failed calls by kind",
+                ", ".join(f"{k}={v}" for k, v in failures.items()) or "none",
+            ),
         ]
     elif sc == "connect":
         rows += [

@@ -74,11 +74,15 @@ class ProcStats:
         self.sent = 0
         self.errors: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
+        #: monotonic_ns of the last echo A received: the end of a closed-loop measuring
+        #: window (not the end of a drain that waited for messages that never came).
+        self.last_echo_ns = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "rtt_ns": self.rtt_ns.tobytes(),
             "deliveries": self.deliveries,
+            "last_echo_ns": self.last_echo_ns,
             "sent": self.sent,
             "errors": dict(self.errors),
             "events": dict(self.events),
@@ -135,7 +139,9 @@ class Pair:
                 self.b_track.observe(int(m.group(1)))
                 peer.send(data)
             else:
-                stats.rtt_ns.append(monotonic_ns() - int(m.group(2)))
+                now = monotonic_ns()
+                stats.last_echo_ns = now
+                stats.rtt_ns.append(now - int(m.group(2)))
                 self.a_track.observe(int(m.group(1)))
                 self.echoed += 1
                 self._after_echo()
@@ -383,6 +389,21 @@ class PairSet:
                 asyncio.shield(self.all_done), max(0.01, drain_deadline - time.monotonic())
             )
 
+    async def drain(self, pairs: list[Pair], deadline: float, idle_s: float = 1.0) -> None:
+        """Wait until every pair has its echoes, ``deadline`` passes, or nothing at all has
+        arrived for ``idle_s`` (what is still missing then is lost, not late)."""
+        seen = self.stats.deliveries
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            await self.wait_done(pairs, min(deadline, time.monotonic() + 0.1))
+            if self.pending <= 0:
+                return
+            now = time.monotonic()
+            if self.stats.deliveries != seen:
+                seen, quiet_since = self.stats.deliveries, now
+            elif now - quiet_since >= idle_s:
+                return
+
     async def close_all(self) -> None:
         sem = asyncio.Semaphore(500)
 
@@ -430,9 +451,14 @@ async def relay_worker(ctx: WorkerCtx) -> None:
     for pair in ready:
         if not pair.finished:
             pair.stop_sending()
-    await ps.wait_done(ready, time.monotonic() + p["drain_timeout"])
-    end_ns = monotonic_ns()
+    await ps.drain(ready, time.monotonic() + p["drain_timeout"])
     unfinished = sum(1 for pair in ready if not pair.finished)
+    # The window is the sending time plus the drain's last echo, not plus the time the
+    # drain waited for messages that never came: that wait doubled the span (5 s asked,
+    # 10 s divided by, half the progress line's rate). Pairs that all finished early (their
+    # --messages sent) end it at their last echo.
+    last = stats.last_echo_ns if stats.last_echo_ns > start_ns else start_ns + 1
+    end_ns = last if unfinished == 0 else min(monotonic_ns(), max(deadline_ns, last))
     stop.set()
     await pump
     result = stats.as_dict()
@@ -732,3 +758,184 @@ async def probe_ready(url: str, timeout: float) -> bool:
         finally:
             await pair.close()
     return False
+
+
+# ---------------------------------------------------------------------- call set-up
+CALL_CANDIDATES = 8
+#: Why a call failed, in the order a cause is preferred when several apply.
+CALL_FAILURES = ("room_full", "no_peer", "lost_message", "closed", "timeout")
+
+
+class CallPeer(Peer):
+    """A peer that tells its owner the moment its socket is open (B sends right then)."""
+
+    __slots__ = ()
+
+    def on_ws_connected(self, transport: Any) -> None:
+        super().on_ws_connected(transport)
+        opened = getattr(self.owner, "on_open", None)
+        if opened is not None:
+            opened(self)
+
+
+class Call:
+    """One call: A opens a socket to a fresh room; once it is open B opens one and sends
+    its offer and ``CALL_CANDIDATES`` candidates at once; A answers the offer. Set up
+    when B has A's answer; complete when A also has every candidate."""
+
+    def __init__(self, room: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.room = room
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.t0 = 0
+        self.setup_ns = 0
+        self.offer_at_a = False
+        self.answer_sent = False
+        self.answer_at_b = False
+        self.candidates_at_a = 0
+        self.no_peer = False
+        self.room_full = False
+        self.closed = False
+        self.errors: Counter[str] = Counter()
+        self.a: Peer | None = None
+        self.b: Peer | None = None
+
+    def on_open(self, peer: Peer) -> None:
+        if peer.role == 1:
+            peer.send(json.dumps({"type": "offer", "sdp": FAKE_SDP}).encode())
+            for i in range(CALL_CANDIDATES):
+                peer.send(
+                    json.dumps(
+                        {"type": "candidate", "candidate": CANDIDATE.decode(), "sdpMLineIndex": i}
+                    ).encode()
+                )
+
+    def on_message(self, peer: Peer, data: bytes) -> None:
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            self.errors["bad_json_from_server"] += 1
+            return
+        if not isinstance(msg, dict):
+            return
+        typ = msg.get("type")
+        if typ == "offer" and peer.role == 0:
+            self.offer_at_a = True
+            self.answer_sent = peer.send(json.dumps({"type": "answer", "sdp": FAKE_SDP}).encode())
+        elif typ == "candidate" and peer.role == 0:
+            self.candidates_at_a += 1
+        elif typ == "answer" and peer.role == 1:
+            if not self.answer_at_b:
+                self.answer_at_b = True
+                self.setup_ns = monotonic_ns() - self.t0
+        elif typ == "info" and msg.get("code") == "no_peer":
+            self.no_peer = True
+        elif typ == "error" or (typ is None and "error" in msg):
+            if is_room_full(msg):
+                self.room_full = True
+            else:
+                code = msg.get("code") or msg.get("message") or msg.get("error")
+                self.errors[f"server_error:{code}"] += 1
+        self._check()
+
+    def on_closed(self, peer: Peer) -> None:
+        if not self.done.done():
+            self.closed = True
+            self._check()
+
+    def _check(self) -> None:
+        if self.done.done():
+            return
+        complete = self.answer_at_b and self.candidates_at_a >= CALL_CANDIDATES
+        if complete or self.room_full or self.no_peer or self.closed:
+            self.done.set_result(None)
+
+    def failure(self) -> str | None:
+        """None for a complete call, else the first kind of :data:`CALL_FAILURES` that fits
+        (``lost_message``: a message sent over two open sockets never arrived, no notice)."""
+        if self.answer_at_b and self.candidates_at_a >= CALL_CANDIDATES:
+            return None
+        if self.room_full:
+            return "room_full"
+        if self.no_peer:
+            return "no_peer"
+        if self.closed:
+            return "closed"
+        if self.a is not None and self.b is not None:
+            return "lost_message"
+        return "timeout"
+
+
+async def calls_worker(ctx: WorkerCtx) -> None:
+    """Open loop of calls: this process's share of ``rate`` calls/s for ``duration`` s."""
+    p = ctx.params
+    url_a = ctx.url
+    url_b = p["url_b"] or ctx.url
+    timeout = p["call_timeout"]
+    interval_ns = int(1e9 * ctx.procs / p["rate"])
+    calls = ctx.pairs  # one "pair" per call: this process's share of rate x duration
+    offset_ns = interval_ns * ctx.index // ctx.procs  # the processes take turns
+    setup_ns: array[int] = array("q")
+    counts: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    done = 0
+    last_setup_ns = 0
+
+    async def one(n: int) -> None:
+        nonlocal done, last_setup_ns
+        call = Call(ctx.room(n))
+        call.t0 = monotonic_ns()
+        deadline = time.monotonic() + timeout
+        try:
+            try:
+                call.a = await connect_peer(room_url(url_a, call.room), call, 0, timeout)
+                left = max(0.01, deadline - time.monotonic())
+                b = CallPeer(call, 1)
+                await _connect_with(b, room_url(url_b, call.room), left)
+                call.b = b
+            except Exception as exc:
+                counts[error_kind(exc)] += 1  # connect_refused, connect_timeout, http_503 ...
+                return
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.shield(call.done), max(0.01, deadline - time.monotonic())
+                )
+            failure = call.failure()
+            errors.update(call.errors)
+            if failure is None:
+                counts["complete"] += 1
+                setup_ns.append(call.setup_ns)
+                last_setup_ns = max(last_setup_ns, call.t0 + call.setup_ns)
+            else:
+                counts[failure] += 1
+        finally:
+            done += 1
+            ctx.progress(counts["complete"])
+            await asyncio.gather(*(x.close(timeout=2) for x in (call.a, call.b) if x is not None))
+
+    await ctx.barrier(0)
+    start_ns = monotonic_ns() + offset_ns
+    tasks: list[asyncio.Task[None]] = []
+    for n, call_index in enumerate(calls):
+        delay = (start_ns + n * interval_ns - monotonic_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(call_index)))
+    offered_end_ns = monotonic_ns()
+    await asyncio.gather(*tasks)
+    end_ns = monotonic_ns()
+    ctx.progress(counts["complete"])
+    ctx.result(
+        0,
+        {
+            "start_ns": start_ns,
+            "offered_end_ns": offered_end_ns,
+            "end_ns": end_ns,
+            "last_setup_ns": last_setup_ns,
+            "calls": len(calls),
+            "counts": dict(counts),
+            "errors": dict(errors),
+            "setup_ns": setup_ns.tobytes(),
+        },
+    )
+    await ctx.barrier(1)

@@ -5,12 +5,13 @@ It joins a room through the signaling server and opens (or accepts) the
 DataChannel named ``chat``, exactly like the browser client, so bots written
 in Python can talk to people in the browser.
 
-Run an echo bot::
+Run an echo bot, with the server running (``./serve.sh``, port 8000) and from the
+repository's root, in the environment ``./test.sh`` sets up (it has aiortc and
+websockets; after ``./serve.sh`` alone: ``.venv/bin/pip install aiortc websockets``)::
 
-    pip install aiortc websockets
-    python examples/aiortc_peer.py ws://127.0.0.1:8080/ws/signal/?room=lobby --echo
+    .venv/bin/python examples/aiortc_peer.py 'ws://127.0.0.1:8000/ws/signal/?room=lobby' --echo
 
-then open http://127.0.0.1:8080/?room=lobby in a browser and chat with it.
+then open http://127.0.0.1:8000/?room=lobby in a browser and chat with it.
 
 Protocol notes (see the "Protocol" section of README.md):
 
@@ -305,7 +306,7 @@ async def echo(peer: AiortcPeer, text: str) -> None:
 
 async def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("url", help="signaling URL, e.g. ws://127.0.0.1:8080/ws/signal/?room=lobby")
+    parser.add_argument("url", help="signaling URL, e.g. ws://127.0.0.1:8000/ws/signal/?room=lobby")
     parser.add_argument("--echo", action="store_true", help="send every message back")
     parser.add_argument("--say", action="append", default=[], help="message to send on connect")
     parser.add_argument("--stun", action="append", default=[], help="STUN/TURN URL (repeatable)")

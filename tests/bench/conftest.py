@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -85,3 +87,70 @@ def mcp_server(tmp_path: Path) -> Iterator[SpawnedServer]:
     if command is None:
         pytest.skip("mcp-tornado is not installed")
     yield from _serve(command, tmp_path, "mcp")
+
+
+@pytest.fixture
+def mcp_server_1w(tmp_path: Path) -> Iterator[SpawnedServer]:
+    """``mcp-tornado serve --workers 1`` (every call on one worker), no rate limit."""
+    command = resolve_command(
+        "mcp-tornado serve --workers 1 --host 127.0.0.1 --port {port} --rate-limit 0"
+    )
+    if command is None:
+        pytest.skip("mcp-tornado is not installed")
+    yield from _serve(command, tmp_path, "mcp1")
+
+
+@pytest.fixture
+def mcp_rate_limited(tmp_path: Path) -> Iterator[SpawnedServer]:
+    """``mcp-tornado serve --workers 1`` with its per-connection rate limit on (low)."""
+    command = resolve_command(
+        "mcp-tornado serve --workers 1 --host 127.0.0.1 --port {port} "
+        "--rate-limit 20 --rate-burst 20"
+    )
+    if command is None:
+        pytest.skip("mcp-tornado is not installed")
+    yield from _serve(command, tmp_path, "mcp-limited")
+
+
+@pytest.fixture
+def mcp_two_ports(tmp_path: Path) -> Iterator[tuple[SpawnedServer, SpawnedServer]]:
+    """One router and two workers on two ports: a call's A and B on different workers."""
+    router_cmd = resolve_command("mcp-tornado router --bind {endpoint}")
+    if router_cmd is None:
+        pytest.skip("mcp-tornado is not installed")
+    endpoint = f"ipc://{tmp_path}/router.ipc"
+    log = open(tmp_path / "router.log", "wb")  # noqa: SIM115 - closed below
+    router = subprocess.Popen(
+        shlex.split(router_cmd.format(endpoint=endpoint)),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        process_group=0,
+    )
+    workers: list[SpawnedServer] = []
+    try:
+        for name in ("wa", "wb"):
+            command = resolve_command(
+                f"mcp-tornado worker --router {endpoint} --host 127.0.0.1 --port {{port}} "
+                "--rate-limit 0"
+            )
+            assert command is not None
+            port = free_port()
+            server = SpawnedServer(
+                command.format(port=port),
+                f"ws://127.0.0.1:{port}/ws/signal/",
+                log_path=tmp_path / f"{name}.log",
+            )
+            workers.append(server)
+            server.start(timeout=60)
+        yield workers[0], workers[1]
+    finally:
+        for server in workers:
+            server.stop()
+        router.terminate()
+        try:
+            router.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            router.kill()
+            router.wait(timeout=5)
+        log.close()

@@ -218,6 +218,7 @@ def test_scenario_params_keep_their_names_order_and_defaults() -> None:
         "churn": "pairs peers procs duration rejoin_delay setup_timeout",
         "connect": "peers pairs procs concurrency wait_joined setup_timeout",
         "idle": "peers pairs procs hold ping_interval settle concurrency setup_timeout",
+        "calls": "pairs peers procs rate duration call_timeout url_b",
     }
     assert {name: " ".join(run_params(name)) for name in SCENARIOS} == expected
     assert run_params("connect", peers=201) == {
@@ -229,6 +230,8 @@ def test_scenario_params_keep_their_names_order_and_defaults() -> None:
         "setup_timeout": 30.0,
     }
     assert run_params("churn", pairs=5)["peers"] == 10
+    # calls: one "pair" per call (rate x duration)
+    assert run_params("calls", rate=20.0, duration=1.5)["pairs"] == 30
     with pytest.raises(TypeError, match="window"):
         run_params("churn", window=2)
 
