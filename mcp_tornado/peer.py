@@ -9,7 +9,7 @@ local pair and its fence.  It talks to the router only through the worker's
 calls (``joined``, ``deliver``, ``peer_left``...).  Everything a client is
 told is built from :mod:`mcp_tornado.protocol` here, in one place.
 
-:class:`SignalEndpoint` admits connections (connection cap, origins) and
+:class:`SignalEndpoint` admits connections (connection cap, Host, origins) and
 gives each accepted one a new peer.
 """
 
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from mcp_tornado import handshake, protocol
 from mcp_tornado.admission import Gatekeeper, Refusal
 from mcp_tornado.connection import Connection, WriteScheduler
+from mcp_tornado.origins import HostPolicy
 from mcp_tornado.ratelimit import CLOSE, DROP_AND_WARN, TokenBucket
 
 if TYPE_CHECKING:
@@ -33,6 +34,9 @@ MAX_HELD = 1000  # messages held for a fence; more are refused as undelivered
 
 _SERVER_FULL = handshake.Rejection(503, "server full, try again later", (("Retry-After", "5"),))
 _CROSS_ORIGIN = handshake.Rejection(403, "Cross origin websockets not allowed")
+_UNKNOWN_HOST = handshake.Rejection(
+    421, "Host not allowed: reach this server by a name in --allowed-host"
+)
 _RATE_LIMITED_EVENT = protocol.encode_event(
     protocol.Error(protocol.ErrorCode.RATE_LIMITED, "Too many messages; slow down")
 ).encode()
@@ -49,11 +53,15 @@ _ROUTER_UNAVAILABLE = protocol.ROUTER_UNAVAILABLE_EVENT.encode()
 class SignalEndpoint:
     """The signaling endpoint of a worker: admits upgrades and makes a :class:`Peer` for each."""
 
-    __slots__ = ("gate", "hub", "max_backlog", "max_message_size", "writes")
+    __slots__ = ("gate", "hosts", "hub", "max_backlog", "max_message_size", "writes")
 
-    def __init__(self, hub: Hub, gate: Gatekeeper, max_message_size: int) -> None:
+    def __init__(
+        self, hub: Hub, gate: Gatekeeper, max_message_size: int, hosts: HostPolicy | None = None
+    ) -> None:
         self.hub = hub
         self.gate = gate
+        # None: the defaults of a server whose --host is a wildcard (IPs and localhost)
+        self.hosts = hosts if hosts is not None else HostPolicy((), "", gate.limits.allowed_origins)
         self.max_message_size = max_message_size
         self.max_backlog = gate.limits.max_pending_bytes
         self.writes = WriteScheduler()
@@ -64,6 +72,8 @@ class SignalEndpoint:
         gate = self.gate
         if gate.full():  # refused before the upgrade: cheaper than a WebSocket close
             return _SERVER_FULL
+        if not self.hosts.allows(request.host):  # DNS rebinding: a name that is not ours
+            return _UNKNOWN_HOST
         if request.origin is not None and not gate.origins.allows(request.origin, request.host):
             return _CROSS_ORIGIN
         gate.connections += 1

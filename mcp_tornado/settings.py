@@ -31,7 +31,7 @@ from typing import Annotated, Any, ClassVar, Final, TypeVar
 import msgspec
 
 from mcp_tornado import tokens
-from mcp_tornado.origins import OriginPolicy
+from mcp_tornado.origins import HostPolicy, OriginPolicy
 
 SETTINGS_ENV: Final = "MCP_TORNADO_SETTINGS"  # a child's settings, JSON, set by ``serve``
 
@@ -220,6 +220,16 @@ class LimitSettings(Settings, frozen=True):
             metavar="ORIGIN",
         ),
     ] = ()
+    allowed_hosts: Annotated[
+        tuple[str, ...],
+        Flag(
+            "--allowed-host",
+            "a name clients reach this server by, checked against the upgrade's Host header "
+            "(DNS rebinding): HOST, HOST:PORT, *.DOMAIN; '*': any (repeat, or comma-separate)",
+            shown_default="IP addresses, localhost, --host and the --allowed-origin hosts",
+            metavar="HOST",
+        ),
+    ] = ()
     token_secret: Annotated[
         bytes | None,
         Flag(
@@ -239,6 +249,7 @@ class LimitSettings(Settings, frozen=True):
         if self.rate > 0 and self.burst < 1:
             raise ValueError(f"--rate-burst must be at least 1, not {self.burst}")
         OriginPolicy(self.allowed_origins)
+        HostPolicy(self.allowed_hosts, allowed_origins=self.allowed_origins)
         if self.token_secret is not None:
             tokens.check_secret(self.token_secret)
 

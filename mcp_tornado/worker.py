@@ -38,6 +38,7 @@ from mcp_tornado.admission import Gatekeeper, http_server_options
 from mcp_tornado.connection import Connection
 from mcp_tornado.hub import Hub
 from mcp_tornado.listener import Listener
+from mcp_tornado.origins import HostPolicy
 from mcp_tornado.peer import SignalEndpoint
 from mcp_tornado.router_link import RouterLink
 from mcp_tornado.settings import WorkerSettings
@@ -101,7 +102,9 @@ async def serve_worker(config: WorkerSettings, stop: asyncio.Event) -> None:
         link.close()
         return
     server = HTTPServer(app, xheaders=False, **http_server_options(config.limits))
-    endpoint = SignalEndpoint(hub, hub.gate, config.max_message_size)
+    limits = config.limits
+    hosts = HostPolicy(limits.allowed_hosts, config.host, limits.allowed_origins)
+    endpoint = SignalEndpoint(hub, hub.gate, config.max_message_size, hosts)
     loop = asyncio.get_running_loop()
 
     def on_signal(sock: socket.socket, address: Any, deadline: float | None) -> None:
