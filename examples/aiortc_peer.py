@@ -22,7 +22,13 @@ Protocol notes (see the "Protocol" section of README.md):
   gathering is complete. Browsers trickle theirs as
   ``{"type":"candidate","candidate":{"candidate":...,"sdpMid":...,"sdpMLineIndex":...}}``,
   which we parse with :func:`aiortc.sdp.candidate_from_sdp`. Candidates that
-  arrive before the remote description are queued.
+  arrive before the remote description are queued (up to
+  ``MAX_PENDING_CANDIDATES``).
+* The server checks the shape of what it relays, not its meaning: the other
+  peer can send any JSON that passes (extra fields of any type, 5,000-digit
+  numbers, deep nesting, a broken SDP or candidate). A message the bot cannot
+  use is logged and skipped (:func:`decode_message`, :meth:`AiortcPeer.on_frame`);
+  it never stops the bot.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -51,12 +58,39 @@ log = logging.getLogger("aiortc_peer")
 
 CHANNEL_LABEL = "chat"
 CLOSE_ROOM_FULL = 4409
+MAX_PENDING_CANDIDATES = 64  # candidates kept while no remote description is set
+MAX_EVENTS = 256  # message types remembered in AiortcPeer.events
+MAX_LOGGED = 200  # characters of peer-controlled text put in a log line
 
 MessageHandler = Callable[["AiortcPeer", str], Awaitable[None] | None]
 
 
 class RoomFullError(RuntimeError):
     """The server refused to join: the room already has two peers."""
+
+
+def decode_message(raw: str | bytes) -> dict[str, Any] | None:
+    """A signaling frame as a JSON object with a string ``type``; ``None`` for anything else.
+
+    Never raises: ``json.loads`` fails with ``JSONDecodeError`` on bad JSON, but
+    also with a plain ``ValueError`` on an integer over Python's digit limit
+    (4,300 digits) and ``RecursionError`` on very deep nesting, all of which
+    the server relays from the other peer.
+    """
+    if not isinstance(raw, str):
+        return None
+    try:
+        msg = json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        return None
+    if isinstance(msg, dict) and isinstance(msg.get("type"), str):
+        return msg
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= MAX_LOGGED else text[:MAX_LOGGED] + "..."
 
 
 def parse_candidate(payload: Any) -> RTCIceCandidate | None:
@@ -81,13 +115,14 @@ def parse_candidate(payload: Any) -> RTCIceCandidate | None:
         line = line[len("candidate:") :]
     try:
         candidate = candidate_from_sdp(line)
-    except (AssertionError, ValueError, IndexError):
-        log.warning("ignoring unparseable candidate %r", line)
+    except Exception:  # any of aiortc's parse errors, on any line a peer sends
+        log.warning("ignoring unparseable candidate %s", _shown(line))
         return None
     mid = inner.get("sdpMid")
     index = inner.get("sdpMLineIndex")
     candidate.sdpMid = mid if isinstance(mid, str) else None
-    candidate.sdpMLineIndex = index if isinstance(index, int) else None
+    valid_index = isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 1024
+    candidate.sdpMLineIndex = index if valid_index else None
     if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
         candidate.sdpMLineIndex = 0
     return candidate
@@ -123,7 +158,7 @@ class AiortcPeer:
         self.ice_servers = list(ice_servers)
         self.on_message = on_message
         self.received: asyncio.Queue[str] = asyncio.Queue()
-        self.events: list[str] = []
+        self.events: deque[str] = deque(maxlen=MAX_EVENTS)  # the latest message types
         self._connected = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._pc: RTCPeerConnection | None = None
@@ -152,14 +187,7 @@ class AiortcPeer:
             self._ws = ws
             try:
                 async for raw in ws:
-                    if isinstance(raw, bytes):
-                        continue
-                    try:
-                        msg = json.loads(raw)
-                    except json.JSONDecodeError:
-                        continue
-                    if isinstance(msg, dict) and isinstance(msg.get("type"), str):
-                        await self._handle(msg)
+                    await self.on_frame(raw)
             except ConnectionClosed as exc:
                 if self._room_full or (exc.rcvd is not None and exc.rcvd.code == CLOSE_ROOM_FULL):
                     raise RoomFullError("Room is full") from exc
@@ -182,13 +210,31 @@ class AiortcPeer:
 
     # -- signaling ------------------------------------------------------------
 
+    async def on_frame(self, raw: str | bytes) -> None:
+        """Handle one frame from the server; anything it cannot use is skipped.
+
+        Only a closed connection (``ConnectionClosed``) gets out: a message that
+        makes aiortc fail (a broken SDP, a candidate for no media section...) is
+        logged and the bot carries on with the next one.
+        """
+        msg = decode_message(raw)
+        if msg is None:
+            log.debug("ignoring a frame that is not a signaling message")
+            return
+        try:
+            await self._handle(msg)
+        except ConnectionClosed:
+            raise
+        except Exception as exc:
+            log.warning("ignoring a %s message that failed: %s", _shown(msg["type"]), _shown(exc))
+
     async def _signal(self, msg: dict[str, Any]) -> None:
         if self._ws is not None:
             await self._ws.send(json.dumps(msg))
 
     async def _handle(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]
-        self.events.append(kind)
+        self.events.append(kind[:64])
         if kind == "joined":
             if msg.get("initiator") is True:
                 await self._make_offer()
@@ -211,17 +257,18 @@ class AiortcPeer:
             if candidate is None:
                 return
             if self._pc is None or self._pc.remoteDescription is None:
-                self._pending.append(candidate)
+                if len(self._pending) < MAX_PENDING_CANDIDATES:
+                    self._pending.append(candidate)
             else:
                 await self._pc.addIceCandidate(candidate)
         elif kind == "error":
-            log.warning("server error: %s", msg.get("message"))
+            log.warning("server error: %s", _shown(msg.get("message")))
             if msg.get("code") == "room_full":
                 self._room_full = True
                 if self._ws is not None:
                     await self._ws.close()
         else:
-            log.debug("ignoring %s", kind)
+            log.debug("ignoring %s", _shown(kind))
 
     def _new_peer(self) -> RTCPeerConnection:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
@@ -288,7 +335,10 @@ class AiortcPeer:
         if pc is None:
             return
         for candidate in queued:
-            await pc.addIceCandidate(candidate)
+            try:  # one bad candidate must not cost the others, nor the answer
+                await pc.addIceCandidate(candidate)
+            except Exception as exc:
+                log.warning("ignoring a candidate aiortc refused: %s", _shown(exc))
 
     async def _close_peer(self) -> None:
         pc, self._pc = self._pc, None

@@ -54,6 +54,7 @@ _REASONS: Final = {
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",
+    421: "Misdirected Request",
     426: "Upgrade Required",
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",

@@ -9,7 +9,7 @@ local pair and its fence.  It talks to the router only through the worker's
 calls (``joined``, ``deliver``, ``peer_left``...).  Everything a client is
 told is built from :mod:`mcp_tornado.protocol` here, in one place.
 
-:class:`SignalEndpoint` admits connections (connection cap, origins) and
+:class:`SignalEndpoint` admits connections (connection cap, Host, origins) and
 gives each accepted one a new peer.
 """
 
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from mcp_tornado import handshake, protocol
 from mcp_tornado.admission import Gatekeeper, Refusal
 from mcp_tornado.connection import REFUSED_CLOSE_WAIT, Connection, WriteScheduler
+from mcp_tornado.origins import HostPolicy
 from mcp_tornado.ratelimit import CLOSE, DROP_AND_WARN, TokenBucket
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 MAX_HELD = 1000  # messages held for a fence; more are refused as undelivered
 
 _CROSS_ORIGIN = handshake.Rejection(403, "Cross origin websockets not allowed")
+_UNKNOWN_HOST = handshake.Rejection(
+    421, "Host not allowed: reach this server by a name in --allowed-host"
+)
 _RATE_LIMITED_EVENT = protocol.encode_event(
     protocol.Error(protocol.ErrorCode.RATE_LIMITED, "Too many messages; slow down")
 ).encode()
@@ -48,11 +52,15 @@ _ROUTER_UNAVAILABLE = protocol.ROUTER_UNAVAILABLE_EVENT.encode()
 class SignalEndpoint:
     """The signaling endpoint of a worker: admits upgrades and makes a :class:`Peer` for each."""
 
-    __slots__ = ("gate", "hub", "max_backlog", "max_message_size", "writes")
+    __slots__ = ("gate", "hosts", "hub", "max_backlog", "max_message_size", "writes")
 
-    def __init__(self, hub: Hub, gate: Gatekeeper, max_message_size: int) -> None:
+    def __init__(
+        self, hub: Hub, gate: Gatekeeper, max_message_size: int, hosts: HostPolicy | None = None
+    ) -> None:
         self.hub = hub
         self.gate = gate
+        # None: the defaults of a server whose --host is a wildcard (IPs and localhost)
+        self.hosts = hosts if hosts is not None else HostPolicy((), "", gate.limits.allowed_origins)
         self.max_message_size = max_message_size
         self.max_backlog = gate.limits.max_pending_bytes
         self.writes = WriteScheduler()
@@ -62,6 +70,8 @@ class SignalEndpoint:
     ) -> Peer | handshake.Rejection:
         # (--max-connections is enforced at accept, for every connection: capacity.py)
         gate = self.gate
+        if not self.hosts.allows(request.host):  # DNS rebinding: a name that is not ours
+            return _UNKNOWN_HOST
         if request.origin is not None and not gate.origins.allows(request.origin, request.host):
             return _CROSS_ORIGIN
         gate.connections += 1

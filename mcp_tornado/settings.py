@@ -17,9 +17,11 @@ without secrets: the token secret travels in ``$MCP_TORNADO_TOKEN_SECRET``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
+import stat
 import tempfile
 import typing
 from collections.abc import Callable, Iterator
@@ -29,7 +31,7 @@ from typing import Annotated, Any, ClassVar, Final, TypeVar
 import msgspec
 
 from mcp_tornado import tokens
-from mcp_tornado.origins import OriginPolicy
+from mcp_tornado.origins import HostPolicy, OriginPolicy
 
 SETTINGS_ENV: Final = "MCP_TORNADO_SETTINGS"  # a child's settings, JSON, set by ``serve``
 
@@ -37,15 +39,43 @@ DEFAULT_STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "frontend" 
 
 
 def runtime_dir() -> Path:
-    """Where default ipc:// endpoints live: ``$XDG_RUNTIME_DIR`` or a private temp folder."""
+    """Where default ipc:// endpoints live: ``$XDG_RUNTIME_DIR`` or a private temp folder.
+
+    The folder must be ours alone: anyone who can write to it can move the
+    router's socket away and bind an impostor in its place.  One that already
+    exists is refused (``ValueError``, one line at the command line) unless it
+    is a real directory (not a symlink), owned by the current user, with no
+    group or other permissions.
+    """
     base = os.environ.get("XDG_RUNTIME_DIR")
     path = (
         Path(base) / "mcp-tornado"
         if base
         else Path(tempfile.gettempdir()) / f"mcp-tornado-{os.getuid()}"
     )
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # a file or a symlink there: refused below
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_private_dir(path)
     return path
+
+
+def check_private_dir(path: Path) -> None:
+    """Raise ``ValueError`` unless ``path`` is a directory of ours, closed to everyone else."""
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symlink"
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory"
+    elif info.st_uid != os.getuid():
+        problem = f"is owned by uid {info.st_uid}, not by us (uid {os.getuid()})"
+    elif info.st_mode & 0o077:
+        problem = f"has mode {stat.S_IMODE(info.st_mode):04o}, open to group or others"
+    else:
+        return
+    raise ValueError(
+        f"unsafe runtime directory {path}: it {problem}; "
+        "remove it, or set $XDG_RUNTIME_DIR to a private one"
+    )
 
 
 def default_endpoint() -> str:
@@ -201,6 +231,16 @@ class LimitSettings(Settings, frozen=True):
             metavar="ORIGIN",
         ),
     ] = ()
+    allowed_hosts: Annotated[
+        tuple[str, ...],
+        Flag(
+            "--allowed-host",
+            "a name clients reach this server by, checked against the upgrade's Host header "
+            "(DNS rebinding): HOST, HOST:PORT, *.DOMAIN; '*': any (repeat, or comma-separate)",
+            shown_default="IP addresses, localhost, --host and the --allowed-origin hosts",
+            metavar="HOST",
+        ),
+    ] = ()
     token_secret: Annotated[
         bytes | None,
         Flag(
@@ -220,6 +260,7 @@ class LimitSettings(Settings, frozen=True):
         if self.rate > 0 and self.burst < 1:
             raise ValueError(f"--rate-burst must be at least 1, not {self.burst}")
         OriginPolicy(self.allowed_origins)
+        HostPolicy(self.allowed_hosts, allowed_origins=self.allowed_origins)
         if self.token_secret is not None:
             tokens.check_secret(self.token_secret)
 

@@ -12,16 +12,55 @@ The signaling WebSocket never reaches Tornado (the worker's
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from tornado.web import Application, RequestHandler, StaticFileHandler
+from tornado.web import Application, HTTPError, RequestHandler, StaticFileHandler
 
 from mcp_tornado.access_log import log_request
 from mcp_tornado.router_link import RouterLink
 
+# The browser client loads only its own script, stylesheet and a data: icon, and
+# connects its WebSocket to the host that served it ('self' covers ws:/wss: on the
+# same host, CSP Level 3); WebRTC itself is not governed by CSP.  No inline script
+# or style (React's style props go through the CSSOM, which CSP allows).
+CONTENT_SECURITY_POLICY: Final = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "manifest-src 'self'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+SECURITY_HEADERS: Final = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),  # frame-ancestors for browsers without CSP 2
+)
+IMMUTABLE: Final = "public, max-age=31536000, immutable"
+# Vite's build output: assets/NAME-HASH.EXT, where HASH changes with the content.
+_HASHED_ASSET: Final = re.compile(r"assets/[^/]+-[A-Za-z0-9_-]{8,}\.[A-Za-z0-9]+")
+_TEXT_TYPES: Final = frozenset({"application/javascript", "application/json", "image/svg+xml"})
 
-class HealthHandler(RequestHandler):
+
+class _Handler(RequestHandler):
+    """Every answer of the HTTP side: the security headers, and no ``Server`` version."""
+
+    def set_default_headers(self) -> None:
+        self.clear_header("Server")  # Tornado's "TornadoServer/6.x" tells attackers too much
+        for name, value in SECURITY_HEADERS:
+            self.set_header(name, value)
+
+
+class HealthHandler(_Handler):
     """``GET /healthz``: 200 when this worker is registered with the router, else 503."""
 
     def initialize(self, link: RouterLink) -> None:
@@ -36,7 +75,7 @@ class HealthHandler(RequestHandler):
             self.finish("router unavailable\n")
 
 
-class _UpgradeOnFreshConnection(RequestHandler):
+class _UpgradeOnFreshConnection(_Handler):
     """``/ws/signal/`` requests that reached Tornado: a later request on a kept-alive connection.
 
     The listener sorts connections by their first request, so an upgrade sent
@@ -49,10 +88,46 @@ class _UpgradeOnFreshConnection(RequestHandler):
         self.finish("open the signaling WebSocket on a new connection\n")
 
 
-class _NoFrontendHandler(RequestHandler):
+class _NoFrontendHandler(_Handler):
     def get(self, path: str) -> None:
         self.set_status(404)
         self.finish("mcp-tornado: the browser client is not built (cd frontend && npm run build)\n")
+
+
+class ClientFileHandler(_Handler, StaticFileHandler):
+    """The built browser client: Tornado's static files, with safe headers and caching.
+
+    ``index.html`` (and any HTML) is revalidated on every load so a new build is
+    picked up at once; Vite's content-hashed ``assets/`` never change, so they
+    are cached for a year.  Text is sent as UTF-8.  A path the file system
+    cannot even represent (a NUL byte) is a bad request, not a server error.
+    """
+
+    def parse_url_path(self, url_path: str) -> str:
+        if "\x00" in url_path:
+            raise HTTPError(400, "NUL byte in the path")
+        return super().parse_url_path(url_path)
+
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        try:
+            return super().validate_absolute_path(root, absolute_path)
+        except ValueError as exc:  # os.path.realpath & co. on a path they refuse
+            raise HTTPError(400, "unusable path: %s", exc) from None
+
+    def get_content_type(self) -> str:
+        content_type = super().get_content_type()
+        if content_type.startswith("text/") or content_type in _TEXT_TYPES:
+            return f"{content_type}; charset=utf-8"
+        return content_type
+
+    def get_cache_time(self, path: str, modified: Any, mime_type: str) -> int:
+        return 0  # set_extra_headers says it
+
+    def set_extra_headers(self, path: str) -> None:
+        if _HASHED_ASSET.fullmatch(path.replace("\\", "/")):
+            self.set_header("Cache-Control", IMMUTABLE)
+        else:
+            self.set_header("Cache-Control", "no-cache")
 
 
 def make_app(static_dir: Path | None, link: RouterLink) -> Application:
@@ -65,7 +140,7 @@ def make_app(static_dir: Path | None, link: RouterLink) -> Application:
         routes.append(
             (
                 r"/(.*)",
-                StaticFileHandler,
+                ClientFileHandler,
                 {"path": str(static_dir), "default_filename": "index.html"},
             )
         )

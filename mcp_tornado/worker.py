@@ -38,6 +38,7 @@ from mcp_tornado.capacity import Capacity, NoBodies
 from mcp_tornado.connection import Connection
 from mcp_tornado.hub import Hub
 from mcp_tornado.listener import Listener, Slot
+from mcp_tornado.origins import HostPolicy
 from mcp_tornado.peer import SignalEndpoint
 from mcp_tornado.router_link import RouterLink
 from mcp_tornado.settings import WorkerSettings
@@ -132,7 +133,8 @@ async def _serve(
         return
     # No endpoint takes a body: one announced is answered 413 before it is read.
     server = HTTPServer(NoBodies(app), xheaders=False, **http_server_options(config.limits))
-    endpoint = SignalEndpoint(hub, hub.gate, config.max_message_size)
+    hosts = HostPolicy(config.limits.allowed_hosts, config.host, config.limits.allowed_origins)
+    endpoint = SignalEndpoint(hub, hub.gate, config.max_message_size, hosts)
     loop = asyncio.get_running_loop()
 
     def on_signal(sock: socket.socket, address: Any, deadline: float | None, slot: Slot) -> None:

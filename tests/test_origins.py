@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_tornado.origins import OriginPolicy, split_origins
-from tests.rawws import RawWebSocket
+from mcp_tornado.cli import parse_settings
+from mcp_tornado.origins import HostPolicy, OriginPolicy, split_origins
+from mcp_tornado.settings import ServeSettings
+from tests.rawws import RawWebSocket, upgrade_request
 from tests.support import Cluster, running_cluster
 
 HOST = "signal.example.com"
@@ -130,3 +134,143 @@ def test_default_policy_at_a_real_worker(tmp_path: Path) -> None:
 def test_random_origins_never_crash_the_policy(origin: str, host: str) -> None:
     for policy in (OriginPolicy(), OriginPolicy(["https://app.example.com", "*.x.org"])):
         assert isinstance(policy.allows(origin, host), bool)
+
+
+# --- the Host header (DNS rebinding, issue 12 item 5) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("127.0.0.1:8000", True),  # IP addresses: no DNS to rebind
+        ("10.1.2.3", True),
+        ("[::1]:8000", True),
+        ("[::ffff:127.0.0.1]:8000", True),
+        ("localhost:8000", True),
+        ("LocalHost", True),
+        ("evil.com", False),  # a rebinding domain resolving to us
+        ("evil.com:8000", False),
+        ("localhost.evil.com:8000", False),
+        ("127.0.0.1.evil.com", False),
+        ("localhost.", False),
+        ("x.localhost", False),
+        ("", False),
+        ("[::1", False),
+        ("localhost:99999", False),
+        ("localhost:80:80", False),
+        ("1.2.3.4.5", False),
+        ("local host", False),
+        ("localhost@evil.com", False),
+    ],
+)
+def test_default_hosts(host: str, allowed: bool) -> None:
+    assert HostPolicy().allows(host) is allowed
+    assert HostPolicy((), "127.0.0.1").allows(host) is allowed
+    assert HostPolicy((), "0.0.0.0").allows(host) is allowed
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("signal.example.com:8443", True),
+        ("signal.example.com", False),  # the entry names a port
+        ("SIGNAL.example.com:8443", True),
+        ("x.corp.org", True),  # *.corp.org
+        ("a.b.corp.org:1", True),
+        ("corp.org", False),  # not the apex
+        ("evilcorp.org", False),
+        ("myhost:8000", True),  # the --host name
+        ("app.example.com", True),  # an --allowed-origin host
+        ("app.example.com:9", True),
+        ("a.partner.org", True),  # an --allowed-origin wildcard
+        ("partner.org", False),
+        ("evil.com", False),
+        ("127.0.0.1", True),  # IPs and localhost stay allowed
+        ("localhost", True),
+    ],
+)
+def test_configured_hosts(host: str, allowed: bool) -> None:
+    policy = HostPolicy(
+        ["signal.example.com:8443", "*.corp.org"],
+        "myhost",
+        ["https://app.example.com", "https://*.partner.org", "*", "null"],
+    )
+    assert policy.allows(host) is allowed
+
+
+def test_star_host_turns_the_check_off() -> None:
+    assert HostPolicy(["*"]).allows("evil.com")
+
+
+def test_bad_host_entries_are_refused_at_startup() -> None:
+    for entry in ["http://a.com", "a.com/x", "a.com:x", "a b", "*.", "a.com:70000"]:
+        with pytest.raises(ValueError):
+            HostPolicy([entry])
+    with pytest.raises(SystemExit):
+        parse_settings(["worker", "--allowed-host", "http://x"])
+
+
+def test_allowed_host_flag_reaches_the_workers() -> None:
+    serve = parse_settings(["serve", "--allowed-host", "a.example,b.example:8443"])
+    assert isinstance(serve, ServeSettings)
+    assert serve.worker.limits.allowed_hosts == ("a.example,b.example:8443",)
+
+
+@settings(deadline=None, derandomize=True, database=None, max_examples=300)
+@given(host=st.text(max_size=40))
+def test_random_hosts_never_crash_the_policy(host: str) -> None:
+    assert isinstance(HostPolicy(["*.x.org", "a.com:1"], "h").allows(host), bool)
+
+
+def upgrade(port: int, host: str, origin: str | None) -> tuple[int, bytes]:
+    """Status and body of an upgrade that says ``Host: host``."""
+    request = upgrade_request(port, f"/ws/signal/?room=h-{uuid.uuid4().hex[:8]}")
+    request = request.replace(f"Host: 127.0.0.1:{port}".encode(), f"Host: {host}".encode())
+    if origin is not None:
+        request = request[:-2] + f"Origin: {origin}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        if status != 101:
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(4096):
+                    body += chunk
+    return status, body
+
+
+def test_dns_rebinding_is_refused_with_an_allow_list(guarded: Cluster) -> None:
+    """The issue's reproduction: Origin and Host both evil.com, --allowed-origin set."""
+    port = guarded.ports[0]
+    status, body = upgrade(port, "evil.com", "http://evil.com")
+    assert status == 421
+    assert body.decode().count("\n") == 1 and "Host not allowed" in body.decode()
+    assert upgrade(port, f"evil.com:{port}", f"http://evil.com:{port}")[0] == 421
+    assert upgrade(port, "app.example.com", "https://app.example.com")[0] == 101
+    assert upgrade(port, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}")[0] == 101
+    assert "Traceback" not in guarded.logs()
+
+
+def test_dns_rebinding_is_refused_by_default(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, 1) as cluster:
+        port = cluster.ports[0]
+        assert upgrade(port, f"evil.com:{port}", f"http://evil.com:{port}")[0] == 421
+        assert upgrade(port, f"evil.com:{port}", None)[0] == 421  # no Origin: same answer
+        # the browser client's own addresses, with the Origin they send
+        assert upgrade(port, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}")[0] == 101
+        assert upgrade(port, f"localhost:{port}", f"http://localhost:{port}")[0] == 101
+        assert upgrade(port, f"[::1]:{port}", None)[0] == 101
+
+
+def test_allowed_host_at_a_real_worker(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, 1, "--allowed-host", "signal.example.com:443") as cluster:
+        port = cluster.ports[0]
+        assert upgrade(port, "signal.example.com:443", None)[0] == 101
+        assert upgrade(port, "signal.example.com", None)[0] == 421
+        assert upgrade(port, "other.example.com:443", None)[0] == 421

@@ -43,9 +43,9 @@ KNOWN_DEFAULTS: dict[str, dict[str, object]] = {
 }  # fmt: skip
 KNOWN_FLAGS = {
     "serve": {"--workers", "--router-endpoint", "--static-dir", "--allowed-origin",
-              "--token-secret-file", *KNOWN_DEFAULTS["worker"]},
-    "worker": {"--router", "--static-dir", "--allowed-origin", "--token-secret-file",
-               *KNOWN_DEFAULTS["worker"]},
+              "--allowed-host", "--token-secret-file", *KNOWN_DEFAULTS["worker"]},
+    "worker": {"--router", "--static-dir", "--allowed-origin", "--allowed-host",
+               "--token-secret-file", *KNOWN_DEFAULTS["worker"]},
     "router": {"--bind", *KNOWN_DEFAULTS["router"]},
 }  # fmt: skip
 

@@ -304,8 +304,13 @@ def new_page(browser: Browser) -> Iterator[PageFactory]:
     """Open pages, each in its own browser context (like separate users)."""
     contexts: list[BrowserContext] = []
 
-    def make(url: str | None = None, *, width: int = 1000, height: int = 760) -> Page:
-        ctx = browser.new_context(viewport={"width": width, "height": height})
+    def make(
+        url: str | None = None, *, width: int = 1000, height: int = 760, bypass_csp: bool = False
+    ) -> Page:
+        # bypass_csp: for test tools injected as inline scripts (axe); the app never needs it.
+        ctx = browser.new_context(
+            viewport={"width": width, "height": height}, bypass_csp=bypass_csp
+        )
         contexts.append(ctx)
         page = ctx.new_page()
         page.set_default_timeout(20_000)
