@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mcp_tornado import protocol
-from tests.rawws import PING, TEXT, RawWebSocket, encode_frame
+from tests.rawws import CONTINUATION, PING, PONG, TEXT, RawWebSocket, encode_frame
 from tests.support import Cluster, running_cluster, wait_until
 
 BURST = 5
@@ -83,6 +83,54 @@ def test_pings_count_against_the_rate_limit(slow_rate: Cluster) -> None:
         assert ws.recv_json()["code"] == "rate_limited"
         ws.send_raw(encode_frame(PING, b"p"))
         assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
+
+
+def test_pongs_count_against_the_rate_limit(slow_rate: Cluster) -> None:
+    # Unsolicited pongs: 466 MB of them in 5 s went unpunished (issue 12, item 2).
+    with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
+        joined(ws)
+        for _ in range(2 * BURST - 1):
+            ws.send_raw(encode_frame(PONG, b"p"))
+        assert ws.recv_json()["code"] == "rate_limited"
+        ws.send_raw(encode_frame(PONG, b"p"))
+        assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
+
+
+def test_every_fragment_counts_against_the_rate_limit(slow_rate: Cluster) -> None:
+    # 8.46 M empty continuation frames in 5 s went unpunished (issue 12, item 2).
+    with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
+        joined(ws)
+        # A message in BURST frames: exactly the allowance, relayed.
+        ws.send_raw(encode_frame(TEXT, b'{"type":"leave"', fin=False))
+        for _ in range(BURST - 2):
+            ws.send_raw(encode_frame(CONTINUATION, b" ", fin=False))
+        ws.send_raw(encode_frame(CONTINUATION, b"}"))
+        assert ws.recv_json()["code"] == "no_peer"
+        # Then fragments of a message never finished: warned, then closed.
+        ws.send_raw(encode_frame(TEXT, b"{", fin=False))
+        assert ws.recv_json()["code"] == "rate_limited"
+        for _ in range(BURST - 1):
+            ws.send_raw(encode_frame(CONTINUATION, b"", fin=False))
+        assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
+
+
+def test_after_our_close_a_flood_is_not_read_until_the_deadline(slow_rate: Cluster) -> None:
+    """Closed (4429), the client floods instead of answering: cut off past a small budget."""
+    ws = RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}")
+    joined(ws)
+    for _ in range(2 * BURST):
+        ws.send_raw(encode_frame(PING, b"p"))
+    assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
+    chunk = encode_frame(PONG, b"x" * 100) * 600  # 64 KB
+    ws.sock.settimeout(5)
+    sent = 0
+    # Reset by the server once past its budget (the rest fills socket buffers, a few MB on
+    # loopback).  Before the fix, the worker read all 16 MiB (in well under its 5 s wait).
+    with pytest.raises(OSError):
+        while sent < 16 * 2**20:
+            ws.sock.sendall(chunk)
+            sent += len(chunk)
+    ws.sock.close()
 
 
 def test_rate_limited_client_frees_its_room_slot(slow_rate: Cluster) -> None:
