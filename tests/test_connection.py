@@ -213,3 +213,18 @@ async def test_a_client_that_floods_instead_of_answering_our_close_is_cut_off() 
     assert transport.closed  # closed once past the budget, not parsed until the deadline
     assert reads * len(pongs) <= 1000 + 64 * 1024 + len(pongs)
     assert [f.opcode for f in transport.frames()] == [CLOSE]  # no second close frame
+
+
+@pytest.mark.parametrize("pieces", [1, 3])
+async def test_a_head_over_the_cap_gets_431_in_one_read_or_in_pieces(pieces: int) -> None:
+    # 70-100 KB heads in one read were parsed (the cap held only for heads in pieces).
+    request = upgrade_request(8000, "/ws/signal/", {"X-Pad": "p" * 90_000})
+    connection = Connection(EchoEndpoint(), None)
+    transport = StubTransport()
+    connection.connection_made(transport)
+    step = -(-len(request) // pieces)
+    for at in range(0, len(request), step):
+        if not transport.closed:
+            connection.data_received(request[at : at + step])
+    assert transport.head().startswith(b"HTTP/1.1 431 ")
+    assert transport.closed
