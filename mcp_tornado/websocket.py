@@ -145,7 +145,11 @@ class CloseReceived(msgspec.Struct, frozen=True, gc=False):
 
 @final
 class ConnectionFailed(msgspec.Struct, frozen=True, gc=False):
-    """The client broke the protocol: a Close frame with ``code`` is queued, the state is CLOSED."""
+    """The client broke the protocol: the state is CLOSED.
+
+    A Close frame with ``code`` is queued unless ours went already (then nothing is:
+    e.g. 1008, a client that kept sending instead of answering our Close frame).
+    """
 
     code: int
     reason: str
@@ -170,11 +174,12 @@ _MESSAGE_TOO_BIG: Final = 1009
 # Fragments per message (RFC 6455 5.4 sets no limit).  A message of more frames is
 # refused with 1009, like one of more bytes: each frame costs a header's parsing and a
 # call, so a client could otherwise make a worker parse millions of empty continuation
-# frames for one message.  Browsers never fragment what they send; libraries that do
-# (websockets, aiohttp, wsproto on request) send fragments of kilobytes, so a 64 KiB
-# message is a few dozen at most.  Autobahn's sections 5 and 6 send up to 1 fragment per
-# byte of a message of a few dozen bytes; its 9.3/9.4 cases (65,536 fragments of 64 B)
-# are run against the echo with the limit off.
+# frames for one message.  Browsers never fragment what they send, and client libraries
+# (websockets, aiohttp, wsproto) fragment only when the caller asks, in the chunks the
+# caller picks: signaling messages (an SDP of a few KiB) have no reason to.  The
+# signaling endpoint passes Autobahn's sections 5 and 6 with this limit (their most
+# fragmented messages, 6.2.3/6.2.4, come one byte a frame, a few dozen frames); the
+# 9.3/9.4 cases (4 MiB in 65,536 fragments of 64 B) run against the echo, limit off.
 MAX_FRAGMENTS: Final = 128
 # What is still read after our Close frame, beyond one message of the maximum size.
 _CLOSE_SLACK: Final = 64 * 1024
