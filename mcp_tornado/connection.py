@@ -66,6 +66,12 @@ class Handler(Protocol):
     def ping_received(self, data: bytes) -> None:
         """A ping; answer with :meth:`Connection.pong` (or not, if the client is over its limit)."""
 
+    def frames_received(self, count: int) -> None:
+        """``count`` frames that reached no other method (fragments, pongs), once per read.
+
+        For the rate limit: with messages and pings, every frame the client sends.
+        """
+
     def close_received(self) -> None:
         """The client closed (or broke the protocol): nothing more will be read.
 
@@ -85,6 +91,7 @@ class Endpoint(Protocol):
 
     writes: WriteScheduler
     max_message_size: int  # larger messages: close 1009
+    max_fragments: int | None  # messages of more frames: close 1009; None: no limit
     max_backlog: int  # bytes waiting for a client before its handler is told; 0: no limit
 
     def accept(
@@ -163,6 +170,9 @@ class Connection(asyncio.Protocol):
                 self.complete_upgrade()  # (a client that sent frames before its 101)
                 self._write()  # what earlier events queued, then the protocol's close frame
                 self._finish()
+        if ws.silent_frames:  # fragments and pongs: charged like the rest
+            count, ws.silent_frames = ws.silent_frames, 0
+            handler.frames_received(count)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -214,7 +224,8 @@ class Connection(asyncio.Protocol):
             return
         self._http = handshake.accept_response(request.key)
         self._handler = answer
-        self._ws = ServerProtocol(self._endpoint.max_message_size)
+        endpoint = self._endpoint
+        self._ws = ServerProtocol(endpoint.max_message_size, endpoint.max_fragments)
         answer.opened(request)
 
     @property

@@ -14,13 +14,20 @@ subprotocol and no extension is ever selected.  Stricter than Tornado, as RFC
 6455 4.2.1 asks: the key must be the base64 of 16 bytes, and a request that
 repeats ``Host``, ``Upgrade``, ``Sec-WebSocket-Key`` or
 ``Sec-WebSocket-Version`` is refused (other repeated headers are joined with a
-comma, as HTTP allows).
+comma, as HTTP allows).  Stricter than Tornado as well, since nothing here
+needs leniency: the version is exactly ``HTTP/1.1``; the head is printable
+ASCII (tabs allowed in values) with CRLF line ends: no NUL, no other control
+byte, no byte over 0x7F (RFC 9110 5.5: NUL, CR and LF in a value must be
+refused or replaced, other control bytes are invalid, bytes over 0x7F are
+obsolete, and no header we read needs one); and a head over :data:`MAX_HEAD`
+bytes gets 431 however it arrived.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from typing import Final, NamedTuple
 
 from tornado.escape import parse_qs_bytes
@@ -28,6 +35,8 @@ from tornado.escape import parse_qs_bytes
 SIGNAL_PATHS: Final = frozenset({"/ws/signal", "/ws/signal/"})
 MAX_HEAD: Final = 64 * 1024  # Tornado's default max_header_size
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# Anything but printable ASCII, tab, CR and LF (CR and LF must pair up: checked per line).
+_BAD_BYTE: Final = re.compile(rb"[^\t\r\n\x20-\x7e]")
 # Headers that carry one value: a second one is not a list but an ambiguity (which
 # key would the accept value answer?), so it is refused rather than joined.
 _SINGLE: Final = frozenset({"host", "upgrade", "sec-websocket-key", "sec-websocket-version"})
@@ -63,7 +72,11 @@ _REASONS: Final = {
 
 def parse_upgrade(head: bytes) -> Upgrade | Rejection:
     """Check a request head for the signaling endpoint; header names are case-insensitive."""
-    lines = head.decode("latin-1").split("\r\n")
+    if len(head) > MAX_HEAD:
+        return Rejection(431, "Request headers too large")
+    if _BAD_BYTE.search(head) is not None:
+        return Rejection(400, "Control or non-ASCII byte in the request head")
+    lines = head.decode("ascii").split("\r\n")
     request_line = lines[0].split(" ")
     if len(request_line) != 3 or not request_line[2].startswith("HTTP/1."):
         return Rejection(400, "Malformed request line")
@@ -71,14 +84,14 @@ def parse_upgrade(head: bytes) -> Upgrade | Rejection:
     path, _, query = target.partition("?")
     if path not in SIGNAL_PATHS:
         return Rejection(404, "Not found")
-    if method != "GET" or version == "HTTP/1.0":
+    if method != "GET" or version != "HTTP/1.1":
         return Rejection(400, "A WebSocket upgrade is a GET over HTTP/1.1")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         if not line:
             continue
         name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
+        if not colon or not name or name != name.strip() or "\r" in line or "\n" in line:
             return Rejection(400, "Malformed header line")
         name = name.lower()
         value = value.strip()

@@ -24,6 +24,7 @@ from mcp_tornado.admission import Gatekeeper, Refusal
 from mcp_tornado.connection import REFUSED_CLOSE_WAIT, Connection, WriteScheduler
 from mcp_tornado.origins import HostPolicy
 from mcp_tornado.ratelimit import CLOSE, DROP_AND_WARN, TokenBucket
+from mcp_tornado.websocket import MAX_FRAGMENTS
 
 if TYPE_CHECKING:
     from mcp_tornado.hub import Hub
@@ -52,7 +53,15 @@ _ROUTER_UNAVAILABLE = protocol.ROUTER_UNAVAILABLE_EVENT.encode()
 class SignalEndpoint:
     """The signaling endpoint of a worker: admits upgrades and makes a :class:`Peer` for each."""
 
-    __slots__ = ("gate", "hosts", "hub", "max_backlog", "max_message_size", "writes")
+    __slots__ = (
+        "gate",
+        "hosts",
+        "hub",
+        "max_backlog",
+        "max_fragments",
+        "max_message_size",
+        "writes",
+    )
 
     def __init__(
         self, hub: Hub, gate: Gatekeeper, max_message_size: int, hosts: HostPolicy | None = None
@@ -62,6 +71,7 @@ class SignalEndpoint:
         # None: the defaults of a server whose --host is a wildcard (IPs and localhost)
         self.hosts = hosts if hosts is not None else HostPolicy((), "", gate.limits.allowed_origins)
         self.max_message_size = max_message_size
+        self.max_fragments: int | None = MAX_FRAGMENTS
         self.max_backlog = gate.limits.max_pending_bytes
         self.writes = WriteScheduler()
 
@@ -155,6 +165,17 @@ class Peer:
         # Pings are frames too, and each costs a pong: rate-limit them first.
         if not self._count_frame():
             self.connection.pong(data)
+
+    def frames_received(self, count: int) -> None:
+        # Fragments and pongs cost parsing too: charged like messages (nothing to drop).
+        if self.bucket is None or self.peer_id is None:
+            return
+        verdict = self.bucket.take_many(time.monotonic(), count)
+        if verdict == DROP_AND_WARN:
+            self.send(_RATE_LIMITED_EVENT)
+        elif verdict == CLOSE:
+            self.send(_RATE_LIMITED_EVENT)
+            self.end(protocol.CloseCode.RATE_LIMITED)
 
     def close_received(self) -> None:
         self.end(None)  # our echo goes once the router has freed the slot

@@ -1,6 +1,7 @@
 """Per-connection rate limiting (``--rate-limit``, ``--rate-burst``): a token bucket, its verdicts.
 
-The worker asks its connection's bucket once per frame, before the one decode.
+The worker asks its connection's bucket once per frame, before the one decode: per
+message and per ping as each arrives, and for fragments and pongs once per read.
 """
 
 from __future__ import annotations
@@ -38,6 +39,22 @@ class TokenBucket:
         self.stamp = now
         self.tokens = tokens - 1.0
         if tokens >= 1.0:
+            return ALLOW
+        if self.tokens < 1.0 - self.burst:
+            return CLOSE
+        return DROP_AND_WARN if tokens >= 0.0 else DROP
+
+    def take_many(self, now: float, count: int) -> int:
+        """:meth:`take` for ``count`` frames at once (fragments and pongs, counted per read).
+
+        ``ALLOW`` if there were tokens for all of them; else the verdict of the last.
+        """
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        self.stamp = now
+        self.tokens = tokens - count
+        if self.tokens >= 0.0:
             return ALLOW
         if self.tokens < 1.0 - self.burst:
             return CLOSE

@@ -45,6 +45,9 @@ class EchoHandler:
     def ping_received(self, data: bytes) -> None:
         self.connection.pong(data)
 
+    def frames_received(self, count: int) -> None:
+        pass
+
     def close_received(self) -> None:
         self.connection.close()  # echo the client's code
 
@@ -62,6 +65,8 @@ class EchoEndpoint:
         self.writes = WriteScheduler()
         self.max_message_size = max_message_size
         self.max_backlog = 0
+        # Autobahn 9.3.x/9.4.x send 4 MiB in fragments of 64 bytes: 65,536 of them.
+        self.max_fragments: int | None = None
         self.open = 0
 
     def accept(self, connection: Connection, request: handshake.Upgrade) -> EchoHandler:

@@ -18,6 +18,7 @@ from tests.echo import EchoEndpoint, EchoHandler
 from tests.rawws import (
     BINARY,
     CLOSE,
+    CONTINUATION,
     PING,
     PONG,
     TEXT,
@@ -166,3 +167,64 @@ async def test_a_lost_connection_and_its_handler_are_freed_by_reference_counting
         assert handlers[0]() is None, "a reference cycle keeps the handler alive"
     finally:
         gc.enable()
+
+
+class _Counts(EchoHandler):
+    counts: list[int]
+
+    def frames_received(self, count: int) -> None:
+        self.counts.append(count)
+
+
+async def test_fragments_and_pongs_reach_the_handler_as_one_count_per_read() -> None:
+    endpoint = EchoEndpoint()
+    handlers: list[_Counts] = []
+
+    def accept(connection: Connection, request: object) -> _Counts:
+        handler = _Counts(connection)
+        handler.counts = []
+        handlers.append(handler)
+        return handler
+
+    endpoint.accept = accept  # type: ignore[method-assign]
+    connection, _ = opened(endpoint)
+    connection.data_received(encode_frame(TEXT, b"whole"))  # the hot path: nothing to count
+    assert handlers[0].counts == []
+    connection.data_received(
+        encode_frame(TEXT, b"a", fin=False)
+        + encode_frame(PONG, b"")
+        + encode_frame(CONTINUATION, b"b", fin=False)
+        + encode_frame(CONTINUATION, b"c")
+    )
+    assert handlers[0].counts == [3]  # two fragments before the last, one pong
+    connection.data_received(encode_frame(PONG, b"") * 2)
+    assert handlers[0].counts == [3, 2]
+
+
+async def test_a_client_that_floods_instead_of_answering_our_close_is_cut_off() -> None:
+    connection, transport = opened(EchoEndpoint(max_message_size=1000))
+    connection.close(4429, "rate limited")
+    assert not transport.closed  # waiting for the client's answer
+    pongs = encode_frame(PONG, b"x" * 100) * 100
+    reads = 0
+    while not transport.closed and reads < 1000:
+        connection.data_received(pongs)
+        reads += 1
+    assert transport.closed  # closed once past the budget, not parsed until the deadline
+    assert reads * len(pongs) <= 1000 + 64 * 1024 + len(pongs)
+    assert [f.opcode for f in transport.frames()] == [CLOSE]  # no second close frame
+
+
+@pytest.mark.parametrize("pieces", [1, 3])
+async def test_a_head_over_the_cap_gets_431_in_one_read_or_in_pieces(pieces: int) -> None:
+    # 70-100 KB heads in one read were parsed (the cap held only for heads in pieces).
+    request = upgrade_request(8000, "/ws/signal/", {"X-Pad": "p" * 90_000})
+    connection = Connection(EchoEndpoint(), None)
+    transport = StubTransport()
+    connection.connection_made(transport)
+    step = -(-len(request) // pieces)
+    for at in range(0, len(request), step):
+        if not transport.closed:
+            connection.data_received(request[at : at + step])
+    assert transport.head().startswith(b"HTTP/1.1 431 ")
+    assert transport.closed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mcp_tornado.handshake import (
+    MAX_HEAD,
     Rejection,
     Upgrade,
     accept_response,
@@ -164,3 +165,71 @@ def test_other_repeated_headers_are_joined() -> None:
     assert isinstance(request, Upgrade)
     request = parse_upgrade(with_line(head(Origin="https://a.example"), "Origin: https://b"))
     assert isinstance(request, Upgrade) and request.origin == "https://a.example,https://b"
+
+
+# --- issue 12, item 6: lenient parsing that got nothing through, refused all the same
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "GET /ws/signal/ HTTP/1.9x",
+        "GET /ws/signal/ HTTP/1.2",
+        "GET /ws/signal/ HTTP/1.",
+        "GET /ws/signal/ HTTP/1.10",
+        "GET /ws/signal/ HTTP/1.1x",
+        "GET /ws/signal/ http/1.1",
+    ],
+)
+def test_the_version_is_exactly_http_1_1(line: str) -> None:
+    rejection = parse_upgrade(head(line=line))
+    assert isinstance(rejection, Rejection) and rejection.status == 400
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        head(Origin="https://a.example\x00"),
+        head(Host="127.0.0.1\x00:8000"),
+        head(X_Anything="nul \x00 inside"),
+        head(Origin="https://caf\xe9.example"),  # non-ASCII (latin-1 on the wire)
+        head().replace(b"Host: 127", "Host: \u00e9\u00e9127".encode()),  # UTF-8
+        head(X_Bell="\x07"),
+        head(X_Del="\x7f"),
+        head(X_Escape="\x1b[2J"),
+        head("/ws/signal/?room=\xe9"),
+        head("/ws/signal/?room=a\x00"),
+        head().replace(b"Upgrade: websocket", b"Upgrade: websocket\rX: y"),  # a bare CR
+        head().replace(b"Upgrade: websocket", b"Upgrade: websocket\nX: y"),  # a bare LF
+    ],
+)
+def test_control_and_non_ascii_bytes_are_refused(raw: bytes) -> None:
+    rejection = parse_upgrade(raw)
+    assert isinstance(rejection, Rejection) and rejection.status == 400, rejection
+
+
+def test_a_tab_in_a_value_is_fine() -> None:
+    assert isinstance(parse_upgrade(head(Connection="keep-alive,\tUpgrade")), Upgrade)
+
+
+def test_a_60_kb_key_is_refused() -> None:
+    rejection = parse_upgrade(head(Sec_WebSocket_Key="QUFB" * 15_000))
+    assert isinstance(rejection, Rejection) and rejection.status == 400
+    assert "16 bytes" in rejection.message
+
+
+def test_the_head_cap_is_exact() -> None:
+    base = head()
+    fits = with_line(base, "X-Pad: " + "p" * (MAX_HEAD - len(base) - len("X-Pad: \r\n")))
+    assert len(fits) == MAX_HEAD and isinstance(parse_upgrade(fits), Upgrade)
+    over = with_line(base, "X-Pad: " + "p" * (MAX_HEAD - len(base) - len("X-Pad: \r\n") + 1))
+    rejection = parse_upgrade(over)
+    assert isinstance(rejection, Rejection) and rejection.status == 431
+
+
+@pytest.mark.parametrize("size", [70_000, 100_000])
+def test_a_head_over_the_cap_is_refused_whatever_its_shape(size: int) -> None:
+    many = with_line(head(), "\r\n".join(f"X-{i}: {'v' * 90}" for i in range(size // 96)))
+    assert len(many) > MAX_HEAD
+    rejection = parse_upgrade(many)
+    assert isinstance(rejection, Rejection) and rejection.status == 431

@@ -11,6 +11,9 @@ garbage.  The properties, checked after every example:
   connection without a close frame, as Tornado does;
 * a clean pair in another room keeps relaying, both ways, byte for byte, and
   receives nothing else;
+* a message in any number of fragments (empty ones, pings and pongs between)
+  is relayed up to the fragment cap and closed with 1009 beyond it; floods of
+  empty continuations, pongs or pings end with 1009 or 4429 (issue 12, item 2);
 * no process dies.
 
 The cluster runs with a high rate limit so that the clean pair's checks (one
@@ -34,7 +37,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mcp_tornado import protocol
-from tests.rawws import BINARY, TEXT, Closed, RawWebSocket, encode_frame
+from mcp_tornado.websocket import MAX_FRAGMENTS
+from tests.rawws import (
+    BINARY,
+    CONTINUATION,
+    PING,
+    PONG,
+    TEXT,
+    Closed,
+    RawWebSocket,
+    encode_frame,
+)
 from tests.support import Cluster
 
 settings.register_profile(
@@ -317,6 +330,76 @@ def test_framing_garbage_never_hurts_the_server(
         pass
     finally:
         ws.sock.close()
+    pair.check()
+
+
+@settings(FUZZ, max_examples=60)
+@given(
+    count=st.sampled_from([1, 2, MAX_FRAGMENTS, MAX_FRAGMENTS + 1])
+    | st.integers(1, MAX_FRAGMENTS + 40),
+    controls=st.lists(st.sampled_from([PING, PONG]), max_size=20),
+    data=st.data(),
+)
+def test_fragmented_messages_are_taken_up_to_the_fragment_cap(
+    cluster: Cluster, pair: Pair, count: int, controls: list[int], data: st.DataObject
+) -> None:
+    """A valid message in ``count`` fragments (empty ones too), pings and pongs between."""
+    EXAMPLES["fragments"] += 1
+    message = b'{"type":"candidate","candidate":"' + b"c" * 40 + b'"}'
+    cuts = data.draw(st.lists(st.integers(0, 40), min_size=count - 1, max_size=count - 1))
+    pieces, rest = [], message
+    for cut in cuts:  # each cut takes 0-40 bytes: empty continuations are common
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    pieces.append(rest)
+    frames = [
+        encode_frame(TEXT if i == 0 else CONTINUATION, piece, fin=i == len(pieces) - 1)
+        for i, piece in enumerate(pieces)
+    ]
+    for opcode in controls:  # between fragments, never before the first
+        at = data.draw(st.integers(1, len(frames)))
+        frames.insert(at, encode_frame(opcode, b"c"))
+    with RawWebSocket.connect(cluster.ports[0], f"?room={fresh_room()}") as ws:
+        assert ws.recv_json()["type"] == "joined"
+        ws.send_raw(b"".join(frames))
+        if len(pieces) <= MAX_FRAGMENTS:
+            assert ws.recv_json()["code"] == "no_peer"  # reassembled, checked, relayed
+            ANSWERS["fragments:no_peer"] += 1
+        else:
+            assert ws.wait_closed() == protocol.CloseCode.MESSAGE_TOO_BIG
+            ANSWERS["fragments:close:1009"] += 1
+    pair.check()
+
+
+@pytest.mark.parametrize("flood", ["empty continuations", "pongs", "pings"])
+def test_frame_floods_are_cut_off(cluster: Cluster, pair: Pair, flood: str) -> None:
+    """The floods of issue 12 (item 2): ended by the fragment cap or the rate limit."""
+    EXAMPLES["floods"] += 1
+    ws = RawWebSocket.connect(cluster.ports[1], f"?room={fresh_room()}")
+    assert ws.recv_json()["type"] == "joined"
+    if flood == "empty continuations":
+        ws.send_raw(encode_frame(TEXT, b"{", fin=False))
+        unit, expected = encode_frame(CONTINUATION, b"", fin=False), {1009}
+    else:  # 1000/s with a burst of 1000 in this cluster
+        unit, expected = encode_frame(PONG if flood == "pongs" else PING, b"f"), {4429}
+    chunk = unit * 5000
+    try:
+        for _ in range(20):  # 100,000 frames; before the fix, all were parsed
+            ws.send_raw(chunk)
+    except OSError:
+        pass  # reset by the server, which stopped reading
+    codes = []
+    try:
+        while True:
+            frame = ws.recv_frame_raw(timeout=5)
+            if frame.opcode == TEXT:
+                assert frame.json()["code"] == "rate_limited"
+            elif frame.opcode == 0x8:
+                codes.append(frame.close_code)
+    except (Closed, OSError, TimeoutError):
+        pass
+    ws.sock.close()
+    assert set(codes) == expected, codes
     pair.check()
 
 

@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 
 from mcp_tornado import protocol
-from tests.rawws import PING, TEXT, RawWebSocket, encode_frame
+from tests.rawws import (
+    CONTINUATION,
+    PING,
+    PONG,
+    TEXT,
+    RawWebSocket,
+    encode_frame,
+    upgrade_request,
+)
 from tests.support import Cluster, running_cluster, wait_until
 
 BURST = 5
@@ -84,6 +92,54 @@ def test_pings_count_against_the_rate_limit(slow_rate: Cluster) -> None:
         assert ws.recv_json()["code"] == "rate_limited"
         ws.send_raw(encode_frame(PING, b"p"))
         assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
+
+
+def test_pongs_count_against_the_rate_limit(slow_rate: Cluster) -> None:
+    # Unsolicited pongs: 466 MB of them in 5 s went unpunished (issue 12, item 2).
+    with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
+        joined(ws)
+        for _ in range(2 * BURST - 1):
+            ws.send_raw(encode_frame(PONG, b"p"))
+        assert ws.recv_json()["code"] == "rate_limited"
+        ws.send_raw(encode_frame(PONG, b"p"))
+        assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
+
+
+def test_every_fragment_counts_against_the_rate_limit(slow_rate: Cluster) -> None:
+    # 8.46 M empty continuation frames in 5 s went unpunished (issue 12, item 2).
+    with RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}") as ws:
+        joined(ws)
+        # A message in BURST frames: exactly the allowance, relayed.
+        ws.send_raw(encode_frame(TEXT, b'{"type":"leave"', fin=False))
+        for _ in range(BURST - 2):
+            ws.send_raw(encode_frame(CONTINUATION, b" ", fin=False))
+        ws.send_raw(encode_frame(CONTINUATION, b"}"))
+        assert ws.recv_json()["code"] == "no_peer"
+        # Then fragments of a message never finished: warned, then closed.
+        ws.send_raw(encode_frame(TEXT, b"{", fin=False))
+        assert ws.recv_json()["code"] == "rate_limited"
+        for _ in range(BURST - 1):
+            ws.send_raw(encode_frame(CONTINUATION, b"", fin=False))
+        assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
+
+
+def test_after_our_close_a_flood_is_not_read_until_the_deadline(slow_rate: Cluster) -> None:
+    """Closed (4429), the client floods instead of answering: cut off past a small budget."""
+    ws = RawWebSocket.connect(slow_rate.ports[0], f"?room={room()}")
+    joined(ws)
+    for _ in range(2 * BURST):
+        ws.send_raw(encode_frame(PING, b"p"))
+    assert ws.wait_closed() == protocol.CloseCode.RATE_LIMITED
+    chunk = encode_frame(PONG, b"x" * 100) * 600  # 64 KB
+    ws.sock.settimeout(5)
+    sent = 0
+    # Reset by the server once past its budget (the rest fills socket buffers, a few MB on
+    # loopback).  Before the fix, the worker read all 16 MiB (in well under its 5 s wait).
+    with pytest.raises(OSError):
+        while sent < 16 * 2**20:
+            ws.sock.sendall(chunk)
+            sent += len(chunk)
+    ws.sock.close()
 
 
 def test_rate_limited_client_frees_its_room_slot(slow_rate: Cluster) -> None:
@@ -229,3 +285,50 @@ def test_half_sent_requests_and_big_bodies_are_cut_off(tmp_path: Path) -> None:
             time.sleep(0.5)
             idle_ws.send_json({"type": "leave"})
             assert idle_ws.recv_json()["code"] == "no_peer"
+
+
+def _handshake_status(port: int, request: bytes) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        reply = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n" not in reply and (chunk := sock.recv(4096)):
+                reply += chunk
+    return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1 ") else 0
+
+
+def _request(port: int, line: str = "GET /ws/signal/ HTTP/1.1", **extra: str) -> bytes:
+    head = upgrade_request(port, "/ws/signal/", {k.replace("_", "-"): v for k, v in extra.items()})
+    return line.encode() + head[head.index(b"\r\n") :]
+
+
+@pytest.mark.parametrize(
+    ("make", "status"),
+    [
+        (lambda port: _request(port, "GET /ws/signal/ HTTP/1.9x"), 400),
+        (lambda port: _request(port, X_Nul="a\x00b"), 400),
+        (lambda port: _request(port, Origin="http://caf\xe9.example"), 400),  # latin-1 \xe9
+        (lambda port: _request(port, X_Pad="p" * 70_000), 431),  # in one read (one sendall)
+        (lambda port: _request(port, X_Pad="p" * 100_000), 431),
+    ],
+    ids=["HTTP/1.9x", "NUL in a value", "non-ASCII in a value", "70 KB head", "100 KB head"],
+)
+def test_lenient_handshakes_are_refused(
+    slow_rate: Cluster, make: Callable[[int], bytes], status: int
+) -> None:
+    port = slow_rate.ports[0]
+    assert _handshake_status(port, make(port)) == status
+    # Refused before the upgrade: nothing was taken from the worker.
+    with RawWebSocket.connect(port, f"?room={room()}") as ws:
+        joined(ws)
+
+
+def test_a_60_kb_or_repeated_key_is_refused(slow_rate: Cluster) -> None:
+    port = slow_rate.ports[0]
+    request = upgrade_request(port, "/ws/signal/")
+    huge = request.replace(b"Sec-WebSocket-Key: ", b"Sec-WebSocket-Key: " + b"QUFB" * 15_000)
+    assert _handshake_status(port, huge) == 400
+    twice = request[:-2] + b"Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n"
+    assert _handshake_status(port, twice) == 400
+    host = request[:-2] + b"Host: evil.example\r\n\r\n"
+    assert _handshake_status(port, host) == 400

@@ -19,7 +19,16 @@ from mcp_tornado.hub import Hub
 from mcp_tornado.peer import Peer, SignalEndpoint
 from mcp_tornado.router_link import RouterLink
 from mcp_tornado.settings import LimitSettings
-from tests.rawws import BINARY, CLOSE, PING, PONG, TEXT, encode_frame, upgrade_request
+from tests.rawws import (
+    BINARY,
+    CLOSE,
+    CONTINUATION,
+    PING,
+    PONG,
+    TEXT,
+    encode_frame,
+    upgrade_request,
+)
 from tests.stubs import StubLink, StubTransport
 
 pytestmark = pytest.mark.gen_test
@@ -170,6 +179,27 @@ async def test_pings_count_against_the_rate_limit_before_they_are_answered() -> 
     frames = transport.frames()
     assert [f.opcode for f in frames] == [PONG, PONG, TEXT]  # the third: rate_limited, no pong
     assert json.loads(frames[2].payload)["code"] == "rate_limited"
+
+
+async def test_fragments_and_pongs_count_against_the_rate_limit() -> None:
+    hub, link, endpoint = worker(LimitSettings(rate=1, burst=3))
+    connection, transport = connect(endpoint)
+    peer_id = joined(hub)
+    transport.forget_frames()
+    message = (
+        encode_frame(TEXT, b'{"type":"leave"', fin=False)
+        + encode_frame(PONG, b"")
+        + encode_frame(CONTINUATION, b"}")
+    )
+    connection.data_received(message)  # 3 frames: exactly the burst; relayed
+    assert link.relayed == [(peer_id, b'{"type":"leave"}')]
+    connection.data_received(encode_frame(PONG, b""))  # one more: warned
+    connection.write_queued()
+    assert [json.loads(f.payload)["code"] for f in transport.frames()] == ["rate_limited"]
+    connection.data_received(encode_frame(PONG, b"") * 2)  # burst frames over: closed
+    assert link.left == [peer_id]  # leaving; the 4429 follows the router's answer
+    hub.left(peer_id)
+    assert transport.frames()[-1].close_code == protocol.CloseCode.RATE_LIMITED
 
 
 async def test_a_clients_close_is_echoed_only_once_the_router_has_freed_its_slot() -> None:

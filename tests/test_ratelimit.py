@@ -44,3 +44,25 @@ def test_a_client_just_over_the_rate_is_warned_then_closed_eventually() -> None:
     first_drop = verdicts.index(ratelimit.DROP_AND_WARN)
     assert all(v == ratelimit.ALLOW for v in verdicts[:first_drop])
     assert ratelimit.CLOSE in verdicts[first_drop:]
+
+
+def test_take_many_charges_a_whole_read_of_frames() -> None:
+    bucket = TokenBucket(rate=10, burst=5, now=0.0)
+    assert bucket.take_many(0.0, 5) == ratelimit.ALLOW  # exactly the burst
+    assert bucket.take(0.0) == ratelimit.DROP_AND_WARN
+    bucket = TokenBucket(rate=10, burst=5, now=0.0)
+    assert bucket.take_many(0.0, 6) == ratelimit.DROP_AND_WARN  # one over: warned once
+    assert bucket.take_many(0.0, 3) == ratelimit.DROP  # 4 over: still under the close
+    assert bucket.take_many(0.0, 1) == ratelimit.CLOSE  # 5 = burst frames over: closed
+    bucket = TokenBucket(rate=10, burst=5, now=0.0)
+    assert bucket.take_many(0.0, 10_000) == ratelimit.CLOSE  # a flood in one read
+    bucket = TokenBucket(rate=10, burst=5, now=0.0)
+    assert bucket.take_many(0.0, 5) == ratelimit.ALLOW
+    assert bucket.take_many(0.3, 3) == ratelimit.ALLOW  # refilled at its rate
+
+
+def test_take_many_of_one_is_take() -> None:
+    one, many = TokenBucket(rate=3, burst=4, now=0.0), TokenBucket(rate=3, burst=4, now=0.0)
+    for i in range(40):
+        now = i * 0.05
+        assert one.take(now) == many.take_many(now, 1)

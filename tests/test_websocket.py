@@ -189,8 +189,9 @@ def test_an_idle_protocol_holds_no_queue_and_no_message_in_progress(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Idle memory per peer is a tracked figure: between reads, with nothing queued,
-    # a ServerProtocol is its slots alone (104 bytes on CPython 3.11), no list, no
-    # message object, no instance dict.
+    # a ServerProtocol is its slots alone (128 bytes on CPython 3.11 and 3.12: 104
+    # before the fragment cap, the close budget and the silent-frame count), no list,
+    # no message object, no instance dict.
     made: list[int] = []
     message_class = websocket._Message
 
@@ -200,7 +201,7 @@ def test_an_idle_protocol_holds_no_queue_and_no_message_in_progress(
 
     monkeypatch.setattr(websocket, "_Message", message)
     p = ServerProtocol()
-    assert not hasattr(p, "__dict__") and len(ServerProtocol.__slots__) <= 9
+    assert not hasattr(p, "__dict__") and len(ServerProtocol.__slots__) <= 12
     assert (p._out, p._message) == (None, None)
     # Whole frames, one per read (the shortcut) and several per read (the parser).
     assert feed(p, encode_frame(TEXT, b"one")) == [TextMessage(b"one")]
@@ -546,3 +547,110 @@ def test_the_fallback_is_used_when_the_speedups_are_missing(
     assert module._mask is module._mask_python
     p = module.ServerProtocol()
     assert list(p.receive_data(encode_frame(TEXT, b"hello"))) == [module.TextMessage(b"hello")]
+
+
+# --- every frame costs: fragments capped and counted, pongs counted, input after our close
+
+
+def fragmented(count: int, opcode: int = TEXT, piece: bytes = b"x") -> bytes:
+    """One message in ``count`` frames."""
+    frames = [encode_frame(opcode, piece, fin=count == 1)]
+    frames += [encode_frame(CONTINUATION, piece, fin=i == count - 1) for i in range(1, count)]
+    return b"".join(frames)
+
+
+def test_a_message_of_max_fragments_frames_is_taken() -> None:
+    p = ServerProtocol()
+    assert p.max_fragments == websocket.MAX_FRAGMENTS == 128
+    assert feed(p, fragmented(128)) == [TextMessage(b"x" * 128)]
+    assert drip(p, fragmented(128, BINARY)) == [BinaryMessage(b"x" * 128)]  # byte by byte
+
+
+def test_one_fragment_more_fails_with_1009_from_its_header() -> None:
+    p = ServerProtocol()
+    events = feed(p, fragmented(129)[:-5])  # the 129th frame's 2-byte header, no more
+    assert events == [ConnectionFailed(1009, "too many fragments")]
+    assert close_sent(p)[:2] == b"\x03\xf1" and state(p) is State.CLOSED
+
+
+def test_empty_continuations_are_capped_too() -> None:
+    # The reported flood: one fragment, then empty continuation frames without end.
+    p = ServerProtocol()
+    flood = encode_frame(TEXT, b"{", fin=False) + encode_frame(CONTINUATION, b"", fin=False) * 1000
+    assert feed(p, flood) == [ConnectionFailed(1009, "too many fragments")]
+
+
+def test_interleaved_control_frames_are_not_fragments() -> None:
+    p = ServerProtocol(max_fragments=2)
+    data = (
+        encode_frame(TEXT, b"a", fin=False)
+        + encode_frame(PING, b"p")
+        + encode_frame(PONG, b"q")
+        + encode_frame(CONTINUATION, b"b")
+    )
+    assert feed(p, data) == [Ping(b"p"), Pong(b"q"), TextMessage(b"ab")]
+
+
+def test_no_fragment_limit_when_none() -> None:
+    # Autobahn 9.3.1: 4 MiB in fragments of 64 bytes.
+    p = ServerProtocol(max_message_size=4 * 2**20, max_fragments=None)
+    assert feed(p, fragmented(65536, piece=b"y" * 64)) == [TextMessage(b"y" * 2**22)]
+
+
+def test_silent_frames_count_what_no_event_stands_for() -> None:
+    p = ServerProtocol()
+    assert p.silent_frames == 0
+    assert feed(p, encode_frame(TEXT, b"whole")) == [TextMessage(b"whole")]  # the shortcut
+    assert feed(p, encode_frame(TEXT, b"a") + encode_frame(PING, b"")) == [
+        TextMessage(b"a"),
+        Ping(b""),
+    ]
+    assert p.silent_frames == 0  # messages and pings are events of their own
+    feed(p, fragmented(5))  # 4 fragments before the last
+    assert p.silent_frames == 4
+    feed(p, encode_frame(PONG, b"") * 3)
+    assert p.silent_frames == 7
+    p.silent_frames = 0  # the I/O layer takes the count
+    drip(p, encode_frame(BINARY, b"z" * 300))  # one frame in pieces: one event
+    assert p.silent_frames == 0
+
+
+def test_after_our_close_the_clients_answer_is_still_read() -> None:
+    p = ServerProtocol(max_message_size=1000)
+    p.send_close(1001)
+    p.data_to_send()
+    # A whole message of the maximum size already on its way, then the client's Close.
+    late = encode_frame(TEXT, b"m" * 1000) + encode_frame(PONG, b"") * 100
+    assert feed(p, late)[0] == TextMessage(b"m" * 1000)
+    assert feed(p, encode_frame(CLOSE, b"\x03\xe9")) == [CloseReceived(1001, "")]
+    assert state(p) is State.CLOSED
+
+
+def test_after_our_close_a_client_that_keeps_sending_fails_with_1008() -> None:
+    p = ServerProtocol(max_message_size=1000)
+    p.send_close(4429)
+    p.data_to_send()
+    budget = 1000 + 64 * 1024
+    pongs = encode_frame(PONG, b"x" * 119)  # 125 bytes a frame
+    events: list[Event] = []
+    sent = 0
+    while not events or not isinstance(events[-1], ConnectionFailed):
+        events += feed(p, pongs * 8)
+        sent += 1000
+        assert sent <= budget + 1000
+    assert sent > budget  # everything up to the budget was read
+    assert events[-1] == ConnectionFailed(1008, "no close frame after ours")
+    assert p.data_to_send() == b"" and state(p) is State.CLOSED  # no second close frame
+    assert feed(p, encode_frame(CLOSE, b"")) == []  # and nothing more is read
+
+
+def test_after_our_close_the_shortcut_is_not_taken() -> None:
+    # A whole text frame per read counts against the budget like everything else.
+    p = ServerProtocol(max_message_size=10)
+    p.send_close(1000)
+    frame = encode_frame(TEXT, b"0123456789")
+    reads = 0
+    while reads < 10_000 and state(p) is State.CLOSING:
+        feed(p, frame)
+        reads += 1
+    assert state(p) is State.CLOSED and reads * len(frame) > 10 + 64 * 1024
