@@ -265,12 +265,6 @@ class Connection(asyncio.Protocol):
         if release is not None:
             release()
 
-    @property
-    def open(self) -> bool:
-        """Whether frames can still be sent (no close frame sent, connection not lost)."""
-        ws = self._ws
-        return ws is not None and ws.state is State.OPEN and self.transport is not None
-
     def send_text(self, data: bytes) -> None:
         """Queue a text frame holding ``data`` (UTF-8 already) for the end of this loop turn."""
         ws = self._ws
@@ -287,18 +281,24 @@ class Connection(asyncio.Protocol):
 
     def send_binary(self, data: bytes) -> None:
         """Queue a binary frame (the signaling protocol never sends one; the test echo does)."""
-        ws = self._ws
+        ws = self._marked()
         if ws is not None:
-            if not ws.pending_bytes:
-                self._endpoint.writes.mark(self)
             ws.send_binary(data)
 
     def pong(self, data: bytes) -> None:
-        ws = self._ws
+        ws = self._marked()
         if ws is not None:
-            if not ws.pending_bytes:
-                self._endpoint.writes.mark(self)
             ws.send_pong(data)
+
+    def _marked(self) -> ServerProtocol | None:
+        """The core to queue a frame on, this connection marked for the turn's write.
+
+        (send_text does the same inline: it is the relay's hot path.)
+        """
+        ws = self._ws
+        if ws is not None and not ws.pending_bytes:
+            self._endpoint.writes.mark(self)
+        return ws
 
     def ping(self) -> None:
         """Ping the client now (its pong updates :attr:`last_pong`)."""

@@ -37,12 +37,12 @@ _CROSS_ORIGIN = handshake.Rejection(403, "Cross origin websockets not allowed")
 _UNKNOWN_HOST = handshake.Rejection(
     421, "Host not allowed: reach this server by a name in --allowed-host"
 )
-_RATE_LIMITED_EVENT = protocol.encode_event(
+_RATE_LIMITED_EVENT = protocol.event_frame(
     protocol.Error(protocol.ErrorCode.RATE_LIMITED, "Too many messages; slow down")
-).encode()
-_BINARY_EVENT = protocol.encode_event(
+)
+_BINARY_EVENT = protocol.event_frame(
     protocol.Error(protocol.ErrorCode.INVALID_MESSAGE, "Binary frames must hold UTF-8 JSON")
-).encode()
+)
 _ROOM_FULL = protocol.ROOM_FULL_EVENT.encode()
 _NO_PEER = protocol.NO_PEER_EVENT.encode()
 _PEER_GONE = protocol.PEER_GONE_EVENT.encode()
@@ -151,7 +151,7 @@ class Peer:
             return
         error = protocol.check_client_frame(data)
         if error is not None:
-            self.send(protocol.encode_event(error).encode())
+            self.send(protocol.event_frame(error))
         elif self.partner is None:
             self._route(data)
         elif self._held is None:  # the fence is behind us
@@ -264,20 +264,20 @@ class Peer:
     def joined(self, room: str, peers: int, initiator: bool, local_partner: Peer | None) -> None:
         self.paired = initiator
         self.connection.complete_upgrade()  # the socket opens now that it is in the room
-        self.send(protocol.encode_event(protocol.Joined(room, peers, initiator)).encode())
+        self.send(protocol.event_frame(protocol.Joined(room, peers, initiator)))
         if local_partner is not None:
             self.pair_locally(local_partner)
 
     def peer_joined(self, room: str, peers: int, local_partner: Peer | None) -> None:
         self.paired = True
-        self.send(protocol.encode_event(protocol.PeerJoined(room, peers)).encode())
+        self.send(protocol.event_frame(protocol.PeerJoined(room, peers)))
         if local_partner is not None:
             self.pair_locally(local_partner)
 
     def peer_left(self, room: str, peers: int) -> None:
         self.paired = False
         self.send(_PEER_GONE)
-        self.send(protocol.encode_event(protocol.PeerLeft(room, peers)).encode())
+        self.send(protocol.event_frame(protocol.PeerLeft(room, peers)))
 
     def no_peer(self) -> None:
         self.send(_NO_PEER)

@@ -101,9 +101,14 @@ Event: TypeAlias = Joined | PeerJoined | PeerLeft | PeerGone | Info | Error
 _event_encoder = msgspec.json.Encoder()
 
 
+def event_frame(event: Event) -> bytes:
+    """Encode a server event as the payload of one text frame (UTF-8 JSON)."""
+    return _event_encoder.encode(event)
+
+
 def encode_event(event: Event) -> str:
     """Encode a server event as the text of one WebSocket frame."""
-    return _event_encoder.encode(event).decode()
+    return event_frame(event).decode()
 
 
 # --- what clients send -----------------------------------------------------------

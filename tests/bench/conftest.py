@@ -74,6 +74,14 @@ def reference_relay(tmp_path: Path) -> Iterator[SpawnedServer]:
     )
 
 
+def _mcp(tmp_path: Path, name: str, options: str) -> Iterator[SpawnedServer]:
+    """A real ``mcp-tornado serve OPTIONS`` on a free port (skipped if not installed)."""
+    command = resolve_command(f"mcp-tornado serve --host 127.0.0.1 --port {{port}} {options}")
+    if command is None:
+        pytest.skip("mcp-tornado is not installed")
+    yield from _serve(command, tmp_path, name)
+
+
 @pytest.fixture
 def mcp_server(tmp_path: Path) -> Iterator[SpawnedServer]:
     """A real ``mcp-tornado serve --workers 2`` on a free port, without the rate limit.
@@ -81,35 +89,19 @@ def mcp_server(tmp_path: Path) -> Iterator[SpawnedServer]:
     Like ``compare``: at 50 msg/s per connection (the default) the relay tests
     would measure the limiter, which drops what the bench sends over it.
     """
-    command = resolve_command(
-        "mcp-tornado serve --workers 2 --host 127.0.0.1 --port {port} --rate-limit 0"
-    )
-    if command is None:
-        pytest.skip("mcp-tornado is not installed")
-    yield from _serve(command, tmp_path, "mcp")
+    yield from _mcp(tmp_path, "mcp", "--workers 2 --rate-limit 0")
 
 
 @pytest.fixture
 def mcp_server_1w(tmp_path: Path) -> Iterator[SpawnedServer]:
     """``mcp-tornado serve --workers 1`` (every call on one worker), no rate limit."""
-    command = resolve_command(
-        "mcp-tornado serve --workers 1 --host 127.0.0.1 --port {port} --rate-limit 0"
-    )
-    if command is None:
-        pytest.skip("mcp-tornado is not installed")
-    yield from _serve(command, tmp_path, "mcp1")
+    yield from _mcp(tmp_path, "mcp1", "--workers 1 --rate-limit 0")
 
 
 @pytest.fixture
 def mcp_rate_limited(tmp_path: Path) -> Iterator[SpawnedServer]:
     """``mcp-tornado serve --workers 1`` with its per-connection rate limit on (low)."""
-    command = resolve_command(
-        "mcp-tornado serve --workers 1 --host 127.0.0.1 --port {port} "
-        "--rate-limit 20 --rate-burst 20"
-    )
-    if command is None:
-        pytest.skip("mcp-tornado is not installed")
-    yield from _serve(command, tmp_path, "mcp-limited")
+    yield from _mcp(tmp_path, "mcp-limited", "--workers 1 --rate-limit 20 --rate-burst 20")
 
 
 @pytest.fixture
