@@ -34,9 +34,9 @@ def _free_port() -> int:
         return port
 
 
-def _healthy(port: int) -> bool:
+def _ready(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
             return bool(r.status == 200)
     except OSError:
         return False
@@ -89,8 +89,8 @@ def _router(serve: subprocess.Popen[bytes]) -> psutil.Process:
     return _children(serve, "router")[0]
 
 
-async def _wait_healthy(port: int, workers: int, serve: subprocess.Popen[bytes]) -> None:
-    while not (_healthy(port) and len(_workers(serve)) == workers):
+async def _wait_ready(port: int, workers: int, serve: subprocess.Popen[bytes]) -> None:
+    while not (_ready(port) and len(_workers(serve)) == workers):
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)  # let every worker register, not just the one that answered
 
@@ -98,14 +98,14 @@ async def _wait_healthy(port: int, workers: int, serve: subprocess.Popen[bytes])
 async def measure(workers: int, rounds: int) -> dict[str, list[float]]:
     port = _free_port()
     serve = subprocess.Popen(
-        [sys.executable, "-m", "mcp_tornado", "--log-level", "WARNING", "serve",
+        [sys.executable, "-m", "mcp_tornado", "serve", "--log-level", "WARNING",
          "--workers", str(workers), "--port", str(port)],
         start_new_session=True,
     )  # fmt: skip
     results: dict[str, list[float]] = {"worker_death_to_leave_s": [], "router_death_to_relay_s": []}
     try:
         url = f"ws://127.0.0.1:{port}/ws/signal/?room="
-        await _wait_healthy(port, workers, serve)
+        await _wait_ready(port, workers, serve)
         for _ in range(rounds):
             # Worker death: find a pair split across two workers, kill one side's worker.
             while True:
@@ -120,7 +120,7 @@ async def measure(workers: int, rounds: int) -> dict[str, list[float]]:
             await _recv_type(a, "leave")
             results["worker_death_to_leave_s"].append(time.monotonic() - started)
             a.close()
-            await _wait_healthy(port, workers, serve)
+            await _wait_ready(port, workers, serve)
 
             # Router death: a split pair keeps its sockets; time until relaying resumes.
             while True:
@@ -145,7 +145,7 @@ async def measure(workers: int, rounds: int) -> dict[str, list[float]]:
             # (doubling while a child dies within 10 s of starting) is what we'd measure.
             while time.time() - _router(serve).create_time() < 10.5:
                 await asyncio.sleep(0.2)
-            await _wait_healthy(port, workers, serve)
+            await _wait_ready(port, workers, serve)
     finally:
         os.killpg(serve.pid, signal.SIGTERM)
         serve.wait(20)

@@ -1,4 +1,10 @@
-"""The workers' access log: Tornado's format, without query strings (room tokens travel there)."""
+"""The workers' access log: Tornado's format, without query strings (room tokens travel there).
+
+Each line is the event ``access`` with the fields ``status``, ``method``,
+``path`` and ``client`` (the client's address); requests that succeed are
+logged at INFO, refusals and errors at WARNING (the level Tornado's access log
+runs at, see :func:`mcp_tornado.logs.configure`).
+"""
 
 from __future__ import annotations
 
@@ -18,4 +24,11 @@ def log_access(status: int, method: str, remote_ip: str, path: str = "/ws/signal
     """One access log line (logger ``tornado.access``), in Tornado's format, no query string."""
     level = logging.INFO if status < 400 else logging.WARNING
     if access_log.isEnabledFor(level):  # every handshake passes here: skip the formatting
-        access_log.log(level, "%d %s %s (%s)", status, method, path, remote_ip)
+        fields = {
+            "event": "access",
+            "status": status,
+            "method": method,
+            "path": path,
+            "client": remote_ip,
+        }
+        access_log.log(level, "%d %s %s (%s)", status, method, path, remote_ip, extra=fields)

@@ -122,5 +122,10 @@ class Gatekeeper:
         except tokens.TokenError as exc:
             return _refusal(exc.code, exc.message, protocol.CloseCode.INVALID_TOKEN)
         if grant.peer is not None:
-            log.debug("worker: %r joins %r with a token", grant.peer, room)
+            log.debug(
+                "worker: %r joins %r with a token",
+                grant.peer,
+                room,
+                extra={"event": "token_accepted", "room": room, "token_peer": grant.peer},
+            )
         return Admission(room)

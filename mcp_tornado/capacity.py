@@ -98,7 +98,13 @@ def check_fd_limit(max_connections: int) -> str | None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
         except (ValueError, OSError) as exc:  # pragma: no cover - refused by the system
-            log.warning("could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
+            log.warning(
+                "could not raise the open-file limit from %d to %d: %s",
+                soft,
+                hard,
+                exc,
+                extra={"event": "fd_limit_kept", "soft": soft, "hard": hard},
+            )
     if max_connections and soft != resource.RLIM_INFINITY:
         needed = max_connections + FD_RESERVE
         if needed > soft:

@@ -17,7 +17,6 @@ live there.  ``serve`` hands its children their settings as JSON in
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -112,6 +111,8 @@ def _add_setting_flags(parser: _Command, settings: type[Settings]) -> None:
         }
         if kind is tuple or getattr(kind, "__origin__", None) is tuple:  # repeated flag
             options["action"] = "append"
+        elif kind is bool:  # --log-payloads / --no-log-payloads
+            options["action"] = argparse.BooleanOptionalAction
         else:
             options["type"] = flag.cli_type or kind
         target.add_argument(flag.name, **options)
@@ -121,9 +122,8 @@ def _parser() -> _Parser:
     description = __doc__.splitlines()[0].replace("``", "")  # help is plain text, not reST
     parser = _Parser(prog="mcp-tornado", description=description)
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument(
-        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: INFO)"
-    )
+    # Before the command, as it once was: the same as the command's own --log-level.
+    parser.add_argument("--log-level", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Command)
     helps = {
         "serve": "run a router and N workers, supervised",
@@ -204,7 +204,7 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def _serve(settings: ServeSettings, log_level: str) -> int:
+def _serve(settings: ServeSettings) -> int:
     from mcp_tornado import ports
     from mcp_tornado.settings import encode
     from mcp_tornado.supervisor import CANNOT_START, Supervisor, python_command
@@ -224,10 +224,9 @@ def _serve(settings: ServeSettings, log_level: str) -> int:
     secret = worker.limits.token_secret
     if secret is not None:
         worker_env[SECRET_ENV] = secret.decode()
-    common = ["--log-level", log_level]
     supervisor = Supervisor(
-        python_command(*common, "router"),
-        [python_command(*common, "worker")] * settings.workers,
+        python_command("router"),
+        [python_command("worker")] * settings.workers,
         worker.shutdown_timeout + 2,
         router_env={SETTINGS_ENV: encode(router)},
         worker_env=worker_env,
@@ -284,17 +283,25 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_logs(settings: Settings) -> None:
+    from mcp_tornado import logs
+
+    if isinstance(settings, ServeSettings):
+        logs.configure(settings.worker.log, "serve")  # the router's are the same flags
+    elif isinstance(settings, RouterSettings):
+        logs.configure(settings.log, logs.process_name("router"))
+    else:
+        assert isinstance(settings, WorkerSettings)
+        logs.configure(settings.log, logs.process_name("worker"))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s [{args.command} %(process)d] %(message)s",
-    )
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)
     if args.command == "token":
         sys.exit(_token(args))
     settings = _settings(parser, args)  # every setting is checked before anything starts
+    _configure_logs(settings)
     if isinstance(settings, ServeSettings | WorkerSettings):
         # Raise the soft open-file limit (children inherit it), or refuse to start.
         from mcp_tornado.capacity import check_fd_limit
@@ -304,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if problem is not None:
             fail(problem)
     if isinstance(settings, ServeSettings):
-        sys.exit(_serve(settings, args.log_level))
+        sys.exit(_serve(settings))
     if isinstance(settings, RouterSettings):
         sys.exit(_router(settings))
     assert isinstance(settings, WorkerSettings)

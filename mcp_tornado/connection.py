@@ -165,7 +165,17 @@ class Connection(asyncio.Protocol):
             elif isinstance(event, CloseReceived):
                 handler.close_received()  # it answers with close(): an echo of the client's code
             else:  # ConnectionFailed
-                log.debug("connection failed: %d %s", event.code, event.reason)
+                log.debug(
+                    "connection failed: %d %s",
+                    event.code,
+                    event.reason,
+                    extra={
+                        "event": "connection_failed",
+                        "code": event.code,
+                        "reason": event.reason,
+                        "client": self.remote_ip(),
+                    },
+                )
                 handler.close_received()
                 self.complete_upgrade()  # (a client that sent frames before its 101)
                 self._write()  # what earlier events queued, then the protocol's close frame

@@ -186,7 +186,7 @@ class Listener:
                 return
             if self._starved:
                 self._starved = False
-                log.warning("worker: accepting again")
+                log.warning("worker: accepting again", extra={"event": "accepting_again"})
             self._accepted(conn, address)
 
     def _starve(self, exc: OSError) -> None:
@@ -201,6 +201,12 @@ class Listener:
                 exc.strerror or exc,
                 _STARVED_PAUSE,
                 self.capacity.total,
+                extra={
+                    "event": "accepts_paused",
+                    "reason": reason,
+                    "error": str(exc.strerror or exc),
+                    "connections": self.capacity.total,
+                },
             )
         self._unwatch_sockets()
         if self._resume is None:
@@ -216,7 +222,18 @@ class Listener:
         ip = _ip(address)
         refusal = self.capacity.take(ip)
         if refusal is not None:
-            log.debug("worker: refused a connection from %s: %s", ip, refusal.split(b"\r\n")[0])
+            if log.isEnabledFor(logging.DEBUG):  # a storm of refusals passes here
+                status_line = refusal.split(b"\r\n")[0].decode(errors="replace")
+                log.debug(
+                    "worker: refused a connection from %s: %s",
+                    ip,
+                    status_line,
+                    extra={
+                        "event": "connection_refused",
+                        "client": ip,
+                        "status": int(status_line.split()[1]),
+                    },
+                )
             _refuse(conn, refusal)
             return
         slot = Slot(self.capacity, ip)
@@ -290,7 +307,9 @@ class Listener:
             else:
                 self._to_tornado(conn, address, deadline, slot)
         except Exception:
-            log.exception("worker: could not take a new connection")
+            log.exception(
+                "worker: could not take a new connection", extra={"event": "accept_failed"}
+            )
             conn.close()
             slot.release()
         return True

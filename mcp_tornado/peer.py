@@ -182,7 +182,17 @@ class Peer:
 
     def stalled(self) -> None:
         # It stopped reading: drop it rather than buffer without bound.
-        log.info("dropping a client that stopped reading (room %r)", self.room)
+        log.info(
+            "dropping a client that stopped reading (room %r)",
+            self.room,
+            extra={
+                "event": "slow_reader_dropped",
+                "room": self.room,
+                "peer": self.peer_id,
+                "code": int(protocol.CloseCode.TOO_SLOW),
+                "client": self.connection.remote_ip(),
+            },
+        )
         self.end(protocol.CloseCode.TOO_SLOW)
 
     def connection_lost(self) -> None:

@@ -199,7 +199,15 @@ class RouterLink:
             self._loop.call_later(0.002, self._flush)
             return
         except zmq.ZMQError as exc:
-            log.error("send to router failed: %s", exc)
+            log.error(
+                "send to router failed: %s",
+                exc,
+                extra={
+                    "event": "router_send_failed",
+                    "error": str(exc),
+                    "messages": len(self._outbox),
+                },
+            )
             return
         self._outbox = []
         self._check_input()
@@ -235,7 +243,11 @@ class RouterLink:
             try:
                 batch = wire.decode_to_worker(frame)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                log.warning("dropped a malformed batch from the router: %s", exc)
+                log.warning(
+                    "dropped a malformed batch from the router: %s",
+                    exc,
+                    extra={"event": "malformed_batch", "error": str(exc), "bytes": len(frame)},
+                )
                 continue
             for msg in batch:
                 self._dispatch(msg)
@@ -253,7 +265,10 @@ class RouterLink:
             lost = lost or event["event"] == zmq.EVENT_DISCONNECTED
         if lost:
             if self.ready:
-                log.warning("lost the connection to the router")
+                log.warning(
+                    "lost the connection to the router",
+                    extra={"event": "router_lost", "reason": "disconnected"},
+                )
             self._hello_due = 0.0  # a Hello still out went with the connection
             self._lost_router()
 
@@ -279,7 +294,10 @@ class RouterLink:
             case wire.Ping():
                 if msg.epoch != self.router_epoch:
                     if self.ready:
-                        log.warning("the router restarted; re-registering")
+                        log.warning(
+                            "the router restarted; re-registering",
+                            extra={"event": "router_lost", "reason": "restarted"},
+                        )
                     self._lost_router()
             case wire.Welcome():
                 self._welcomed(msg)
@@ -288,14 +306,27 @@ class RouterLink:
                     listener.undelivered(peer_id)
                 self._lost_router()
             case wire.Bye():
-                log.warning("the router is shutting down")
+                log.warning(
+                    "the router is shutting down",
+                    extra={"event": "router_lost", "reason": "bye"},
+                )
                 self._lost_router(hello=False)
 
     def _welcomed(self, msg: wire.Welcome) -> None:
         for peer_id in msg.rejected:
             self._listener.room_full(peer_id)
         if not self.ready:
-            log.info("worker %s: registered with router %s", self.name, msg.epoch)
+            log.info(
+                "worker %s: registered with router %s",
+                self.name,
+                msg.epoch,
+                extra={
+                    "event": "registered",
+                    "worker": self.name,
+                    "router": msg.epoch,
+                    "rejected": len(msg.rejected),
+                },
+            )
         self.ready = True
         self.router_epoch = msg.epoch
         self._welcomed_once.set()
@@ -349,7 +380,10 @@ class RouterLink:
         now = time.monotonic()
         cfg = self.config
         if self.ready and now - self._last_heard > cfg.heartbeat_interval * cfg.heartbeat_liveness:
-            log.warning("no heartbeat from the router; marking it unavailable")
+            log.warning(
+                "no heartbeat from the router; marking it unavailable",
+                extra={"event": "router_lost", "reason": "heartbeat"},
+            )
             self._lost_router(hello=False)
         if self.ready:
             self._queue(wire.Ping(self.epoch))

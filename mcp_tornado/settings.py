@@ -150,6 +150,46 @@ _HEARTBEAT_LIVENESS: Final = 3
 _HWM: Final = 100_000
 
 
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS: Final = ("text", "json")
+
+
+class LogSettings(Settings, frozen=True):
+    """How a process logs (:mod:`mcp_tornado.logs`); in ``serve`` one flag sets every process's."""
+
+    cli_group: ClassVar[str | None] = "logging (see the README's Operations)"
+
+    level: Annotated[
+        str, Flag("--log-level", "DEBUG, INFO, WARNING, ERROR or CRITICAL", metavar="LEVEL")
+    ] = "INFO"
+    format: Annotated[
+        str,
+        Flag(
+            "--log-format",
+            "text (for people) or json (one object per line, for log collectors)",
+            metavar="FORMAT",
+        ),
+    ] = "text"
+    payloads: Annotated[
+        bool,
+        Flag(
+            "--log-payloads",
+            "let log lines show what clients relay (SDP holds IP addresses); "
+            "otherwise only a message's type and length",
+            shown_default="off",
+        ),
+    ] = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.level.upper() not in LOG_LEVELS:
+            raise ValueError(
+                f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {self.level!r}"
+            )
+        if self.format not in LOG_FORMATS:
+            raise ValueError(f"--log-format must be text or json, not {self.format!r}")
+
+
 class LinkSettings(Settings, frozen=True):
     """A worker's link to the router: where it is and how patient to be with it."""
 
@@ -299,6 +339,7 @@ class WorkerSettings(Settings, frozen=True):
         float, Flag("--shutdown-timeout", "seconds a graceful shutdown may take", low=0)
     ] = 10.0
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
 
 
 class RouterSettings(Settings, frozen=True):
@@ -327,6 +368,7 @@ class RouterSettings(Settings, frozen=True):
         ),
     ] = 0
     hwm: HighWaterMark = _HWM
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
 
 
 class ServeSettings(Settings, frozen=True):

@@ -23,6 +23,9 @@ every worker has, the supervisor prints one line saying where to go.  Reports
 travel through a pipe that the supervisor passes to each child, its number in
 ``$MCP_TORNADO_STATUS_FD``; a child started by hand has none and prints its
 reason on stderr instead.
+
+Each child also finds its name (``router``, ``worker-0``...) in
+``$MCP_TORNADO_CHILD``, for its log lines (:mod:`mcp_tornado.logs`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ log = logging.getLogger(__name__)
 
 CANNOT_START: Final = 78  # a child's exit status: "cannot start, do not restart me" (EX_CONFIG)
 STATUS_FD_ENV: Final = "MCP_TORNADO_STATUS_FD"  # the pipe a child reports to, set by the supervisor
+CHILD_ENV: Final = (
+    "MCP_TORNADO_CHILD"  # a child's name ("router", "worker-0"), set by the supervisor
+)
 
 _STABLE_AFTER = 10.0  # a child that ran this long is healthy again: reset its backoff
 _BACKOFF_MAX = 5.0
@@ -73,7 +79,7 @@ class Child:
     ready: bool = False  # this process of the child reported ready
 
     def start(self, status_fd: int | None = None) -> None:
-        env = {**os.environ, **(self.env or {})}
+        env = {**os.environ, **(self.env or {}), CHILD_ENV: self.name}
         if status_fd is not None:
             env[STATUS_FD_ENV] = str(status_fd)
         self.process = subprocess.Popen(
@@ -84,7 +90,12 @@ class Child:
         )
         self.started_at = time.monotonic()
         self.ready = False
-        log.debug("supervisor: started %s (pid %d)", self.name, self.process.pid)
+        log.debug(
+            "supervisor: started %s (pid %d)",
+            self.name,
+            self.process.pid,
+            extra={"event": "child_started", "child": self.name, "child_pid": self.process.pid},
+        )
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -116,7 +127,9 @@ class Supervisor:
         self._pending = b""
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("supervisor: signal %d, stopping", signum)
+        log.info(
+            "supervisor: signal %d, stopping", signum, extra={"event": "stopping", "signal": signum}
+        )
         self.stop()
 
     def stop(self) -> None:
@@ -200,6 +213,13 @@ class Supervisor:
                 code,
                 ran,
                 child.backoff,
+                extra={
+                    "event": "child_exited",
+                    "child": child.name,
+                    "code": code,
+                    "ran": round(ran, 3),
+                    "backoff": child.backoff,
+                },
             )
         elif now >= child.restart_at:
             child.restart_at = 0.0
@@ -209,7 +229,7 @@ class Supervisor:
     def _stop_all(self) -> None:
         self._terminate(self.workers, self.shutdown_timeout)
         self._terminate([self.router], 2.0)
-        log.info("supervisor: stopped")
+        log.info("supervisor: stopped", extra={"event": "stopped"})
 
     @staticmethod
     def _terminate(children: list[Child], timeout: float) -> None:
@@ -221,7 +241,11 @@ class Supervisor:
             try:
                 process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("supervisor: pid %d ignored SIGTERM; killing it", process.pid)
+                log.warning(
+                    "supervisor: pid %d ignored SIGTERM; killing it",
+                    process.pid,
+                    extra={"event": "child_killed", "child_pid": process.pid},
+                )
                 process.kill()
                 process.wait()
 

@@ -1,4 +1,4 @@
-"""The plain HTTP side of a worker, served by Tornado: the browser client and ``/healthz``.
+"""The plain HTTP side of a worker, served by Tornado: the browser client and the health probes.
 
 Usage::
 
@@ -8,10 +8,14 @@ Usage::
 The signaling WebSocket never reaches Tornado (the worker's
 :class:`~mcp_tornado.listener.Listener` hands it to a
 :class:`~mcp_tornado.connection.Connection`); everything else on the port does.
+The probes answer JSON: ``/healthz`` (liveness: the worker runs) and
+``/readyz`` (readiness: it is registered with a live router).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Final
@@ -60,26 +64,49 @@ class _Handler(RequestHandler):
             self.set_header(name, value)
 
 
-class HealthHandler(_Handler):
-    """``GET /healthz``: 200 when this worker is registered with the router, else 503."""
+class _ProbeHandler(_Handler):
+    """A health probe: a small JSON answer about this worker, never cached."""
 
     def initialize(self, link: RouterLink) -> None:
         self.link = link
 
+    def answer(self, status: int, body: dict[str, object]) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps({**body, "worker": self.link.name, "pid": os.getpid()}) + "\n")
+
+
+class HealthHandler(_ProbeHandler):
+    """``GET /healthz``: liveness, 200 whenever this worker's loop answers.
+
+    It never depends on the router: a liveness probe that failed during a
+    router outage would have healthy workers restarted, dropping every client.
+    """
+
     def get(self) -> None:
-        self.set_header("Content-Type", "text/plain")
+        self.answer(200, {"status": "ok"})
+
+
+class ReadyHandler(_ProbeHandler):
+    """``GET /readyz``: readiness, 200 while this worker is registered with a live router.
+
+    503 otherwise (the router died, restarts, or said goodbye): joins would be
+    refused, so a load balancer should send new clients to another worker.
+    """
+
+    def get(self) -> None:
         if self.link.ready:
-            self.finish("ok\n")
+            self.answer(200, {"status": "ready", "router": self.link.router_epoch})
         else:
-            self.set_status(503)
-            self.finish("router unavailable\n")
+            self.answer(503, {"status": "unavailable", "reason": "router unavailable"})
 
 
 class _UpgradeOnFreshConnection(_Handler):
     """``/ws/signal/`` requests that reached Tornado: a later request on a kept-alive connection.
 
     The listener sorts connections by their first request, so an upgrade sent
-    after, say, ``GET /healthz`` on the same connection lands here.  Browsers
+    after, say, ``GET /readyz`` on the same connection lands here.  Browsers
     always open a WebSocket on a new connection; other clients are told to.
     """
 
@@ -134,6 +161,7 @@ def make_app(static_dir: Path | None, link: RouterLink) -> Application:
     """The Tornado application a worker serves: everything but the signaling endpoint."""
     routes: list[Any] = [
         (r"/healthz", HealthHandler, {"link": link}),
+        (r"/readyz", ReadyHandler, {"link": link}),
         (r"/ws/signal/?", _UpgradeOnFreshConnection),
     ]
     if static_dir is not None and (static_dir / "index.html").is_file():

@@ -9,7 +9,7 @@ listening once the router has welcomed it.  Its
 :class:`~mcp_tornado.listener.Listener` gives each upgrade to
 ``/ws/signal/`` a :class:`~mcp_tornado.connection.Connection` whose handler is
 a :class:`~mcp_tornado.peer.Peer`, and every other request (the browser
-client, ``/healthz``) to Tornado (:mod:`mcp_tornado.web`).  Peers reach the
+client, ``/healthz``, ``/readyz``) to Tornado (:mod:`mcp_tornado.web`).  Peers reach the
 router through the worker's :class:`~mcp_tornado.hub.Hub` and its
 :class:`~mcp_tornado.router_link.RouterLink`.
 On SIGTERM a worker stops accepting, keeps relaying for a quarter second so
@@ -78,7 +78,11 @@ class Pinger:
         for peer in list(self.hub.peers.values()):
             connection = peer.connection
             if connection.last_pong < deadline:
-                log.info("peer %s stopped answering pings; dropping it", peer.peer_id)
+                log.info(
+                    "peer %s stopped answering pings; dropping it",
+                    peer.peer_id,
+                    extra={"event": "ping_timeout", "peer": peer.peer_id, "room": peer.room},
+                )
                 connection.abort()
             else:
                 connection.ping()
@@ -123,7 +127,13 @@ async def _serve(
     # Listen only once the router knows us, so that with SO_REUSEPORT the
     # kernel never hands a connection to a worker that would have to refuse it.
     quiet = logging.DEBUG if supervisor.supervised() else logging.INFO  # serve speaks for us
-    log.log(quiet, "worker %s waiting for the router at %s", link.name, config.link.endpoint)
+    log.log(
+        quiet,
+        "worker %s waiting for the router at %s",
+        link.name,
+        config.link.endpoint,
+        extra={"event": "waiting_for_router", "worker": link.name, "router": config.link.endpoint},
+    )
     ready = asyncio.ensure_future(link.wait_ready())
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -149,13 +159,24 @@ async def _serve(
     listener = Listener(sockets, server, on_signal, limits.handshake_timeout, capacity)
     listener.start()
     supervisor.report("ready")  # serve says where to go once every worker is ready
-    log.log(quiet, "worker %s serving on %s:%d", link.name, config.host, config.port)
+    log.log(
+        quiet,
+        "worker %s serving on %s:%d",
+        link.name,
+        config.host,
+        config.port,
+        extra={"event": "listening", "worker": link.name, "host": config.host, "port": config.port},
+    )
     pinger = Pinger(hub, config.ping_interval, config.ping_timeout)
     pinger.start()
     await stopped
     pinger.stop()
 
-    log.info("worker %s shutting down", link.name)
+    log.info(
+        "worker %s shutting down",
+        link.name,
+        extra={"event": "shutting_down", "worker": link.name, "peers": len(hub.peers)},
+    )
     listener.stop()
     claim.release()  # not listening any more: the port is free for whoever comes next
     # Keep relaying briefly so messages already on their way reach their peers.
@@ -170,7 +191,11 @@ async def _serve(
 
 def _opened(opening: asyncio.Future[Any], sock: socket.socket, slot: Slot) -> None:
     if opening.cancelled() or opening.exception() is not None:
-        log.warning("could not open a connection: %r", opening)
+        log.warning(
+            "could not open a connection: %r",
+            opening,
+            extra={"event": "open_failed"},
+        )
         sock.close()
         slot.release()
 

@@ -41,7 +41,7 @@ from typing import TypeAlias, cast
 import msgspec
 import zmq
 
-from mcp_tornado import wire
+from mcp_tornado import logs, wire
 from mcp_tornado.router.rooms import Departure, PeerKey, RoomTable
 from mcp_tornado.settings import RouterSettings
 
@@ -53,6 +53,11 @@ _PROBE_INTERVAL = 0.02  # seconds between extra pings after a worker's connectio
 
 
 _Parkable: TypeAlias = wire.Join | wire.Relay | wire.Leave | wire.Fence
+
+
+def _name(worker: bytes) -> str:
+    """A worker's routing id (its name, ``host-pid-id``) for a log line."""
+    return worker.decode(errors="replace")
 
 
 class _Worker:
@@ -101,7 +106,11 @@ class Router:
         self._stopping = True
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("router: signal %d, shutting down", signum)
+        log.info(
+            "router: signal %d, shutting down",
+            signum,
+            extra={"event": "stopping", "signal": signum},
+        )
         self.stop()
 
     def bind(self) -> zmq.Socket[bytes]:
@@ -129,7 +138,12 @@ class Router:
         self._grace_until = now + cfg.resync_grace
         next_beat = now
         probes = 0
-        log.info("router %s listening on %s", self.epoch, self.bound_endpoint)
+        log.info(
+            "router %s listening on %s",
+            self.epoch,
+            self.bound_endpoint,
+            extra={"event": "listening", "router": self.epoch, "endpoint": self.bound_endpoint},
+        )
         monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
@@ -181,7 +195,7 @@ class Router:
             self._outbox.setdefault(worker, []).append(wire.Bye())
         self._flush(sock, time.monotonic())
         sock.close(linger=1000)
-        log.info("router %s stopped", self.epoch)
+        log.info("router %s stopped", self.epoch, extra={"event": "stopped", "router": self.epoch})
 
     # --- input ---------------------------------------------------------------
 
@@ -194,7 +208,11 @@ class Router:
                 return
             frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
             if len(frames) != 2:
-                log.warning("router: dropped a message of %d frames", len(frames))
+                log.warning(
+                    "router: dropped a message of %d frames",
+                    len(frames),
+                    extra={"event": "malformed_message", "frames": len(frames)},
+                )
                 continue
             self.handle(frames[0], frames[1], now)
 
@@ -203,7 +221,17 @@ class Router:
         try:
             batch = wire.decode_to_router(frame)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.warning("router: dropped a malformed batch from %r: %s", worker, exc)
+            log.warning(
+                "router: dropped a malformed batch from %s: %s",
+                _name(worker),
+                exc,
+                extra={
+                    "event": "malformed_batch",
+                    "worker": _name(worker),
+                    "error": str(exc),
+                    "bytes": len(frame),
+                },
+            )
             return
         state = self._workers.get(worker)
         if state is None:
@@ -217,7 +245,18 @@ class Router:
             try:
                 self._dispatch(worker, msg, now)
             except Exception:  # a bug must cost one message, never the router
-                log.exception("router: failed on %r from %r", msg, worker)
+                # The message, not its payload: a Relay carries a client's SDP.
+                log.exception(
+                    "router: failed on %s from %s",
+                    logs.describe(msg),
+                    _name(worker),
+                    extra={
+                        "event": "dispatch_failed",
+                        "worker": _name(worker),
+                        "message": type(msg).__name__,
+                        "peer": getattr(msg, "peer", None),
+                    },
+                )
 
     def _dispatch(self, worker: bytes, msg: wire.ToRouter, now: float) -> None:
         match msg:
@@ -254,7 +293,11 @@ class Router:
             case wire.Hello():
                 self._hello(worker, msg)
             case wire.Bye():
-                log.info("router: worker %r said bye", worker)
+                log.info(
+                    "router: worker %s said bye",
+                    _name(worker),
+                    extra={"event": "worker_dropped", "worker": _name(worker), "reason": "bye"},
+                )
                 self._drop_worker(worker)
             # Ping: last_seen is already updated.
 
@@ -302,10 +345,16 @@ class Router:
                 self._claimed_paired.add(key)
         self._send(worker, wire.Welcome(self.epoch, rejected))
         log.info(
-            "router: worker %r registered with %d peers (%d rejected)",
-            worker,
+            "router: worker %s registered with %d peers (%d rejected)",
+            _name(worker),
             len(msg.peers),
             len(rejected),
+            extra={
+                "event": "worker_registered",
+                "worker": _name(worker),
+                "peers": len(msg.peers),
+                "rejected": len(rejected),
+            },
         )
 
     def _drop_worker(self, worker: bytes) -> None:
@@ -399,7 +448,10 @@ class Router:
             state = self._workers.get(worker)
             if state is None or now - state.stalled_since > limit:
                 log.warning(
-                    "router: worker %r stopped reading for %.1fs; dropping it", worker, limit
+                    "router: worker %s stopped reading for %.1fs; dropping it",
+                    _name(worker),
+                    limit,
+                    extra={"event": "worker_dropped", "worker": _name(worker), "reason": "stalled"},
                 )
                 self._drop_worker(worker)
 
@@ -430,7 +482,15 @@ class Router:
         unreachable, self._unreachable = self._unreachable, set()
         for worker in unreachable:
             if worker in self._workers:
-                log.warning("router: lost the connection to worker %r; dropping its peers", worker)
+                log.warning(
+                    "router: lost the connection to worker %s; dropping its peers",
+                    _name(worker),
+                    extra={
+                        "event": "worker_dropped",
+                        "worker": _name(worker),
+                        "reason": "disconnected",
+                    },
+                )
                 self._drop_worker(worker)
 
     # --- heartbeats ----------------------------------------------------------
@@ -441,7 +501,15 @@ class Router:
         expire = not self._pending
         for worker, state in list(self._workers.items()):
             if expire and state.last_seen < deadline:
-                log.warning("router: worker %r missed its heartbeats; dropping its peers", worker)
+                log.warning(
+                    "router: worker %s missed its heartbeats; dropping its peers",
+                    _name(worker),
+                    extra={
+                        "event": "worker_dropped",
+                        "worker": _name(worker),
+                        "reason": "heartbeat",
+                    },
+                )
                 self._drop_worker(worker)
             else:
                 self._send(worker, wire.Ping(self.epoch))

@@ -56,9 +56,10 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: f
     process.wait(5)
 
 
-def healthy(port: int) -> bool:
+def ready(port: int) -> bool:
+    """Whether the worker on ``port`` is registered with a live router (``/readyz`` says 200)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
             return bool(r.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -114,12 +115,12 @@ class Cluster:
         self.start_router()
         for i in range(len(self.ports)):
             self.start_worker(i)
-        self.wait_healthy()
+        self.wait_ready()
         return self
 
-    def wait_healthy(self, timeout: float = 15) -> None:
+    def wait_ready(self, timeout: float = 15) -> None:
         for port in self.ports:
-            wait_until(lambda p=port: healthy(p), timeout, f"worker on port {port}")
+            wait_until(lambda p=port: ready(p), timeout, f"worker on port {port}")
 
     def url(self, room: str | None, worker: int = 0, query: str | None = None) -> str:
         base = f"ws://127.0.0.1:{self.ports[worker]}/ws/signal/"

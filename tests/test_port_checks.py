@@ -26,7 +26,7 @@ import pytest
 
 from mcp_tornado import ports
 from mcp_tornado.supervisor import CANNOT_START, Supervisor
-from tests.support import FAST, Client, free_port, healthy, spawn, stop, wait_until
+from tests.support import FAST, Client, free_port, ready, spawn, stop, wait_until
 
 pytestmark = [pytest.mark.gen_test(timeout=60), pytest.mark.usefixtures("close_clients")]
 
@@ -182,7 +182,7 @@ def _race(tmp_path: Path, attempt: int) -> None:
         assert len(refusals) == 1 and "already served by another" in refusals[0], output
         assert "Traceback" not in output
         winner = serves[1 - lost]
-        wait_until(lambda: healthy(port), 15, "the winner to serve")
+        wait_until(lambda: ready(port), 15, "the winner to serve")
         assert winner.poll() is None
         children = psutil.Process(winner.pid).children()
         workers = {p.pid for p in children if "worker" in p.cmdline()}
@@ -202,7 +202,7 @@ def test_a_worker_of_another_router_is_refused_one_of_the_same_router_shares(
     workers = []
     try:
         workers.append(spawn("worker", "--router", endpoint, "--port", str(port), *FAST, log=log))
-        wait_until(lambda: healthy(port), 15, "the first worker")
+        wait_until(lambda: ready(port), 15, "the first worker")
         other = run("worker", "--router", f"ipc://{tmp_path}/b.ipc", "--port", str(port), *FAST)
         assert other.code == CANNOT_START
         assert other.lines == [

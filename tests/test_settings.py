@@ -17,13 +17,14 @@ from mcp_tornado.settings import (
     SETTINGS_ENV,
     LimitSettings,
     LinkSettings,
+    LogSettings,
     RouterSettings,
     ServeSettings,
     WorkerSettings,
     leaves,
 )
 from tests.rawws import PING, RawWebSocket
-from tests.support import free_port, healthy, spawn, stop, wait_until
+from tests.support import free_port, ready, spawn, stop, wait_until
 
 SECRET = b"settings-test-secret-0123456789"
 
@@ -35,10 +36,12 @@ KNOWN_DEFAULTS: dict[str, dict[str, object]] = {
         "--rate-limit": 50.0, "--rate-burst": 200, "--max-room-length": 64,
         "--max-connections": 10_000, "--max-pending-bytes": 1024 * 1024,
         "--handshake-timeout": 10.0, "--heartbeat-interval": 0.5, "--heartbeat-liveness": 3,
+        "--log-level": "INFO", "--log-format": "text", "--log-payloads": False,
     },
     "router": {
         "--resync-grace": 1.0, "--expected-workers": 0, "--heartbeat-interval": 0.5,
-        "--heartbeat-liveness": 3,
+        "--heartbeat-liveness": 3, "--log-level": "INFO", "--log-format": "text",
+        "--log-payloads": False,
     },
 }  # fmt: skip
 KNOWN_FLAGS = {
@@ -128,6 +131,16 @@ def test_every_flag_reaches_its_setting() -> None:
     assert router.expected_workers == 3
 
 
+def test_one_log_flag_sets_every_process() -> None:
+    serve = cli.parse_settings(["serve", "--log-format", "json", "--log-payloads"])
+    assert isinstance(serve, ServeSettings)
+    assert serve.worker.log == serve.router.log == LogSettings(format="json", payloads=True)
+    router, worker = serve.children("ipc:///x")
+    assert router.log == worker.log == serve.worker.log
+    worker = cli.parse_settings(["worker", "--log-payloads", "--no-log-payloads"])
+    assert isinstance(worker, WorkerSettings) and worker.log.payloads is False
+
+
 # --- bad values: one line, exit status 2 ----------------------------------------------------
 
 
@@ -144,6 +157,8 @@ def test_every_flag_reaches_its_setting() -> None:
         (["router", "--heartbeat-liveness", "0"], "--heartbeat-liveness"),
         (["serve", "--workers", "0"], "--workers"),
         (["serve", "--max-pending-bytes", "-1"], "--max-pending-bytes"),
+        (["serve", "--log-level", "LOUD"], "--log-level"),
+        (["router", "--log-format", "xml"], "--log-format"),
     ],
 )
 def test_a_bad_value_is_one_line_and_exit_2(
@@ -215,7 +230,7 @@ def test_serve_hands_children_their_settings_and_no_secret(tmp_path: Path) -> No
         "--token-secret-file", str(secret_file), log=log,
     )  # fmt: skip
     try:
-        wait_until(lambda: healthy(port), 15, "serve to answer")
+        wait_until(lambda: ready(port), 15, "serve to answer")
         children = psutil.Process(serve.pid).children()
         assert len(children) == 2
         handed: dict[str, str] = {}
@@ -233,6 +248,8 @@ def test_serve_hands_children_their_settings_and_no_secret(tmp_path: Path) -> No
         router = settings.decode(handed["router"], RouterSettings)
         assert router.heartbeat_interval == 0.1 and router.expected_workers == 1
         assert router.bind == worker.link.endpoint
+        # --log-level before the command, as it once had to be, still sets every process's.
+        assert worker.log.level == router.log.level == "DEBUG"
 
         # The worker runs with them: tokens are required, and pings come every 0.3 s.
         token = tokens.mint(SECRET, "r", 60)

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from mcp_tornado.supervisor import Supervisor
-from tests.support import FAST, Client, free_port, healthy, spawn, stop, wait_until
+from tests.support import FAST, Client, free_port, ready, spawn, stop, wait_until
 
 pytestmark = [pytest.mark.gen_test(timeout=30), pytest.mark.usefixtures("close_clients")]
 
@@ -28,7 +28,7 @@ class Service:
             log=self.log,
         )  # fmt: skip
         try:
-            wait_until(lambda: healthy(self.port), 15, "serve to answer")
+            wait_until(lambda: ready(self.port), 15, "serve to answer")
         except BaseException:
             stop(self.process)
             raise
@@ -79,7 +79,7 @@ async def test_serve_restarts_a_dead_worker(service: Service) -> None:
     victim.wait(5)
     wait_until(lambda: len(service.workers()) == 2, 10, "the worker to be restarted")
     assert victim.pid not in {w.pid for w in service.workers()}
-    wait_until(lambda: healthy(service.port), 10, "health")
+    wait_until(lambda: ready(service.port), 10, "health")
     room = uuid.uuid4().hex
     a = await Client.connect(service.url(room))
     b = await Client.connect(service.url(room))

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from mcp_tornado import tokens
 from mcp_tornado.tokens import TokenError
 from tests.rawws import RawWebSocket
-from tests.support import Cluster, free_port, healthy, running_cluster, spawn, stop, wait_until
+from tests.support import Cluster, free_port, ready, running_cluster, spawn, stop, wait_until
 
 SECRET = b"test-secret-0123456789abcdef"
 NOW = 1_800_000_000.0
@@ -170,7 +170,7 @@ def test_serve_hands_the_secret_to_workers_off_the_command_line(tmp_path: Path) 
         log=tmp_path / "serve.log",
     )  # fmt: skip
     try:
-        wait_until(lambda: healthy(port), 15, "serve")
+        wait_until(lambda: ready(port), 15, "serve")
         for child in psutil.Process(server.pid).children(recursive=True):
             assert SECRET.decode() not in " ".join(child.cmdline())
         name = room()

@@ -1,16 +1,18 @@
-"""The HTTP side of a real worker: static files and their headers (issue 12, item 7)."""
+"""The HTTP side of a real worker: static files and their headers (issue 12, item 7), probes."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mcp_tornado import web
-from tests.support import Cluster, running_cluster
+from tests.support import Cluster, running_cluster, stop, wait_until
 
 INDEX = '<!doctype html><html><head><meta charset="UTF-8"><title>t</title></head></html>\n'
 ASSET = "assets/index-HEhh6ZS-.js"
@@ -103,3 +105,48 @@ def test_the_built_client_needs_no_inline_script_or_style() -> None:
     assert " on" not in re.sub(r"<script[^>]*src=[^>]*>", "", html).lower().split("<body")[-1]
     for asset in re.findall(r'(?:src|href)="\./(assets/[^"]+)"', html):
         assert web._HASHED_ASSET.fullmatch(asset), asset
+
+
+# --- health probes ------------------------------------------------------------------------
+
+
+def probe(port: int, path: str) -> tuple[int, dict[str, object], http.client.HTTPMessage]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        assert isinstance(body, dict)
+        return response.status, body, response.msg
+    finally:
+        conn.close()
+
+
+def test_the_probes_answer_json(site: Cluster) -> None:
+    port = site.ports[0]
+    for path, status, state in [("/healthz", 200, "ok"), ("/readyz", 200, "ready")]:
+        code, body, headers = probe(port, path)
+        assert (code, body["status"]) == (status, state), path
+        assert headers["Content-Type"] == "application/json"
+        assert headers["Cache-Control"] == "no-store"
+        assert isinstance(body["pid"], int) and isinstance(body["worker"], str)
+    assert probe(port, "/readyz")[1]["router"]  # the epoch of the router it is registered with
+
+
+def test_readiness_follows_the_router_and_liveness_does_not(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, 1) as cluster:
+        port = cluster.ports[0]
+        assert cluster.router is not None
+        epoch = probe(port, "/readyz")[1]["router"]
+        stop(cluster.router, signal.SIGKILL)
+
+        wait_until(lambda: probe(port, "/readyz")[0] == 503, 15, "/readyz to say 503")
+        status, body, _ = probe(port, "/readyz")
+        assert body["status"] == "unavailable" and body["reason"] == "router unavailable"
+        status, body, _ = probe(port, "/healthz")  # the worker is alive: never restart it for this
+        assert status == 200 and body["status"] == "ok"
+
+        cluster.start_router()
+        wait_until(lambda: probe(port, "/readyz")[0] == 200, 15, "/readyz to say 200 again")
+        assert probe(port, "/readyz")[1]["router"] != epoch  # a new router
+        assert probe(port, "/healthz")[0] == 200

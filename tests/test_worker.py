@@ -153,7 +153,7 @@ async def test_query_string_parsing(cluster: Cluster, query: str, expected: str)
 
 async def test_health_and_unknown_paths(cluster: Cluster) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{cluster.ports[1]}/healthz") as response:
-        assert response.read() == b"ok\n"
+        assert json.loads(response.read())["status"] == "ok"
     with pytest.raises(HTTPClientError):
         await websocket_connect(f"ws://127.0.0.1:{cluster.ports[0]}/ws/other/")
 

@@ -203,20 +203,20 @@ class ServerProcess:
             env={**os.environ, **self.env} if self.env is not None else None,
         )
         deadline = time.monotonic() + timeout
-        health = f"{self.info.base_url}/healthz"
+        readiness = f"{self.info.base_url}/readyz"
         while True:
             if self.proc.poll() is not None:
                 self.stop()
                 pytest.fail(f"server exited with {self.proc.returncode}; see {self.log_path}")
             try:
-                with urllib.request.urlopen(health, timeout=1) as resp:
+                with urllib.request.urlopen(readiness, timeout=1) as resp:
                     if resp.status == 200:
                         return self.info
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass  # not listening yet, or 503 until the workers reach the router
             if time.monotonic() > deadline:
                 self.stop()
-                pytest.fail(f"server not healthy after {timeout}s; see {self.log_path}")
+                pytest.fail(f"server not ready after {timeout}s; see {self.log_path}")
             time.sleep(0.1)
 
     def stop(self) -> None:
