@@ -54,6 +54,12 @@ def process_name(default: str) -> str:
     return child.replace("-", " ") if child else default
 
 
+def show_payloads(shown: bool) -> None:
+    """Let log lines show relayed payloads (``--log-payloads``), or only their length."""
+    global _payloads
+    _payloads = shown
+
+
 def payload(data: bytes) -> str:
     """``data`` for a log line: its text with ``--log-payloads``, else only its length."""
     if _payloads:
@@ -140,8 +146,7 @@ def configure(settings: LogSettings, process: str) -> None:
     WARNING (refusals and errors): a line per successful request or handshake
     would cost a busy worker more than it tells.
     """
-    global _payloads
-    _payloads = settings.payloads
+    show_payloads(settings.payloads)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(settings.format, process))
     root = logging.getLogger()

@@ -216,7 +216,7 @@ class Supervisor:
                 extra={
                     "event": "child_exited",
                     "child": child.name,
-                    "code": code,
+                    "exit_status": code,
                     "ran": round(ran, 3),
                     "backoff": child.backoff,
                 },

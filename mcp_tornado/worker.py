@@ -132,7 +132,11 @@ async def _serve(
         "worker %s waiting for the router at %s",
         link.name,
         config.link.endpoint,
-        extra={"event": "waiting_for_router", "worker": link.name, "router": config.link.endpoint},
+        extra={
+            "event": "waiting_for_router",
+            "worker": link.name,
+            "endpoint": config.link.endpoint,
+        },
     )
     ready = asyncio.ensure_future(link.wait_ready())
     stopped = asyncio.ensure_future(stop.wait())

@@ -253,7 +253,7 @@ class Router:
                     extra={
                         "event": "dispatch_failed",
                         "worker": _name(worker),
-                        "message": type(msg).__name__,
+                        "message_type": type(msg).__name__,
                         "peer": getattr(msg, "peer", None),
                     },
                 )

@@ -137,8 +137,8 @@ def test_one_log_flag_sets_every_process() -> None:
     assert serve.worker.log == serve.router.log == LogSettings(format="json", payloads=True)
     router, worker = serve.children("ipc:///x")
     assert router.log == worker.log == serve.worker.log
-    worker = cli.parse_settings(["worker", "--log-payloads", "--no-log-payloads"])
-    assert isinstance(worker, WorkerSettings) and worker.log.payloads is False
+    alone = cli.parse_settings(["worker", "--log-payloads", "--no-log-payloads"])
+    assert isinstance(alone, WorkerSettings) and alone.log.payloads is False
 
 
 # --- bad values: one line, exit status 2 ----------------------------------------------------
