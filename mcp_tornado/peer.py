@@ -182,21 +182,27 @@ class Peer:
 
     def stalled(self) -> None:
         # It stopped reading: drop it rather than buffer without bound.
+        code = int(protocol.CloseCode.TOO_SLOW)
         log.info(
             "dropping a client that stopped reading (room %r)",
             self.room,
-            extra={
-                "event": "slow_reader_dropped",
-                "room": self.room,
-                "peer": self.peer_id,
-                "code": int(protocol.CloseCode.TOO_SLOW),
-                "client": self.connection.remote_ip(),
-            },
+            extra={"event": "slow_reader_dropped", **self._facts(), "code": code},
         )
-        self.end(protocol.CloseCode.TOO_SLOW)
+        self.end(code)
 
     def connection_lost(self) -> None:
+        if log.isEnabledFor(logging.DEBUG) and self.peer_id is not None:
+            log.debug(
+                "peer %d gone without a closing handshake (room %r)",
+                self.peer_id,
+                self.room,
+                extra={"event": "peer_lost", **self._facts()},
+            )
         self._leave_room()  # no handshake to complete: nobody waits for the router
+
+    def _facts(self) -> dict[str, object]:
+        """What log lines about this peer say about it."""
+        return {"room": self.room, "peer": self.peer_id, "client": self.connection.remote_ip()}
 
     # --- sending ---------------------------------------------------------------
 
@@ -210,6 +216,13 @@ class Peer:
         Its place in the worker's connection caps is given back at once, and it
         has :data:`~mcp_tornado.connection.REFUSED_CLOSE_WAIT` to answer the close.
         """
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "refused a peer of room %r with %d",
+                self.room,
+                close_code,
+                extra={"event": "peer_refused", **self._facts(), "code": close_code},
+            )
         self.send(event)
         self._leave_room()
         self._closing = False
@@ -229,6 +242,14 @@ class Peer:
         """
         if self._closing:
             return  # the router's answer will close it
+        if log.isEnabledFor(logging.DEBUG) and self.peer_id is not None:
+            log.debug(
+                "peer %d leaves room %r (%s)",
+                self.peer_id,
+                self.room,
+                "the client closed" if code is None else f"closing with {code}",
+                extra={"event": "peer_left", **self._facts(), "code": code},
+            )
         peer_id, self.peer_id = self.peer_id, None
         self._drop_partner()
         if peer_id is not None and self.hub.leave_then_close(peer_id, code):
@@ -273,6 +294,14 @@ class Peer:
 
     def joined(self, room: str, peers: int, initiator: bool, local_partner: Peer | None) -> None:
         self.paired = initiator
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "peer %s joined room %r (%d peers)",
+                self.peer_id,
+                room,
+                peers,
+                extra={"event": "peer_joined", **self._facts(), "peers": peers},
+            )
         self.connection.complete_upgrade()  # the socket opens now that it is in the room
         self.send(protocol.event_frame(protocol.Joined(room, peers, initiator)))
         if local_partner is not None:

@@ -230,11 +230,14 @@ def test_every_log_call_names_a_snake_case_event() -> None:
         if isinstance(extra, ast.Name):  # a dict built just before (access_log.py)
             continue
         assert isinstance(extra, ast.Dict), f"{where}: no extra={{'event': ...}}"
-        keys = [k.value for k in extra.keys if isinstance(k, ast.Constant)]
-        assert "event" in keys, f"{where}: no event"
-        taken = set(keys) & {*logging.makeLogRecord({}).__dict__, "message", "asctime"}
+        fields = {
+            k.value: v for k, v in zip(extra.keys, extra.values, strict=True)
+            if isinstance(k, ast.Constant)
+        }  # fmt: skip
+        assert "event" in fields, f"{where}: no event"
+        taken = set(fields) & {*logging.makeLogRecord({}).__dict__, "message", "asctime"}
         assert not taken, f"{where}: {taken} would overwrite the LogRecord's own"
-        event = extra.values[keys.index("event")]
+        event = fields["event"]
         assert isinstance(event, ast.Constant) and isinstance(event.value, str), where
         assert EVENT.fullmatch(event.value), where
 
@@ -329,5 +332,11 @@ def test_serve_logs_json_lines_without_payloads(tmp_path: Path) -> None:
     assert garbage["process"] == "router" and garbage["worker"] == "intruder"
     access = [line for line in lines if line["event"] == "access"]
     assert any(a["status"] == 403 and a["client"] == "127.0.0.1" for a in access), access
+    # At DEBUG every peer's join and departure is a line with its room, id and address.
+    joined = [line for line in lines if line["event"] == "peer_joined"]
+    assert len(joined) == 12 and all(line["room"].startswith("logs-") for line in joined)
+    assert all(line["client"] == "127.0.0.1" and line["peer"] > 0 for line in joined)
+    gone = {(x["process"], x["peer"]) for x in lines if x["event"] in ("peer_left", "peer_lost")}
+    assert {(line["process"], line["peer"]) for line in joined} == gone
     pids = {line["process"]: line["pid"] for line in lines}
     assert pids["serve"] == serve.pid and len(set(pids.values())) == 4
