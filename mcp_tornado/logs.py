@@ -115,8 +115,11 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in fields_of(record).items():
-            if value is not None:  # "when relevant": a field that does not apply is left out
-                line.setdefault(key, value)  # and a field never hides one of the above
+            if value is None:  # "when relevant": a field that does not apply is left out
+                continue
+            if isinstance(value, bytes | bytearray | memoryview):  # bytes are a payload
+                value = payload(bytes(value))
+            line.setdefault(key, value)  # a field never hides one of the above
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:

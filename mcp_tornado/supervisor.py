@@ -48,9 +48,8 @@ log = logging.getLogger(__name__)
 
 CANNOT_START: Final = 78  # a child's exit status: "cannot start, do not restart me" (EX_CONFIG)
 STATUS_FD_ENV: Final = "MCP_TORNADO_STATUS_FD"  # the pipe a child reports to, set by the supervisor
-CHILD_ENV: Final = (
-    "MCP_TORNADO_CHILD"  # a child's name ("router", "worker-0"), set by the supervisor
-)
+# A child's name ("router", "worker-0"), set by the supervisor: its log lines say it.
+CHILD_ENV: Final = "MCP_TORNADO_CHILD"
 
 _STABLE_AFTER = 10.0  # a child that ran this long is healthy again: reset its backoff
 _BACKOFF_MAX = 5.0

@@ -139,9 +139,16 @@ def test_a_payload_is_only_its_length_unless_payloads_are_shown() -> None:
     assert logs.describe(wire.Join(3, "lobby")) == "Join(peer=3, room='lobby')"
 
 
+def test_a_bytes_field_is_a_payload_too() -> None:
+    data = json.loads(logs.JsonFormatter("worker").format(record(event="x", data=SDP.encode())))
+    assert data["data"] == f"<{len(SDP)} bytes>"
+
+
 @pytest.mark.usefixtures("payloads_shown")
 def test_with_payloads_shown_the_payload_is_logged() -> None:
     assert ADDRESS in logs.describe(wire.Relay(3, SDP.encode()))
+    data = json.loads(logs.JsonFormatter("worker").format(record(event="x", data=SDP.encode())))
+    assert data["data"] == SDP
 
 
 def _router_failing_on_a_relay(monkeypatch: pytest.MonkeyPatch) -> Router:
