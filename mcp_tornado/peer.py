@@ -264,7 +264,10 @@ class Peer:
     def joined(self, room: str, peers: int, initiator: bool, local_partner: Peer | None) -> None:
         self.paired = initiator
         self.connection.complete_upgrade()  # the socket opens now that it is in the room
-        self.send(protocol.event_frame(protocol.Joined(room, peers, initiator)))
+        ice_servers = self.hub.ice.for_peer()  # fresh TURN credentials for each join
+        self.send(
+            protocol.event_frame(protocol.Joined(room, peers, initiator, ice_servers=ice_servers))
+        )
         if local_partner is not None:
             self.pair_locally(local_partner)
 
