@@ -205,10 +205,9 @@ def _url(host: str, port: int) -> str:
 
 
 def _serve(settings: ServeSettings, log_level: str) -> int:
-    from mcp_tornado import ports
+    from mcp_tornado import ice, ports, tokens
     from mcp_tornado.settings import encode
     from mcp_tornado.supervisor import CANNOT_START, Supervisor, python_command
-    from mcp_tornado import ice, tokens
 
     host, port = settings.worker.host, settings.worker.port
     endpoint = settings.router_endpoint or f"ipc://{runtime_dir()}/router-{port}-{os.getpid()}.ipc"

@@ -119,7 +119,7 @@ def test_good_turn_uris_are_taken(uri: str) -> None:
     ],
 )
 def test_bad_turn_uris_are_refused_naming_the_flag(uri: str) -> None:
-    with pytest.raises(ValueError, match="^--turn-uri: .* is not a valid URI"):
+    with pytest.raises(ValueError, match=r"^--turn-uri: .* is not a valid URI"):
         IceSettings(turn_uris=(uri,), turn_secret=SECRET)
 
 
@@ -127,7 +127,7 @@ def test_bad_turn_uris_are_refused_naming_the_flag(uri: str) -> None:
     "uri", ["turn:stun.example.com", "stun:host?transport=udp", "stun:host:99999", "stun"]
 )
 def test_bad_stun_uris_are_refused_naming_the_flag(uri: str) -> None:
-    with pytest.raises(ValueError, match="^--stun-uri: "):
+    with pytest.raises(ValueError, match=r"^--stun-uri: "):
         IceSettings(stun_uris=(uri,))
 
 
