@@ -76,6 +76,9 @@ UNRELAYED: list[str | bytes] = [
     '{"type":"error","message":' + json.dumps("x" * 100_000) + "}",
     '{"type":"error","code":{"room_full":1},"message":{"nested":true}}',
     '{"type":"joined","initiator":"yes"}',
+    '{"type":"joined","iceServers":{"urls":1}}',
+    '{"type":"joined","iceServers":[{"urls":["turn:x?transport=quic"],"username":5}]}',
+    '{"type":"joined","iceServers":[null,1,"stun:x",{"urls":["javascript:1",7,"turn:"]}]}',
     '{"type":"' + "t" * 100_000 + '"}',
     '{"type":"candidate"}',
     "\udcff",
@@ -128,6 +131,29 @@ def test_random_messages_never_escape(kind: str, fields: dict[str, Any]) -> None
         await peer.on_frame(json.dumps({**fields, "type": kind}))
         await peer.on_frame(json.dumps(fields))
         await peer._close_peer()
+
+    asyncio.run(scenario())
+
+
+def test_joined_ice_servers_are_used_else_the_bots_own() -> None:
+    own = [example.RTCIceServer(urls="stun:own.example:3478")]
+    given = [
+        {"urls": ["turn:127.0.0.1:3478?transport=udp"], "username": "1:a", "credential": "c"},
+        {"urls": "stun:stun.example", "extra": True},
+        {"urls": ["bogus:x", "stuns:stun.example:5349"]},
+        {"urls": ["turn:x"], "credential": {"no": 1}},
+    ]
+
+    async def scenario() -> None:
+        peer = example.AiortcPeer("ws://unused", ice_servers=own)
+        await peer.on_frame(json.dumps({"type": "joined", "iceServers": given}))
+        assert peer.configuration().iceServers == [
+            example.RTCIceServer(["turn:127.0.0.1:3478?transport=udp"], "1:a", "c"),
+            example.RTCIceServer(["stun:stun.example"]),
+            example.RTCIceServer(["stuns:stun.example:5349"]),
+        ]
+        await peer.on_frame('{"type":"joined","room":"r","peers":1,"initiator":false}')
+        assert peer.configuration().iceServers == own  # a server without: the bot's own
 
     asyncio.run(scenario())
 
