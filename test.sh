@@ -19,6 +19,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Under systemd the package starts coturn as a service, with the default config (no
+  # authentication, every interface): the tests start their own, so stop and disable it.
+  if [[ " ${missing[*]} " == *" coturn "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now coturn >/dev/null 2>&1 || true
+  fi
 fi
 
 # The Autobahn TestSuite's wstest (Python 2) for tests/autobahn; a no-op once installed.
