@@ -103,3 +103,36 @@ def test_tampered_credentials_are_refused_with_401(coturn: Coturn) -> None:
     _refused(coturn, f"{expires}:{peer_id[:-1]}x", credential)  # another peer id
     _refused(coturn, *ice.turn_credentials(b"another-secret-0123456789", peer_id, int(expires)))
     _accepted(coturn, username, credential)  # the untampered one still works
+
+
+def test_an_allocation_made_in_time_outlives_its_credential(coturn: Coturn) -> None:
+    """coturn checks the expiry when a relay is allocated, not on its later refreshes.
+
+    So a relayed call lasts beyond the TTL; the TTL bounds how long a credential
+    can start new allocations (a late join, an ICE restart, a leaked credential).
+    """
+    expires = int(time.time()) + 3
+    username, credential = ice.turn_credentials(SECRET, "long-call", expires)
+
+    async def call() -> None:
+        client = _client(coturn, username, credential)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: client, remote_addr=coturn.address
+        )
+        try:
+            await asyncio.wait_for(client.connect(), 20)
+            await asyncio.sleep(max(0.0, expires + 1.5 - time.time()))  # now it has expired
+            permission = stun.Message(stun.Method.CREATE_PERMISSION, stun.Class.REQUEST)
+            permission.attributes["XOR-PEER-ADDRESS"] = (coturn.host, coturn.relay_ports.start)
+            refresh = stun.Message(stun.Method.REFRESH, stun.Class.REQUEST)
+            refresh.attributes["LIFETIME"] = 600
+            for request in (permission, refresh):
+                response, _ = await asyncio.wait_for(client.request_with_retry(request), 20)
+                assert response.message_class == stun.Class.RESPONSE
+            await client.delete()
+        finally:
+            transport.close()
+
+    asyncio.run(call())
+    _refused(coturn, username, credential)  # but no new allocation with it
