@@ -306,7 +306,12 @@ class IceSettings(Settings, frozen=True):
     ] = None
     turn_ttl: Annotated[
         float,
-        Flag("--turn-ttl", "seconds a TURN credential handed to a peer is valid", low=1),
+        Flag(
+            "--turn-ttl",
+            "seconds a TURN credential handed to a peer can start new relays",
+            low=1,
+            metavar="SECONDS",
+        ),
     ] = ice.DEFAULT_TTL
 
     def __post_init__(self) -> None:
