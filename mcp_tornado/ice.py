@@ -12,8 +12,10 @@ TURN services", draft-uberti-behave-turn-rest-00) that coturn's
     username   = "<expiry, Unix seconds>:<peer id>"
     credential = base64(HMAC-SHA1(secret, username))
 
-The TURN server recomputes the credential from the username, and refuses it
-once the expiry has passed; nothing is shared with it but the secret.  The
+The TURN server recomputes the credential from the username, and allocates
+no relay with it once the expiry has passed (a relay allocated before keeps
+being refreshed: coturn checks the expiry at Allocate); nothing is shared with
+it but the secret.  The
 peer id is random per join, so the two peers of a room (and peers on
 different workers) get different usernames, and nothing is remembered.
 
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
 
 SECRET_ENV: Final = "MCP_TORNADO_TURN_SECRET"
 MIN_SECRET_BYTES: Final = 16
-DEFAULT_TTL: Final = 6 * 3600.0  # seconds a TURN credential is valid
+DEFAULT_TTL: Final = 6 * 3600.0  # seconds a TURN credential can allocate relays
 PEER_ID_BYTES: Final = 8  # random bytes of a username's peer id (16 hex digits)
 
 # RFC 7065 (turn:/turns:) and RFC 7064 (stun:/stuns:): scheme ":" host [":" port],
