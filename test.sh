@@ -10,11 +10,20 @@ python3 -c 'import sys; assert sys.version_info >= (3, 11), "mcp-tornado needs P
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-# Debian's Chromium drives the browser tests (never a downloaded browser).
-if [ ! -x /usr/bin/chromium ]; then
+# Debian's Chromium drives the browser tests (never a downloaded browser); Debian's
+# coturn is the TURN server the TURN tests start (tests/coturn.py), never as a service.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v turnserver >/dev/null || missing+=(coturn)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Under systemd the package starts coturn as a service, with the default config (no
+  # authentication, every interface): the tests start their own, so stop and disable it.
+  if [[ " ${missing[*]} " == *" coturn "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now coturn >/dev/null 2>&1 || true
+  fi
 fi
 
 # The Autobahn TestSuite's wstest (Python 2) for tests/autobahn; a no-op once installed.

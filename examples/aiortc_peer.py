@@ -18,6 +18,10 @@ Protocol notes (see the "Protocol" section of README.md):
 * The server says ``joined`` with ``initiator``; the initiator (the peer that
   joined second) makes the offer, the other side answers. ``peer-joined`` means
   a newcomer will send a fresh offer; ``leave``/``peer-left`` mean the peer is gone.
+* A server configured with STUN/TURN servers puts them in ``joined`` as
+  ``iceServers`` (TURN ones with a time-limited username and credential); the
+  peer connections use those, and the bot's own ``--stun`` servers only when the
+  server sends none (:func:`parse_ice_servers`).
 * aiortc does not trickle: its candidates are inside the SDP it sends once ICE
   gathering is complete. Browsers trickle theirs as
   ``{"type":"candidate","candidate":{"candidate":...,"sdpMid":...,"sdpMLineIndex":...}}``,
@@ -50,6 +54,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.rtcicetransport import parse_stun_turn_uri
 from aiortc.sdp import candidate_from_sdp
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -61,6 +66,7 @@ CLOSE_ROOM_FULL = 4409
 MAX_PENDING_CANDIDATES = 64  # candidates kept while no remote description is set
 MAX_EVENTS = 256  # message types remembered in AiortcPeer.events
 MAX_LOGGED = 200  # characters of peer-controlled text put in a log line
+MAX_ICE_SERVERS = 16  # entries (and URLs per entry) taken from a joined event
 
 MessageHandler = Callable[["AiortcPeer", str], Awaitable[None] | None]
 
@@ -128,6 +134,41 @@ def parse_candidate(payload: Any) -> RTCIceCandidate | None:
     return candidate
 
 
+def _usable_url(url: Any) -> bool:
+    if not isinstance(url, str):
+        return False
+    try:
+        parse_stun_turn_uri(url)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_ice_servers(value: Any) -> list[RTCIceServer]:
+    """The ``iceServers`` of a ``joined`` event as aiortc servers (``[]``: none usable).
+
+    ``[{"urls": [...]}, {"urls": [...], "username": "...", "credential": "..."}]``,
+    as browsers take it; entries and URLs aiortc cannot use are skipped.
+    """
+    servers: list[RTCIceServer] = []
+    if not isinstance(value, list):
+        return servers
+    for entry in value[:MAX_ICE_SERVERS]:
+        if not isinstance(entry, dict):
+            continue
+        urls = entry.get("urls")
+        urls = [urls] if isinstance(urls, str) else urls
+        username, credential = entry.get("username"), entry.get("credential")
+        if not isinstance(urls, list) or not all(
+            item is None or isinstance(item, str) for item in (username, credential)
+        ):
+            continue
+        usable = [url for url in urls[:MAX_ICE_SERVERS] if _usable_url(url)]
+        if usable:
+            servers.append(RTCIceServer(urls=usable, username=username, credential=credential))
+    return servers
+
+
 def extract_sdp(msg: dict[str, Any], kind: str) -> str | None:
     """SDP from ``{"type":kind,"sdp":"..."}`` or ``{"type":kind,kind:{type,sdp}}``."""
     for value in (msg.get(kind), msg.get("description"), msg.get("sdp")):
@@ -144,7 +185,8 @@ class AiortcPeer:
 
     Use :meth:`run` as a task; await :meth:`wait_connected`, then :meth:`send`.
     Messages from the other side are put on :attr:`received` and passed to the
-    optional ``on_message`` callback.
+    optional ``on_message`` callback.  ``ice_servers`` are used when the server's
+    ``joined`` brings none.
     """
 
     def __init__(
@@ -156,6 +198,7 @@ class AiortcPeer:
     ) -> None:
         self.url = url
         self.ice_servers = list(ice_servers)
+        self.joined_ice_servers: list[RTCIceServer] = []  # from the latest joined event
         self.on_message = on_message
         self.received: asyncio.Queue[str] = asyncio.Queue()
         self.events: deque[str] = deque(maxlen=MAX_EVENTS)  # the latest message types
@@ -236,6 +279,7 @@ class AiortcPeer:
         kind = msg["type"]
         self.events.append(kind[:64])
         if kind == "joined":
+            self.joined_ice_servers = parse_ice_servers(msg.get("iceServers"))
             if msg.get("initiator") is True:
                 await self._make_offer()
         elif kind == "peer-joined":
@@ -270,8 +314,12 @@ class AiortcPeer:
         else:
             log.debug("ignoring %s", _shown(kind))
 
+    def configuration(self) -> RTCConfiguration:
+        """A new peer connection's: the server's ICE servers, else the bot's own."""
+        return RTCConfiguration(iceServers=self.joined_ice_servers or self.ice_servers)
+
     def _new_peer(self) -> RTCPeerConnection:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
+        pc = RTCPeerConnection(self.configuration())
         self._pc = pc
 
         @pc.on("datachannel")
@@ -359,7 +407,12 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("url", help="signaling URL, e.g. ws://127.0.0.1:8000/ws/signal/?room=lobby")
     parser.add_argument("--echo", action="store_true", help="send every message back")
     parser.add_argument("--say", action="append", default=[], help="message to send on connect")
-    parser.add_argument("--stun", action="append", default=[], help="STUN/TURN URL (repeatable)")
+    parser.add_argument(
+        "--stun",
+        action="append",
+        default=[],
+        help="STUN URL (repeatable), used when the server's joined event brings no iceServers",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)

@@ -205,10 +205,9 @@ def _url(host: str, port: int) -> str:
 
 
 def _serve(settings: ServeSettings) -> int:
-    from mcp_tornado import ports
+    from mcp_tornado import ice, ports, tokens
     from mcp_tornado.settings import encode
     from mcp_tornado.supervisor import CANNOT_START, Supervisor, python_command
-    from mcp_tornado.tokens import SECRET_ENV
 
     host, port = settings.worker.host, settings.worker.port
     endpoint = settings.router_endpoint or f"ipc://{runtime_dir()}/router-{port}-{os.getpid()}.ipc"
@@ -219,11 +218,14 @@ def _serve(settings: ServeSettings) -> int:
         return CANNOT_START
     router, worker = settings.children(endpoint)
     # Each child gets its effective settings in its environment, never on its command
-    # line; the token secret is left out of them and travels in its own variable.
+    # line; the secrets are left out of them and each travels in its own variable.
     worker_env = {SETTINGS_ENV: encode(worker)}
-    secret = worker.limits.token_secret
-    if secret is not None:
-        worker_env[SECRET_ENV] = secret.decode()
+    for variable, secret in (
+        (tokens.SECRET_ENV, worker.limits.token_secret),
+        (ice.SECRET_ENV, worker.ice.turn_secret),
+    ):
+        if secret is not None:
+            worker_env[variable] = secret.decode()
     supervisor = Supervisor(
         python_command("router"),
         [python_command("worker")] * settings.workers,

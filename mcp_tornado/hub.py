@@ -2,7 +2,7 @@
 
 Usage::
 
-    hub = Hub(gate)
+    hub = Hub(gate, IceServers(settings.ice))
     link = RouterLink(settings, hub)   # the link reports to the hub
     hub.attach(link)
     hub.join(peer)                     # a peer asks for its room's slot
@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from mcp_tornado import wire
 from mcp_tornado.admission import Gatekeeper
+from mcp_tornado.ice import IceServers
+from mcp_tornado.settings import IceSettings
 
 if TYPE_CHECKING:
     from mcp_tornado.peer import Peer
@@ -31,8 +33,9 @@ if TYPE_CHECKING:
 class Hub:
     """Every peer of a worker that holds (or asks for) a slot in a room, by id."""
 
-    def __init__(self, gate: Gatekeeper) -> None:
+    def __init__(self, gate: Gatekeeper, ice: IceServers | None = None) -> None:
         self.gate = gate
+        self.ice = ice if ice is not None else IceServers(IceSettings())  # what joined carries
         self.peers: dict[int, Peer] = {}
         # Peers whose leave the router has not confirmed yet, with the close code
         # (None: echo the client's) their connection closes with once it has.

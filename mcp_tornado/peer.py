@@ -303,7 +303,10 @@ class Peer:
                 extra={"event": "peer_joined", **self._facts(), "peers": peers},
             )
         self.connection.complete_upgrade()  # the socket opens now that it is in the room
-        self.send(protocol.event_frame(protocol.Joined(room, peers, initiator)))
+        ice_servers = self.hub.ice.for_peer()  # fresh TURN credentials for each join
+        self.send(
+            protocol.event_frame(protocol.Joined(room, peers, initiator, ice_servers=ice_servers))
+        )
         if local_partner is not None:
             self.pair_locally(local_partner)
 

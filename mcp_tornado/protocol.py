@@ -56,12 +56,26 @@ ERROR_CODES: Final[frozenset[str]] = frozenset(
 """Every ``code`` an ``error`` frame can carry (the README's table lists them all)."""
 
 
-class Joined(msgspec.Struct, tag="joined", tag_field="type"):
-    """You hold a slot in ``room``; ``initiator``: a peer was waiting, so you make the offer."""
+class IceServer(msgspec.Struct, omit_defaults=True):
+    """One ``RTCIceServer``: STUN ``urls`` alone, TURN ``urls`` with a username and credential."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class Joined(msgspec.Struct, tag="joined", tag_field="type", omit_defaults=True):
+    """You hold a slot in ``room``; ``initiator``: a peer was waiting, so you make the offer.
+
+    ``iceServers`` (when the server has STUN/TURN configured, :mod:`mcp_tornado.ice`)
+    goes straight into ``new RTCPeerConnection({iceServers})``; fields left at their
+    default are omitted, so clients of the original protocol see the frame they know.
+    """
 
     room: str
     peers: int
     initiator: bool
+    ice_servers: list[IceServer] | None = msgspec.field(default=None, name="iceServers")
 
 
 class PeerJoined(msgspec.Struct, tag="peer-joined", tag_field="type"):

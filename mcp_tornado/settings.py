@@ -12,7 +12,8 @@ from these definitions (:func:`leaves`), so a new setting is one new field.
 ``serve`` composes :class:`WorkerSettings` and :class:`RouterSettings`
 (:class:`ServeSettings`) and hands each child its effective settings as JSON in
 ``$MCP_TORNADO_SETTINGS`` (:func:`encode`/:func:`decode`), without flags and
-without secrets: the token secret travels in ``$MCP_TORNADO_TOKEN_SECRET``.
+without secrets: the token secret travels in ``$MCP_TORNADO_TOKEN_SECRET``, the
+TURN secret in ``$MCP_TORNADO_TURN_SECRET``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Annotated, Any, ClassVar, Final, TypeVar
 
 import msgspec
 
-from mcp_tornado import tokens
+from mcp_tornado import ice, tokens
 from mcp_tornado.origins import HostPolicy, OriginPolicy
 
 SETTINGS_ENV: Final = "MCP_TORNADO_SETTINGS"  # a child's settings, JSON, set by ``serve``
@@ -305,6 +306,71 @@ class LimitSettings(Settings, frozen=True):
             tokens.check_secret(self.token_secret)
 
 
+class IceSettings(Settings, frozen=True):
+    """The STUN and TURN servers handed to joining peers (:mod:`mcp_tornado.ice`)."""
+
+    cli_group: ClassVar[str | None] = "TURN and STUN (see the README)"
+
+    turn_uris: Annotated[
+        tuple[str, ...],
+        Flag(
+            "--turn-uri",
+            "TURN server for joining peers, turn:HOST[:PORT][?transport=udp|tcp] or turns:... "
+            "(repeat, or comma-separate); needs --turn-secret-file",
+            shown_default="none",
+            metavar="URI",
+        ),
+    ] = ()
+    stun_uris: Annotated[
+        tuple[str, ...],
+        Flag(
+            "--stun-uri",
+            "STUN server for joining peers, stun:HOST[:PORT] or stuns:... "
+            "(repeat, or comma-separate)",
+            shown_default="none",
+            metavar="URI",
+        ),
+    ] = ()
+    turn_secret: Annotated[
+        bytes | None,
+        Flag(
+            "--turn-secret-file",
+            "the TURN server's shared secret (coturn's static-auth-secret) is in this file "
+            f"(or set ${ice.SECRET_ENV})",
+            shown_default="none",
+            metavar="PATH",
+            cli_type=Path,
+            load=ice.load_secret,
+            secret=True,
+        ),
+    ] = None
+    turn_ttl: Annotated[
+        float,
+        Flag(
+            "--turn-ttl",
+            "seconds a TURN credential handed to a peer can start new relays",
+            low=1,
+            metavar="SECONDS",
+        ),
+    ] = ice.DEFAULT_TTL
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ice.check_turn_uris(self.turn_uris)
+        ice.check_stun_uris(self.stun_uris)
+        if self.turn_secret is not None:
+            ice.check_secret(self.turn_secret)
+        turn = ice.split_uris(self.turn_uris)
+        if turn and self.turn_secret is None:
+            raise ValueError(
+                f"--turn-uri needs the TURN secret: --turn-secret-file or ${ice.SECRET_ENV}"
+            )
+        if self.turn_secret is not None and not turn:
+            raise ValueError(
+                f"a TURN secret is set (--turn-secret-file or ${ice.SECRET_ENV}) but no --turn-uri"
+            )
+
+
 class WorkerSettings(Settings, frozen=True):
     """Everything a worker needs."""
 
@@ -339,6 +405,7 @@ class WorkerSettings(Settings, frozen=True):
         float, Flag("--shutdown-timeout", "seconds a graceful shutdown may take", low=0)
     ] = 10.0
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
+    ice: IceSettings = msgspec.field(default_factory=IceSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
 
 
@@ -489,26 +556,32 @@ def build(cls: type[S], values: dict[str, Any], prefix: str = "") -> S:
 # --- handing settings to a child process ------------------------------------------
 
 
-def _without_secrets(settings: S) -> S:
-    changes: dict[str, Any] = {}
-    cls = type(settings)
+def _drop_secrets(fields: dict[str, Any], cls: type[Settings]) -> None:
+    """Blank the secrets in ``fields``, the builtins of a ``cls``.
+
+    On builtins rather than with ``structs.replace``: a secretless Struct may
+    not pass its own checks (a TURN URI needs its secret).
+    """
     for name, flag in flags_of(cls).items():
         if flag.secret:
-            changes[name] = None
-    for name in nested(cls):
-        changes[name] = _without_secrets(getattr(settings, name))
-    return msgspec.structs.replace(settings, **changes)
+            fields[name] = None
+    for name, group in nested(cls).items():
+        _drop_secrets(fields[name], group)
 
 
-def _with_loaded_secrets(settings: S) -> S:
-    changes: dict[str, Any] = {}
-    cls = type(settings)
+def _load_secrets_into(fields: Any, cls: type[Settings]) -> None:
+    """Put the secrets of ``cls`` (from the environment) into its decoded JSON ``fields``.
+
+    Before the Structs are built, so that their checks see them (a TURN URI
+    without its secret is refused).
+    """
+    if not isinstance(fields, dict):
+        return  # not an object: msgspec.convert says so
     for name, flag in flags_of(cls).items():
         if flag.secret and flag.load is not None:
-            changes[name] = flag.load(None)
-    for name in nested(cls):
-        changes[name] = _with_loaded_secrets(getattr(settings, name))
-    return msgspec.structs.replace(settings, **changes)
+            fields[name] = flag.load(None)
+    for name, group in nested(cls).items():
+        _load_secrets_into(fields.setdefault(name, {}), group)
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -525,7 +598,9 @@ def _dec_hook(kind: type, obj: Any) -> Any:
 
 def encode(settings: Settings) -> str:
     """``settings`` as JSON for a child process, with every secret left out."""
-    return msgspec.json.encode(_without_secrets(settings), enc_hook=_enc_hook).decode()
+    fields = msgspec.to_builtins(settings, enc_hook=_enc_hook)
+    _drop_secrets(fields, type(settings))
+    return msgspec.json.encode(fields).decode()
 
 
 def decode(text: str, cls: type[S]) -> S:
@@ -534,5 +609,6 @@ def decode(text: str, cls: type[S]) -> S:
     Raises ``ValueError`` (a bad value: the message names the flag) or
     ``msgspec.ValidationError``.
     """
-    settings = msgspec.json.decode(text, type=cls, dec_hook=_dec_hook)
-    return _with_loaded_secrets(settings)
+    fields = msgspec.json.decode(text)
+    _load_secrets_into(fields, cls)
+    return msgspec.convert(fields, cls, dec_hook=_dec_hook)

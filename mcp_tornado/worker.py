@@ -37,6 +37,7 @@ from mcp_tornado.admission import Gatekeeper, http_server_options
 from mcp_tornado.capacity import Capacity, NoBodies
 from mcp_tornado.connection import Connection
 from mcp_tornado.hub import Hub
+from mcp_tornado.ice import IceServers
 from mcp_tornado.listener import Listener, Slot
 from mcp_tornado.origins import HostPolicy
 from mcp_tornado.peer import SignalEndpoint
@@ -119,7 +120,7 @@ async def _serve(
     sockets: list[socket.socket],
     claim: ports.PortClaim,
 ) -> None:
-    hub = Hub(Gatekeeper(config.limits))
+    hub = Hub(Gatekeeper(config.limits), IceServers(config.ice))
     link = RouterLink(config.link, hub)
     hub.attach(link)
     link.start()

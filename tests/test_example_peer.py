@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.coturn import running_coturn
 from tests.support import running_cluster
 
 pytest.importorskip("aiortc")
@@ -76,6 +77,9 @@ UNRELAYED: list[str | bytes] = [
     '{"type":"error","message":' + json.dumps("x" * 100_000) + "}",
     '{"type":"error","code":{"room_full":1},"message":{"nested":true}}',
     '{"type":"joined","initiator":"yes"}',
+    '{"type":"joined","iceServers":{"urls":1}}',
+    '{"type":"joined","iceServers":[{"urls":["turn:x?transport=quic"],"username":5}]}',
+    '{"type":"joined","iceServers":[null,1,"stun:x",{"urls":["javascript:1",7,"turn:"]}]}',
     '{"type":"' + "t" * 100_000 + '"}',
     '{"type":"candidate"}',
     "\udcff",
@@ -132,6 +136,29 @@ def test_random_messages_never_escape(kind: str, fields: dict[str, Any]) -> None
     asyncio.run(scenario())
 
 
+def test_joined_ice_servers_are_used_else_the_bots_own() -> None:
+    own = [example.RTCIceServer(urls="stun:own.example:3478")]
+    given = [
+        {"urls": ["turn:127.0.0.1:3478?transport=udp"], "username": "1:a", "credential": "c"},
+        {"urls": "stun:stun.example", "extra": True},
+        {"urls": ["bogus:x", "stuns:stun.example:5349"]},
+        {"urls": ["turn:x"], "credential": {"no": 1}},
+    ]
+
+    async def scenario() -> None:
+        peer = example.AiortcPeer("ws://unused", ice_servers=own)
+        await peer.on_frame(json.dumps({"type": "joined", "iceServers": given}))
+        assert peer.configuration().iceServers == [
+            example.RTCIceServer(["turn:127.0.0.1:3478?transport=udp"], "1:a", "c"),
+            example.RTCIceServer(["stun:stun.example"]),
+            example.RTCIceServer(["stuns:stun.example:5349"]),
+        ]
+        await peer.on_frame('{"type":"joined","room":"r","peers":1,"initiator":false}')
+        assert peer.configuration().iceServers == own  # a server without: the bot's own
+
+    asyncio.run(scenario())
+
+
 def test_pending_candidates_are_capped() -> None:
     async def scenario() -> None:
         peer = example.AiortcPeer("ws://unused")
@@ -180,3 +207,39 @@ def test_the_bot_survives_hostile_relayed_messages_and_still_chats(tmp_path: Pat
 
     with running_cluster(tmp_path, 1) as cluster:
         asyncio.run(scenario(cluster.url(f"bot-{uuid.uuid4().hex[:8]}")))
+
+
+def test_the_bot_gathers_relay_candidates_from_the_servers_turn_credentials(
+    tmp_path: Path,
+) -> None:
+    """Through a worker configured for a real coturn, the bots' offers carry relayed candidates."""
+    secret = uuid.uuid4().hex.encode()
+    secret_file = tmp_path / "turn-secret"
+    secret_file.write_bytes(secret)
+
+    async def scenario(url: str) -> None:
+        first, second = example.AiortcPeer(url), example.AiortcPeer(url)
+        runs = [asyncio.create_task(first.run())]
+        await asyncio.sleep(0.3)  # it joins first; the second makes the offer
+        runs.append(asyncio.create_task(second.run()))
+        try:
+            await second.wait_connected(timeout=30)
+            await first.wait_connected(timeout=30)
+            for bot in (first, second):
+                assert [s.urls for s in bot.joined_ice_servers] == [[turn.uri("udp")]]
+                sdp = bot._pc.localDescription.sdp
+                assert f" {turn.host} " in sdp and " typ relay " in sdp, sdp
+        finally:
+            for bot in (first, second):
+                await bot.close()
+            for task in runs:
+                task.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
+
+    with (
+        running_coturn(tmp_path, secret) as turn,
+        running_cluster(
+            tmp_path, 1, "--turn-uri", turn.uri("udp"), "--turn-secret-file", str(secret_file)
+        ) as cluster,
+    ):
+        asyncio.run(scenario(cluster.url(f"turn-{uuid.uuid4().hex[:8]}")))

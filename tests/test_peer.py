@@ -16,9 +16,10 @@ from mcp_tornado import protocol
 from mcp_tornado.admission import Gatekeeper
 from mcp_tornado.connection import Connection
 from mcp_tornado.hub import Hub
+from mcp_tornado.ice import IceServers
 from mcp_tornado.peer import Peer, SignalEndpoint
 from mcp_tornado.router_link import RouterLink
-from mcp_tornado.settings import LimitSettings
+from mcp_tornado.settings import IceSettings, LimitSettings
 from tests.rawws import (
     BINARY,
     CLOSE,
@@ -76,6 +77,26 @@ async def test_the_socket_opens_only_once_the_router_has_put_the_peer_in_its_roo
         {"type": "joined", "room": "lobby", "peers": 1, "initiator": False}
     ]
     assert endpoint.gate.connections == 1
+
+
+async def test_joined_carries_the_ice_servers_with_each_peers_own_credential() -> None:
+    hub, _, endpoint = worker()
+    hub.ice = IceServers(
+        IceSettings(("turn:t.example",), ("stun:s.example",), b"peer-test-secret-0123456789")
+    )
+    transports = [connect(endpoint, "?room=lobby")[1] for _ in range(2)]
+    for number, (peer_id, peer) in enumerate(list(hub.peers.items())):
+        hub.joined(peer_id, "lobby", number + 1, number == 1, 0)
+        peer.connection.write_queued()
+    events = [json.loads(transport.texts()[0]) for transport in transports]
+    turns = []
+    for event in events:
+        turn, stun = event.pop("iceServers")
+        assert turn["urls"] == ["turn:t.example"] and stun == {"urls": ["stun:s.example"]}
+        turns.append(turn)
+    assert events[0] == {"type": "joined", "room": "lobby", "peers": 1, "initiator": False}
+    assert turns[0]["username"] != turns[1]["username"]
+    assert turns[0]["credential"] != turns[1]["credential"]
 
 
 async def test_frames_sent_before_the_101_follow_the_join_and_answers_wait_for_it() -> None:

@@ -12,7 +12,7 @@ import msgspec
 import psutil
 import pytest
 
-from mcp_tornado import cli, settings, tokens
+from mcp_tornado import cli, ice, settings, tokens
 from mcp_tornado.settings import (
     SETTINGS_ENV,
     LimitSettings,
@@ -27,6 +27,7 @@ from tests.rawws import PING, RawWebSocket
 from tests.support import free_port, ready, spawn, stop, wait_until
 
 SECRET = b"settings-test-secret-0123456789"
+TURN_SECRET = b"settings-test-turn-secret-9876543210"
 
 # The flags the README and the tests rely on: none may disappear or change its default.
 KNOWN_DEFAULTS: dict[str, dict[str, object]] = {
@@ -46,9 +47,11 @@ KNOWN_DEFAULTS: dict[str, dict[str, object]] = {
 }  # fmt: skip
 KNOWN_FLAGS = {
     "serve": {"--workers", "--router-endpoint", "--static-dir", "--allowed-origin",
-              "--allowed-host", "--token-secret-file", *KNOWN_DEFAULTS["worker"]},
+              "--allowed-host", "--token-secret-file", "--turn-uri", "--stun-uri",
+              "--turn-secret-file", "--turn-ttl", *KNOWN_DEFAULTS["worker"]},
     "worker": {"--router", "--static-dir", "--allowed-origin", "--allowed-host",
-               "--token-secret-file", *KNOWN_DEFAULTS["worker"]},
+               "--token-secret-file", "--turn-uri", "--stun-uri", "--turn-secret-file",
+               "--turn-ttl", *KNOWN_DEFAULTS["worker"]},
     "router": {"--bind", *KNOWN_DEFAULTS["router"]},
 }  # fmt: skip
 
@@ -218,16 +221,22 @@ def test_a_child_takes_its_settings_from_the_env_not_flags(
     assert "--rate-limit" in capsys.readouterr().err
 
 
-def test_serve_hands_children_their_settings_and_no_secret(tmp_path: Path) -> None:
+def test_serve_hands_children_their_settings_and_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(SECRET + b"\n")
+    turn_secret_file = tmp_path / "turn-secret"
+    turn_secret_file.write_bytes(TURN_SECRET + b"\n")
     port = free_port()
     log = tmp_path / "serve.log"
     serve = spawn(
         "--log-level", "DEBUG", "serve", "--workers", "1", "--port", str(port),
         "--ping-interval", "0.3", "--rate-limit", "7", "--heartbeat-interval", "0.1",
         "--heartbeat-liveness", "10", "--shutdown-timeout", "3",
-        "--token-secret-file", str(secret_file), log=log,
+        "--token-secret-file", str(secret_file), "--turn-uri", "turn:127.0.0.1:3478",
+        "--turn-secret-file", str(turn_secret_file), "--stun-uri", "stun:127.0.0.1:3478",
+        log=log,
     )  # fmt: skip
     try:
         wait_until(lambda: ready(port), 15, "serve to answer")
@@ -238,10 +247,17 @@ def test_serve_hands_children_their_settings_and_no_secret(tmp_path: Path) -> No
             argv = child.cmdline()
             command = "worker" if "worker" in argv else "router"
             assert argv[-1] == command  # no setting flags on a child's command line
-            assert not any(SECRET.decode() in arg for arg in argv)
+            assert not any(s.decode() in arg for arg in argv for s in (SECRET, TURN_SECRET))
             handed[command] = child.environ()[SETTINGS_ENV]
-        assert all(SECRET.decode() not in text for text in handed.values())
+            if command == "worker":  # each secret in its own variable
+                assert child.environ()[tokens.SECRET_ENV] == SECRET.decode()
+                assert child.environ()[ice.SECRET_ENV] == TURN_SECRET.decode()
+        for text in handed.values():
+            assert SECRET.decode() not in text and TURN_SECRET.decode() not in text
         assert '"token_secret":null' in handed["worker"]
+        assert '"turn_secret":null' in handed["worker"]
+        assert '"turn_uris":["turn:127.0.0.1:3478"]' in handed["worker"]
+        monkeypatch.setenv(ice.SECRET_ENV, TURN_SECRET.decode())  # as the worker has it
         worker = settings.decode(handed["worker"], WorkerSettings)
         assert worker.ping_interval == 0.3 and worker.limits.rate == 7
         assert worker.link.heartbeat_interval == 0.1
@@ -254,10 +270,18 @@ def test_serve_hands_children_their_settings_and_no_secret(tmp_path: Path) -> No
         # The worker runs with them: tokens are required, and pings come every 0.3 s.
         token = tokens.mint(SECRET, "r", 60)
         with RawWebSocket.connect(port, f"?room=r&token={token}") as ws:
-            assert ws.recv_json()["type"] == "joined"
+            event = ws.recv_json()
+            assert event["type"] == "joined"
+            turn, stun = event["iceServers"]
+            assert turn["urls"] == ["turn:127.0.0.1:3478"]
+            assert stun == {"urls": ["stun:127.0.0.1:3478"]}
+            expires, _, peer_id = turn["username"].partition(":")
+            made = ice.turn_credentials(TURN_SECRET, peer_id, int(expires))
+            assert made == (turn["username"], turn["credential"])  # with the TURN secret
             started = time.monotonic()
             assert ws.recv_frame_raw(timeout=5).opcode == PING
             assert time.monotonic() - started < 2  # the default interval is 20 s
     finally:
         stop(serve)
     assert SECRET.decode() not in log.read_text()
+    assert TURN_SECRET.decode() not in log.read_text()
