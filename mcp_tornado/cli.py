@@ -22,11 +22,22 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import msgspec
 
 from mcp_tornado import __version__
+from mcp_tornado.config import (
+    COMMANDS,
+    Config,
+    ConfigError,
+    add_flags,
+    config_file,
+    given_flags,
+    resolve,
+    to_json,
+    to_toml,
+)
 from mcp_tornado.settings import (
     SETTINGS_ENV,
     Leaf,
@@ -34,87 +45,30 @@ from mcp_tornado.settings import (
     ServeSettings,
     Settings,
     WorkerSettings,
-    build,
     decode,
     default_endpoint,
-    leaves,
     runtime_dir,
-    value_type,
 )
 from mcp_tornado.supervisor import cannot_start, report
 
 __all__ = ["default_endpoint", "main", "parse_settings", "runtime_dir"]
-
-# The commands that run with settings, and the Struct each one's flags come from.
-COMMANDS: dict[str, type[Settings]] = {
-    "serve": ServeSettings,
-    "router": RouterSettings,
-    "worker": WorkerSettings,
-}
 
 
 class _Command(argparse.ArgumentParser):
     """A sub-command's parser that knows which flag sets which settings."""
 
     settings: type[Settings]
-    paths: dict[str, list[Leaf]]  # argparse dest -> the settings it sets
+    keys: dict[str, list[Leaf]]  # argparse dest (the key) -> the settings it sets
 
 
 class _Parser(argparse.ArgumentParser):
-    commands: dict[str, _Command]  # the commands that run with settings
+    commands: dict[str, _Command]  # the commands that run with settings, and ``config``
 
 
 def fail(message: object) -> NoReturn:
     """Stop with one line on stderr and exit status 2 (argparse's, for a bad command line)."""
     print(f"mcp-tornado: {message}", file=sys.stderr)
     sys.exit(2)
-
-
-def _shown(leaf: Leaf) -> str:
-    if leaf.flag.shown_default is not None:
-        return leaf.flag.shown_default
-    if isinstance(leaf.default, float):
-        return f"{leaf.default:g}"
-    return str(leaf.default)
-
-
-def _add_setting_flags(parser: _Command, settings: type[Settings]) -> None:
-    """One flag per setting of ``settings``; a flag shared by several settings sets them all.
-
-    Every flag defaults to "absent" (``SUPPRESS``): the defaults are the Structs'.
-    """
-    parser.settings = settings
-    parser.paths = {}
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for leaf in leaves(settings):
-        if leaf.path in settings.derived:
-            continue
-        flag = leaf.flag
-        dest = flag.name.removeprefix("--").replace("-", "_")
-        if dest in parser.paths:  # e.g. --heartbeat-interval: the router's and the link's
-            first = parser.paths[dest][0]
-            assert first.default == leaf.default, f"{flag.name}: two defaults"
-            parser.paths[dest].append(leaf)
-            continue
-        parser.paths[dest] = [leaf]
-        title = leaf.owner.cli_group
-        target: Any = parser
-        if title is not None:
-            if title not in groups:
-                groups[title] = parser.add_argument_group(title)
-            target = groups[title]
-        kind = value_type(leaf.owner, leaf.name)
-        options: dict[str, Any] = {
-            "dest": dest,
-            "default": argparse.SUPPRESS,
-            "help": f"{flag.help} (default: {_shown(leaf)})",
-            "metavar": flag.metavar,
-        }
-        if kind is tuple or getattr(kind, "__origin__", None) is tuple:  # repeated flag
-            options["action"] = "append"
-        else:
-            options["type"] = flag.cli_type or kind
-        target.add_argument(flag.name, **options)
 
 
 def _parser() -> _Parser:
@@ -129,13 +83,18 @@ def _parser() -> _Parser:
         "serve": "run a router and N workers, supervised",
         "router": "run the router alone",
         "worker": "run one worker alone",
+        "config": "print serve's effective configuration (TOML) and where each value came from",
     }
     parser.commands = {}
-    for command, settings in COMMANDS.items():
+    for command, settings in [*COMMANDS.items(), ("config", ServeSettings)]:
         parser.commands[command] = sub.add_parser(
             command, help=helps[command], description=helps[command].capitalize() + "."
         )
-        _add_setting_flags(parser.commands[command], settings)
+        parser.commands[command].settings = settings
+        parser.commands[command].keys = add_flags(parser.commands[command], settings)
+    parser.commands["config"].add_argument(
+        "--json", action="store_true", help="print JSON instead of TOML (default: TOML)"
+    )
 
     token = sub.add_parser(
         "token",
@@ -160,33 +119,35 @@ def _parser() -> _Parser:
     return parser
 
 
-def _settings(parser: _Parser, args: argparse.Namespace) -> Settings:
-    """The settings of ``args.command``: from its flags, or from ``$MCP_TORNADO_SETTINGS``.
+def _config(parser: _Parser, args: argparse.Namespace) -> Config[Settings]:
+    """The configuration of ``args.command``: flags > env > file > defaults, checked.
 
-    A bad value stops the command with one line naming the flag (exit status 2).
+    A bad value stops the command with one line naming it and its source (exit status 2).
     """
     command = parser.commands[args.command]
-    given = [dest for dest in command.paths if hasattr(args, dest)]
-    encoded = os.environ.get(SETTINGS_ENV) if args.command != "serve" else None
-    if encoded is not None:
-        if given:
-            fail(f"${SETTINGS_ENV} is set: settings come from it, not from flags")
-        try:
-            return decode(encoded, command.settings)
-        except (OSError, ValueError, msgspec.MsgspecError) as exc:
-            # Settings handed over by serve (or a deployment): restarting cannot fix them.
-            cannot_start(f"bad ${SETTINGS_ENV}: {exc}")
     try:
-        values: dict[str, Any] = {}
-        for dest in given:
-            value = getattr(args, dest)
-            if isinstance(value, list):  # a repeated flag
-                value = tuple(value)
-            for leaf in command.paths[dest]:
-                values[leaf.path] = value if leaf.flag.load is None else leaf.flag.load(value)
-        return build(command.settings, values)
-    except (OSError, ValueError, msgspec.MsgspecError) as exc:
+        return resolve(command.settings, given_flags(command.keys, args), config_file(args))
+    except ConfigError as exc:
         fail(exc)
+
+
+def _settings(parser: _Parser, args: argparse.Namespace) -> Settings:
+    """The settings of ``args.command``: its configuration, or ``$MCP_TORNADO_SETTINGS``.
+
+    A child of ``serve`` takes exactly the settings serve handed it, never the
+    environment's or a file's, so that it cannot disagree with its parent.
+    """
+    command = parser.commands[args.command]
+    encoded = os.environ.get(SETTINGS_ENV) if args.command in ("router", "worker") else None
+    if encoded is None:
+        return _config(parser, args).settings
+    if given_flags(command.keys, args) or hasattr(args, "config"):
+        fail(f"${SETTINGS_ENV} is set: settings come from it, not from flags or --config")
+    try:
+        return decode(encoded, command.settings)
+    except (OSError, ValueError, msgspec.MsgspecError) as exc:
+        # Settings handed over by serve (or a deployment): restarting cannot fix them.
+        cannot_start(f"bad ${SETTINGS_ENV}: {exc}")
 
 
 def parse_settings(argv: Sequence[str]) -> Settings:
@@ -206,9 +167,8 @@ def _url(host: str, port: int) -> str:
 
 def _serve(settings: ServeSettings, log_level: str) -> int:
     from mcp_tornado import ports
-    from mcp_tornado.settings import encode
+    from mcp_tornado.settings import encode, secrets_env
     from mcp_tornado.supervisor import CANNOT_START, Supervisor, python_command
-    from mcp_tornado.tokens import SECRET_ENV
 
     host, port = settings.worker.host, settings.worker.port
     endpoint = settings.router_endpoint or f"ipc://{runtime_dir()}/router-{port}-{os.getpid()}.ipc"
@@ -219,17 +179,14 @@ def _serve(settings: ServeSettings, log_level: str) -> int:
         return CANNOT_START
     router, worker = settings.children(endpoint)
     # Each child gets its effective settings in its environment, never on its command
-    # line; the token secret is left out of them and travels in its own variable.
-    worker_env = {SETTINGS_ENV: encode(worker)}
-    secret = worker.limits.token_secret
-    if secret is not None:
-        worker_env[SECRET_ENV] = secret.decode()
+    # line; secrets are left out of them and travel each in its own variable.
+    worker_env = {SETTINGS_ENV: encode(worker), **secrets_env(worker)}
     common = ["--log-level", log_level]
     supervisor = Supervisor(
         python_command(*common, "router"),
         [python_command(*common, "worker")] * settings.workers,
         worker.shutdown_timeout + 2,
-        router_env={SETTINGS_ENV: encode(router)},
+        router_env={SETTINGS_ENV: encode(router), **secrets_env(router)},
         worker_env=worker_env,
         ready_message=f"open {_url(host, port)} ({settings.workers} worker"
         f"{'s' if settings.workers != 1 else ''}, router {endpoint})",
@@ -294,6 +251,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     if args.command == "token":
         sys.exit(_token(args))
+    if args.command == "config":
+        config = _config(parser, args)
+        print(to_json(config) if args.json else to_toml(config), end="" if not args.json else "\n")
+        sys.exit(0)
     settings = _settings(parser, args)  # every setting is checked before anything starts
     if isinstance(settings, ServeSettings | WorkerSettings):
         # Raise the soft open-file limit (children inherit it), or refuse to start.
