@@ -129,10 +129,10 @@ def all_keys() -> dict[str, list[Leaf]]:
     return found
 
 
-def known_env() -> frozenset[str]:
+def known_env(known: Mapping[str, list[Leaf]] | None = None) -> frozenset[str]:
     """Every ``MCP_TORNADO_*`` variable the program reads (settings, secrets, internal)."""
     found = set(INTERNAL_ENV)
-    for shared in all_keys().values():
+    for shared in (all_keys() if known is None else known).values():
         flag = shared[0].flag
         found.add(flag.env)
         if flag.secret_env is not None:
@@ -335,8 +335,11 @@ def _from_env(kind: Any, raw: str) -> Any:
         raise wrong from None
 
 
-def read_file(path: Path) -> dict[str, Any]:
-    """The keys of the TOML file at ``path``; :class:`ConfigError` if unreadable or unknown."""
+def read_file(path: Path, known: Mapping[str, list[Leaf]]) -> dict[str, Any]:
+    """The keys of the TOML file at ``path``; :class:`ConfigError` if unreadable or unknown.
+
+    ``known``: every key a command may take (:func:`all_keys`).
+    """
     try:
         with path.open("rb") as file:
             table = tomllib.load(file)
@@ -344,7 +347,6 @@ def read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    known = all_keys()
     for key in table:
         if key not in known:
             hint = _suggest(key, list(known))
@@ -354,19 +356,20 @@ def read_file(path: Path) -> dict[str, Any]:
     return table
 
 
-def read_env(environ: Mapping[str, str]) -> dict[str, str]:
+def read_env(environ: Mapping[str, str], known: Mapping[str, list[Leaf]]) -> dict[str, str]:
     """The ``MCP_TORNADO_*`` settings in ``environ`` by key; :class:`ConfigError` if unknown.
 
-    Empty variables count as unset.
+    ``known``: every key a command may take (:func:`all_keys`).  Empty
+    variables count as unset.
     """
-    known = known_env()
-    by_env = {shared[0].flag.env: key for key, shared in all_keys().items()}
+    by_env = {shared[0].flag.env: key for key, shared in known.items()}
+    names = known_env(known)
     found: dict[str, str] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name in INTERNAL_ENV:
             continue
-        if name not in known:
-            raise ConfigError(f"${name}: no such setting{_suggest(name, sorted(known))}")
+        if name not in names:
+            raise ConfigError(f"${name}: no such setting{_suggest(name, sorted(names))}")
         if name in by_env and raw:
             try:
                 raw.encode()
@@ -392,9 +395,10 @@ def resolve(
     :attr:`Flag.load`).  Raises :class:`ConfigError`.
     """
     environ = os.environ if environ is None else environ
-    table = read_file(path) if path is not None else {}
-    env = read_env(environ)
     ours = keys(cls)
+    known = {**all_keys(), **ours}
+    table = read_file(path, known) if path is not None else {}
+    env = read_env(environ, known)
     values: dict[str, Any] = {}  # key -> value before Flag.load
     origins: dict[str, Origin] = {}
     for key, shared in ours.items():
@@ -446,8 +450,7 @@ def resolve(
         leaf = shared[0]
         shown[key] = values.get(key) if leaf.flag.load is not None else _value_at(settings, leaf)
     ignored = {key: Origin("file", str(path)) for key in table if key not in ours}
-    every = all_keys()
-    ignored.update((key, Origin("env", every[key][0].flag.env)) for key in env if key not in ours)
+    ignored.update((key, Origin("env", known[key][0].flag.env)) for key in env if key not in ours)
     return Config(settings, shown, origins, ignored)
 
 
@@ -468,7 +471,7 @@ def _attributed(
         if message.startswith(shared[0].flag.name)
         and message[len(shared[0].flag.name) : len(shared[0].flag.name) + 1] in (" ", ":")
     ]
-    if not named:
+    if not named or origins[named[0]].kind == "flag":
         return ConfigError(message)
     key = named[0]
     rest = message[len(ours[key][0].flag.name) :].lstrip(": ")
