@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import psutil
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from mcp_tornado import cli, config, tokens
@@ -267,22 +268,22 @@ def test_a_bad_file_is_one_line_naming_the_key(
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("MCP_TORNADO_RATE_LIMIT", "-1", "$MCP_TORNADO_RATE_LIMIT: must be 0 (off) or positive"),
-        ("MCP_TORNADO_RATE_LIMIT", "fast", "$MCP_TORNADO_RATE_LIMIT: expected a number, not 'fast'"),
-        ("MCP_TORNADO_PORT", "80.5", "$MCP_TORNADO_PORT: expected an integer, not '80.5'"),
-        ("MCP_TORNADO_RATE_LIMT", "1", "$MCP_TORNADO_RATE_LIMT: no such setting (did you mean MCP_TORNADO_RATE_LIMIT?)"),
-        ("MCP_TORNADO_ALLOWED_ORIGIN", "a b", "$MCP_TORNADO_ALLOWED_ORIGIN: not an origin: 'a b'"),
-        ("MCP_TORNADO_TOKEN_SECRET", "short", "$MCP_TORNADO_TOKEN_SECRET: the token secret must be at least 16"),
-        ("MCP_TORNADO_TOKEN_SECRET_FILE", "/nonexistent/s", "$MCP_TORNADO_TOKEN_SECRET_FILE: cannot read /nonexistent/s"),
+        ("RATE_LIMIT", "-1", "must be 0 (off) or positive"),
+        ("RATE_LIMIT", "fast", "expected a number, not 'fast'"),
+        ("PORT", "80.5", "expected an integer, not '80.5'"),
+        ("RATE_LIMT", "1", "no such setting (did you mean MCP_TORNADO_RATE_LIMIT?)"),
+        ("ALLOWED_ORIGIN", "a b", "not an origin: 'a b'"),
+        ("TOKEN_SECRET", "short", "the token secret must be at least 16"),
+        ("TOKEN_SECRET_FILE", "/nonexistent/s", "cannot read /nonexistent/s"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_variable_is_one_line_naming_it(
     name: str, value: str, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(name, value)
+    monkeypatch.setenv(f"MCP_TORNADO_{name}", value)
     with pytest.raises(ConfigError) as raised:
         resolve(ServeSettings, {})
-    assert str(raised.value).startswith(message), raised.value
+    assert str(raised.value).startswith(f"$MCP_TORNADO_{name}: {message}"), raised.value
 
 
 def test_bad_booleans_and_choices(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -364,11 +365,8 @@ _toml_values = st.recursive(
 def test_any_file_value_is_accepted_or_one_config_error(
     key: str, value: Any, tmp_path: Path
 ) -> None:
-    if value is None:
-        text = f"{key} = {{ a = 1 }}\n"  # a table
-    else:
-        text = f"{key} = {config.toml_value(value)}\n"
-    path = write(tmp_path, text)
+    shown = "{ a = 1 }" if value is None else config.toml_value(value)  # None: a table
+    path = write(tmp_path, f"{key} = {shown}\n")
     try:
         resolve(ServeSettings, {}, path)
     except ConfigError as exc:
