@@ -25,7 +25,10 @@ COMMAND: Final = ".venv/bin/python -m mcp_tornado.config_doc README.md"
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """``text`` as the plain text of a Markdown table cell (no emphasis, no HTML)."""
+    for char in "\\|*<":
+        text = text.replace(char, "\\" + char)
+    return text.replace("\n", " ")
 
 
 def table() -> str:
