@@ -3,15 +3,18 @@
 Examples::
 
     mcp-tornado serve --workers 4 --host 0.0.0.0 --port 8000
+    mcp-tornado serve --config /etc/mcp-tornado/config.toml
     mcp-tornado router --bind tcp://0.0.0.0:5555
     mcp-tornado worker --router tcp://10.0.0.5:5555 --port 8000
+    mcp-tornado config --config /etc/mcp-tornado/config.toml   # what serve would run with
     mcp-tornado token lobby --ttl 3600 --token-secret-file /etc/mcp-tornado/secret
 
 The flags of ``serve``, ``router`` and ``worker`` are generated from the
 settings Structs (:mod:`mcp_tornado.settings`): their defaults, help and checks
-live there.  ``serve`` hands its children their settings as JSON in
-``$MCP_TORNADO_SETTINGS``; ``router`` and ``worker`` read it when it is set
-(and then take no setting flags).
+live there; :mod:`mcp_tornado.config` layers them over ``MCP_TORNADO_*``
+variables and a TOML file.  ``serve`` hands its children their settings as
+JSON in ``$MCP_TORNADO_SETTINGS``; ``router`` and ``worker`` read it when it is
+set (and then take no setting flags, no file and no variables).
 """
 
 from __future__ import annotations
@@ -86,9 +89,12 @@ def _parser() -> _Parser:
         "config": "print serve's effective configuration (TOML) and where each value came from",
     }
     parser.commands = {}
-    for command, settings in [*COMMANDS.items(), ("config", ServeSettings)]:
+    with_settings: dict[str, type[Settings]] = {**COMMANDS, "config": ServeSettings}
+    for command, settings in with_settings.items():
         parser.commands[command] = sub.add_parser(
-            command, help=helps[command], description=helps[command].capitalize() + "."
+            command,
+            help=helps[command],
+            description=helps[command][0].upper() + helps[command][1:] + ".",
         )
         parser.commands[command].settings = settings
         parser.commands[command].keys = add_flags(parser.commands[command], settings)

@@ -6,13 +6,18 @@ Each setting is one field of a frozen msgspec Struct::
 
 The field gives the type and the default; its :class:`Flag` gives the command
 line flag, the help text and the bounds that :meth:`Settings.__post_init__`
-checks (with a message naming the flag).  ``mcp-tornado`` generates its flags
-from these definitions (:func:`leaves`), so a new setting is one new field.
+checks (with a message that starts with the flag, so that
+:mod:`mcp_tornado.config` can name the key and its source instead).
+``mcp-tornado`` generates its flags from these definitions (:func:`leaves`),
+and the flag's name gives the setting's environment variable and config file
+key (:attr:`Flag.env`, :attr:`Flag.key`, :func:`keys`), so a new setting is one
+new field.
 
 ``serve`` composes :class:`WorkerSettings` and :class:`RouterSettings`
 (:class:`ServeSettings`) and hands each child its effective settings as JSON in
 ``$MCP_TORNADO_SETTINGS`` (:func:`encode`/:func:`decode`), without flags and
-without secrets: the token secret travels in ``$MCP_TORNADO_TOKEN_SECRET``.
+without secrets: each travels in its :attr:`Flag.secret_env`
+(:func:`secrets_env`; the token secret in ``$MCP_TORNADO_TOKEN_SECRET``).
 """
 
 from __future__ import annotations
