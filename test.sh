@@ -10,11 +10,15 @@ python3 -c 'import sys; assert sys.version_info >= (3, 11), "mcp-tornado needs P
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-# Debian's Chromium drives the browser tests (never a downloaded browser).
-if [ ! -x /usr/bin/chromium ]; then
+# Debian's Chromium drives the browser tests (never a downloaded browser);
+# systemd's systemd-analyze verifies deploy/systemd (tests/test_deploy_systemd.py).
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # The Autobahn TestSuite's wstest (Python 2) for tests/autobahn; a no-op once installed.
