@@ -50,6 +50,7 @@ from mcp_tornado.settings import (
     WorkerSettings,
     decode,
     default_endpoint,
+    keys,
     runtime_dir,
 )
 from mcp_tornado.supervisor import cannot_start, report
@@ -86,18 +87,26 @@ def _parser() -> _Parser:
         "serve": "run a router and N workers, supervised",
         "router": "run the router alone",
         "worker": "run one worker alone",
-        "config": "print serve's effective configuration (TOML) and where each value came from",
+        "config": "print the effective configuration of serve (or --for router/worker) as TOML, "
+        "and where each value came from",
     }
     parser.commands = {}
-    with_settings: dict[str, type[Settings]] = {**COMMANDS, "config": ServeSettings}
-    for command, settings in with_settings.items():
+    for command in [*COMMANDS, "config"]:
         parser.commands[command] = sub.add_parser(
             command,
             help=helps[command],
             description=helps[command][0].upper() + helps[command][1:] + ".",
         )
-        parser.commands[command].settings = settings
-        parser.commands[command].keys = add_flags(parser.commands[command], settings)
+        parser.commands[command].settings = COMMANDS.get(command, ServeSettings)
+        # config takes every command's flags; --for says whose configuration it shows.
+        parser.commands[command].keys = add_flags(parser.commands[command], COMMANDS.get(command))
+    parser.commands["config"].add_argument(
+        "--for",
+        dest="for_command",
+        choices=list(COMMANDS),
+        default="serve",
+        help="the command whose configuration to print (default: serve)",
+    )
     parser.commands["config"].add_argument(
         "--json", action="store_true", help="print JSON instead of TOML (default: TOML)"
     )
@@ -131,8 +140,16 @@ def _config(parser: _Parser, args: argparse.Namespace) -> Config[Settings]:
     A bad value stops the command with one line naming it and its source (exit status 2).
     """
     command = parser.commands[args.command]
+    flags = given_flags(command.keys, args)
+    settings = command.settings
+    if args.command == "config":
+        settings = COMMANDS[args.for_command]
+        theirs = keys(settings)
+        for key in flags:
+            if key not in theirs:
+                fail(f"{command.keys[key][0].flag.name} is not a setting of {args.for_command}")
     try:
-        return resolve(command.settings, given_flags(command.keys, args), config_file(args))
+        return resolve(settings, flags, config_file(args))
     except ConfigError as exc:
         fail(exc)
 
@@ -259,7 +276,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(_token(args))
     if args.command == "config":
         config = _config(parser, args)
-        print(to_json(config) if args.json else to_toml(config), end="" if not args.json else "\n")
+        text = to_json(config) if args.json else to_toml(config, args.for_command)
+        print(text, end="" if not args.json else "\n")
         sys.exit(0)
     settings = _settings(parser, args)  # every setting is checked before anything starts
     if isinstance(settings, ServeSettings | WorkerSettings):

@@ -161,8 +161,10 @@ def _input_type(leaf: Leaf) -> Any:
 # --- flags --------------------------------------------------------------------------
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type[Settings]) -> dict[str, list[Leaf]]:
+def add_flags(parser: argparse.ArgumentParser, cls: type[Settings] | None) -> dict[str, list[Leaf]]:
     """Add a flag per key of ``cls`` (and ``--config``) to ``parser``; return the keys.
+
+    ``cls`` None: the keys of every command (``mcp-tornado config``).
 
     Every flag defaults to "absent" (``SUPPRESS``): the defaults are the Structs'.
     Flags of settings in a :attr:`Settings.cli_group` go to that --help section.
@@ -176,7 +178,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type[Settings]) -> dict[str,
         f"(default: ${CONFIG_ENV}, else none)",
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
-    found = keys(cls)
+    found = all_keys() if cls is None else keys(cls)
     for key, shared in found.items():
         leaf = shared[0]
         assert all(other.default == leaf.default for other in shared), f"{key}: two defaults"

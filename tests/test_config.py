@@ -559,3 +559,20 @@ def test_every_command_has_the_keys_of_its_settings() -> None:
     parser = cli._parser()
     for command, cls in config.COMMANDS.items():
         assert parser.commands[command].keys.keys() == keys(cls).keys()
+
+
+def test_config_for_another_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "port = 9007\nexpected_workers = 2\n")
+    worker = print_config("--for", "worker", "--config", str(path), "--router", "tcp://h:1")
+    assert 'router = "tcp://h:1"  # from flag --router' in worker.splitlines()
+    assert f"# expected_workers: ignored by worker (from file {path})" in worker.splitlines()
+    fed_back = write(tmp_path, worker, "worker.toml")
+    parsed = cli.parse_settings(["worker", "--config", str(fed_back)])
+    assert isinstance(parsed, WorkerSettings) and parsed.port == 9007
+    assert parsed.link.endpoint == "tcp://h:1"
+    router = print_config("--for", "router", "--config", str(path))
+    assert f"expected_workers = 2  # from file {path}" in router.splitlines()
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["config", "--bind", "tcp://h:1"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "mcp-tornado: --bind is not a setting of serve\n"
