@@ -58,20 +58,30 @@ from mcp_tornado.supervisor import cannot_start, report
 __all__ = ["default_endpoint", "main", "parse_settings", "runtime_dir"]
 
 
-class _Command(argparse.ArgumentParser):
+class _OneLineErrors(argparse.ArgumentParser):
+    """A parser whose errors are one line and exit status 2, like a bad setting's."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see {self.prog} --help)")
+
+
+class _Command(_OneLineErrors):
     """A sub-command's parser that knows which flag sets which settings."""
 
     settings: type[Settings]
     keys: dict[str, list[Leaf]]  # argparse dest (the key) -> the settings it sets
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(_OneLineErrors):
     commands: dict[str, _Command]  # the commands that run with settings, and ``config``
 
 
 def fail(message: object) -> NoReturn:
     """Stop with one line on stderr and exit status 2 (argparse's, for a bad command line)."""
-    print(f"mcp-tornado: {message}", file=sys.stderr)
+    text = str(message)
+    if not text.isprintable():  # a path or value with a newline in it: still one line
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    print(f"mcp-tornado: {text}", file=sys.stderr)
     sys.exit(2)
 
 

@@ -576,3 +576,38 @@ def test_config_for_another_command(tmp_path: Path, capsys: pytest.CaptureFixtur
         cli.main(["config", "--bind", "tcp://h:1"])
     assert stopped.value.code == 2
     assert capsys.readouterr().err == "mcp-tornado: --bind is not a setting of serve\n"
+
+
+_CONFIG_FLAGS = sorted(
+    flag
+    for action in cli._parser().commands["config"]._actions
+    for flag in action.option_strings
+    if flag not in ("-h", "--help")
+)
+
+
+@hypothesis_settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    argv=st.lists(
+        st.one_of(
+            st.sampled_from(_CONFIG_FLAGS),
+            st.text(st.characters(exclude_characters="\x00"), max_size=12),
+            st.sampled_from(["0", "-1", "1e9", "nan", "tcp://h:1", "*", "", "a\nb", "--json"]),
+        ),
+        max_size=6,
+    )
+)
+def test_any_command_line_prints_a_config_or_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["config", *argv])
+    out, err = capsys.readouterr()
+    if stopped.value.code == 0:
+        assert (msgspec.json.decode(out) if "--json" in argv else tomllib.loads(out)) is not None
+    else:
+        assert stopped.value.code == 2
+        assert err.startswith("mcp-tornado: ") and err.count("\n") == 1, err
