@@ -14,7 +14,7 @@ One file serves a whole deployment: ``serve``, ``router`` and ``worker`` each
 take the keys that are theirs and ignore the others' (``bind`` is the
 router's), while a key or a ``MCP_TORNADO_*`` variable that no command knows is
 an error.  Every error is one :class:`ConfigError` line naming the source and
-the key (``config.toml: rate_limit: must be 0 (off) or positive, not -1``).
+the key (``config.toml: rate_limit: must be 0 (off) or positive, not -1.0``).
 
 Usage::
 
