@@ -11,10 +11,12 @@ python3 -c 'import sys; assert sys.version_info >= (3, 11), "mcp-tornado needs P
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 # Debian's Chromium drives the browser tests (never a downloaded browser); Debian's
-# coturn is the TURN server the TURN tests start (tests/coturn.py), never as a service.
+# coturn is the TURN server the TURN tests start (tests/coturn.py), never as a service;
+# systemd's systemd-analyze verifies deploy/systemd (tests/test_deploy_systemd.py).
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v turnserver >/dev/null || missing+=(coturn)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq

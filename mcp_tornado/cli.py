@@ -3,15 +3,18 @@
 Examples::
 
     mcp-tornado serve --workers 4 --host 0.0.0.0 --port 8000
+    mcp-tornado serve --config /etc/mcp-tornado/config.toml
     mcp-tornado router --bind tcp://0.0.0.0:5555
     mcp-tornado worker --router tcp://10.0.0.5:5555 --port 8000
+    mcp-tornado config --config /etc/mcp-tornado/config.toml   # what serve would run with
     mcp-tornado token lobby --ttl 3600 --token-secret-file /etc/mcp-tornado/secret
 
 The flags of ``serve``, ``router`` and ``worker`` are generated from the
 settings Structs (:mod:`mcp_tornado.settings`): their defaults, help and checks
-live there.  ``serve`` hands its children their settings as JSON in
-``$MCP_TORNADO_SETTINGS``; ``router`` and ``worker`` read it when it is set
-(and then take no setting flags).
+live there; :mod:`mcp_tornado.config` layers them over ``MCP_TORNADO_*``
+variables and a TOML file.  ``serve`` hands its children their settings as
+JSON in ``$MCP_TORNADO_SETTINGS``; ``router`` and ``worker`` read it when it is
+set (and then take no setting flags, no file and no variables).
 """
 
 from __future__ import annotations
@@ -21,11 +24,22 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import msgspec
 
 from mcp_tornado import __version__
+from mcp_tornado.config import (
+    COMMANDS,
+    Config,
+    ConfigError,
+    add_flags,
+    config_file,
+    given_flags,
+    resolve,
+    to_json,
+    to_toml,
+)
 from mcp_tornado.settings import (
     SETTINGS_ENV,
     Leaf,
@@ -33,89 +47,41 @@ from mcp_tornado.settings import (
     ServeSettings,
     Settings,
     WorkerSettings,
-    build,
     decode,
     default_endpoint,
-    leaves,
+    keys,
     runtime_dir,
-    value_type,
 )
 from mcp_tornado.supervisor import cannot_start, report
 
 __all__ = ["default_endpoint", "main", "parse_settings", "runtime_dir"]
 
-# The commands that run with settings, and the Struct each one's flags come from.
-COMMANDS: dict[str, type[Settings]] = {
-    "serve": ServeSettings,
-    "router": RouterSettings,
-    "worker": WorkerSettings,
-}
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """A parser whose errors are one line and exit status 2, like a bad setting's."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see {self.prog} --help)")
 
 
-class _Command(argparse.ArgumentParser):
+class _Command(_OneLineErrors):
     """A sub-command's parser that knows which flag sets which settings."""
 
     settings: type[Settings]
-    paths: dict[str, list[Leaf]]  # argparse dest -> the settings it sets
+    keys: dict[str, list[Leaf]]  # argparse dest (the key) -> the settings it sets
 
 
-class _Parser(argparse.ArgumentParser):
-    commands: dict[str, _Command]  # the commands that run with settings
+class _Parser(_OneLineErrors):
+    commands: dict[str, _Command]  # the commands that run with settings, and ``config``
 
 
 def fail(message: object) -> NoReturn:
     """Stop with one line on stderr and exit status 2 (argparse's, for a bad command line)."""
-    print(f"mcp-tornado: {message}", file=sys.stderr)
+    text = str(message)
+    if not text.isprintable():  # a path or value with a newline in it: still one line
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    print(f"mcp-tornado: {text}", file=sys.stderr)
     sys.exit(2)
-
-
-def _shown(leaf: Leaf) -> str:
-    if leaf.flag.shown_default is not None:
-        return leaf.flag.shown_default
-    if isinstance(leaf.default, float):
-        return f"{leaf.default:g}"
-    return str(leaf.default)
-
-
-def _add_setting_flags(parser: _Command, settings: type[Settings]) -> None:
-    """One flag per setting of ``settings``; a flag shared by several settings sets them all.
-
-    Every flag defaults to "absent" (``SUPPRESS``): the defaults are the Structs'.
-    """
-    parser.settings = settings
-    parser.paths = {}
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for leaf in leaves(settings):
-        if leaf.path in settings.derived:
-            continue
-        flag = leaf.flag
-        dest = flag.name.removeprefix("--").replace("-", "_")
-        if dest in parser.paths:  # e.g. --heartbeat-interval: the router's and the link's
-            first = parser.paths[dest][0]
-            assert first.default == leaf.default, f"{flag.name}: two defaults"
-            parser.paths[dest].append(leaf)
-            continue
-        parser.paths[dest] = [leaf]
-        title = leaf.owner.cli_group
-        target: Any = parser
-        if title is not None:
-            if title not in groups:
-                groups[title] = parser.add_argument_group(title)
-            target = groups[title]
-        kind = value_type(leaf.owner, leaf.name)
-        options: dict[str, Any] = {
-            "dest": dest,
-            "default": argparse.SUPPRESS,
-            "help": f"{flag.help} (default: {_shown(leaf)})",
-            "metavar": flag.metavar,
-        }
-        if kind is tuple or getattr(kind, "__origin__", None) is tuple:  # repeated flag
-            options["action"] = "append"
-        elif kind is bool:  # --log-payloads / --no-log-payloads
-            options["action"] = argparse.BooleanOptionalAction
-        else:
-            options["type"] = flag.cli_type or kind
-        target.add_argument(flag.name, **options)
 
 
 def _parser() -> _Parser:
@@ -129,13 +95,29 @@ def _parser() -> _Parser:
         "serve": "run a router and N workers, supervised",
         "router": "run the router alone",
         "worker": "run one worker alone",
+        "config": "print the effective configuration of serve (or --for router/worker) as TOML, "
+        "and where each value came from",
     }
     parser.commands = {}
-    for command, settings in COMMANDS.items():
+    for command in [*COMMANDS, "config"]:
         parser.commands[command] = sub.add_parser(
-            command, help=helps[command], description=helps[command].capitalize() + "."
+            command,
+            help=helps[command],
+            description=helps[command][0].upper() + helps[command][1:] + ".",
         )
-        _add_setting_flags(parser.commands[command], settings)
+        parser.commands[command].settings = COMMANDS.get(command, ServeSettings)
+        # config takes every command's flags; --for says whose configuration it shows.
+        parser.commands[command].keys = add_flags(parser.commands[command], COMMANDS.get(command))
+    parser.commands["config"].add_argument(
+        "--for",
+        dest="for_command",
+        choices=list(COMMANDS),
+        default="serve",
+        help="the command whose configuration to print (default: serve)",
+    )
+    parser.commands["config"].add_argument(
+        "--json", action="store_true", help="print JSON instead of TOML (default: TOML)"
+    )
 
     token = sub.add_parser(
         "token",
@@ -160,33 +142,43 @@ def _parser() -> _Parser:
     return parser
 
 
-def _settings(parser: _Parser, args: argparse.Namespace) -> Settings:
-    """The settings of ``args.command``: from its flags, or from ``$MCP_TORNADO_SETTINGS``.
+def _config(parser: _Parser, args: argparse.Namespace) -> Config[Settings]:
+    """The configuration of ``args.command``: flags > env > file > defaults, checked.
 
-    A bad value stops the command with one line naming the flag (exit status 2).
+    A bad value stops the command with one line naming it and its source (exit status 2).
     """
     command = parser.commands[args.command]
-    given = [dest for dest in command.paths if hasattr(args, dest)]
-    encoded = os.environ.get(SETTINGS_ENV) if args.command != "serve" else None
-    if encoded is not None:
-        if given:
-            fail(f"${SETTINGS_ENV} is set: settings come from it, not from flags")
-        try:
-            return decode(encoded, command.settings)
-        except (OSError, ValueError, msgspec.MsgspecError) as exc:
-            # Settings handed over by serve (or a deployment): restarting cannot fix them.
-            cannot_start(f"bad ${SETTINGS_ENV}: {exc}")
+    flags = given_flags(command.keys, args)
+    settings = command.settings
+    if args.command == "config":
+        settings = COMMANDS[args.for_command]
+        theirs = keys(settings)
+        for key in flags:
+            if key not in theirs:
+                fail(f"{command.keys[key][0].flag.name} is not a setting of {args.for_command}")
     try:
-        values: dict[str, Any] = {}
-        for dest in given:
-            value = getattr(args, dest)
-            if isinstance(value, list):  # a repeated flag
-                value = tuple(value)
-            for leaf in command.paths[dest]:
-                values[leaf.path] = value if leaf.flag.load is None else leaf.flag.load(value)
-        return build(command.settings, values)
-    except (OSError, ValueError, msgspec.MsgspecError) as exc:
+        return resolve(settings, flags, config_file(args))
+    except ConfigError as exc:
         fail(exc)
+
+
+def _settings(parser: _Parser, args: argparse.Namespace) -> Settings:
+    """The settings of ``args.command``: its configuration, or ``$MCP_TORNADO_SETTINGS``.
+
+    A child of ``serve`` takes exactly the settings serve handed it, never the
+    environment's or a file's, so that it cannot disagree with its parent.
+    """
+    command = parser.commands[args.command]
+    encoded = os.environ.get(SETTINGS_ENV) if args.command in ("router", "worker") else None
+    if encoded is None:
+        return _config(parser, args).settings
+    if given_flags(command.keys, args) or hasattr(args, "config"):
+        fail(f"${SETTINGS_ENV} is set: settings come from it, not from flags or --config")
+    try:
+        return decode(encoded, command.settings)
+    except (OSError, ValueError, msgspec.MsgspecError) as exc:
+        # Settings handed over by serve (or a deployment): restarting cannot fix them.
+        cannot_start(f"bad ${SETTINGS_ENV}: {exc}")
 
 
 def parse_settings(argv: Sequence[str]) -> Settings:
@@ -205,8 +197,8 @@ def _url(host: str, port: int) -> str:
 
 
 def _serve(settings: ServeSettings) -> int:
-    from mcp_tornado import ice, ports, tokens
-    from mcp_tornado.settings import encode
+    from mcp_tornado import ports
+    from mcp_tornado.settings import encode, secrets_env
     from mcp_tornado.supervisor import CANNOT_START, Supervisor, python_command
 
     host, port = settings.worker.host, settings.worker.port
@@ -218,19 +210,13 @@ def _serve(settings: ServeSettings) -> int:
         return CANNOT_START
     router, worker = settings.children(endpoint)
     # Each child gets its effective settings in its environment, never on its command
-    # line; the secrets are left out of them and each travels in its own variable.
-    worker_env = {SETTINGS_ENV: encode(worker)}
-    for variable, secret in (
-        (tokens.SECRET_ENV, worker.limits.token_secret),
-        (ice.SECRET_ENV, worker.ice.turn_secret),
-    ):
-        if secret is not None:
-            worker_env[variable] = secret.decode()
+    # line; secrets are left out of them and travel each in its own variable.
+    worker_env = {SETTINGS_ENV: encode(worker), **secrets_env(worker)}
     supervisor = Supervisor(
         python_command("router"),
         [python_command("worker")] * settings.workers,
         worker.shutdown_timeout + 2,
-        router_env={SETTINGS_ENV: encode(router)},
+        router_env={SETTINGS_ENV: encode(router), **secrets_env(router)},
         worker_env=worker_env,
         ready_message=f"open {_url(host, port)} ({settings.workers} worker"
         f"{'s' if settings.workers != 1 else ''}, router {endpoint})",
@@ -302,6 +288,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "token":
         sys.exit(_token(args))
+    if args.command == "config":
+        config = _config(parser, args)
+        text = to_json(config) if args.json else to_toml(config, args.for_command)
+        print(text, end="" if not args.json else "\n")
+        sys.exit(0)
     settings = _settings(parser, args)  # every setting is checked before anything starts
     _configure_logs(settings)
     if isinstance(settings, ServeSettings | WorkerSettings):

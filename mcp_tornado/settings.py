@@ -6,14 +6,18 @@ Each setting is one field of a frozen msgspec Struct::
 
 The field gives the type and the default; its :class:`Flag` gives the command
 line flag, the help text and the bounds that :meth:`Settings.__post_init__`
-checks (with a message naming the flag).  ``mcp-tornado`` generates its flags
-from these definitions (:func:`leaves`), so a new setting is one new field.
+checks (with a message that starts with the flag, so that
+:mod:`mcp_tornado.config` can name the key and its source instead).
+``mcp-tornado`` generates its flags from these definitions (:func:`leaves`),
+and the flag's name gives the setting's environment variable and config file
+key (:attr:`Flag.env`, :attr:`Flag.key`, :func:`keys`), so a new setting is one
+new field.
 
 ``serve`` composes :class:`WorkerSettings` and :class:`RouterSettings`
 (:class:`ServeSettings`) and hands each child its effective settings as JSON in
 ``$MCP_TORNADO_SETTINGS`` (:func:`encode`/:func:`decode`), without flags and
-without secrets: the token secret travels in ``$MCP_TORNADO_TOKEN_SECRET``, the
-TURN secret in ``$MCP_TORNADO_TURN_SECRET``.
+without secrets: each travels in its :attr:`Flag.secret_env`
+(:func:`secrets_env`; the token secret in ``$MCP_TORNADO_TOKEN_SECRET``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import msgspec
 from mcp_tornado import ice, tokens
 from mcp_tornado.origins import HostPolicy, OriginPolicy
 
+ENV_PREFIX: Final = "MCP_TORNADO_"  # of every setting's environment variable
 SETTINGS_ENV: Final = "MCP_TORNADO_SETTINGS"  # a child's settings, JSON, set by ``serve``
 
 DEFAULT_STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "frontend" / "dist"
@@ -99,6 +104,19 @@ class Flag:
     # Turns the flag's value into the field's; called with None when the flag is absent.
     load: Callable[[Any], Any] | None = None
     secret: bool = False  # never encoded for a child process (nor shown in a repr)
+    # The environment variable holding the secret itself (``load(None)`` reads it);
+    # ``serve`` hands a child the effective secret in it.
+    secret_env: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The setting's name in a config file: ``--rate-limit`` -> ``rate_limit``."""
+        return self.name.removeprefix("--").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        """The setting's environment variable: ``--rate-limit`` -> ``MCP_TORNADO_RATE_LIMIT``."""
+        return ENV_PREFIX + self.key.upper()
 
     def check(self, value: Any) -> None:
         """Raise ``ValueError`` naming the flag if ``value`` is out of bounds."""
@@ -293,6 +311,7 @@ class LimitSettings(Settings, frozen=True):
             cli_type=Path,
             load=tokens.load_secret,
             secret=True,
+            secret_env=tokens.SECRET_ENV,
         ),
     ] = None
 
@@ -300,8 +319,15 @@ class LimitSettings(Settings, frozen=True):
         super().__post_init__()
         if self.rate > 0 and self.burst < 1:
             raise ValueError(f"--rate-burst must be at least 1, not {self.burst}")
-        OriginPolicy(self.allowed_origins)
-        HostPolicy(self.allowed_hosts, allowed_origins=self.allowed_origins)
+        # A check's message starts with its flag: the configuration names the key and its source.
+        try:
+            OriginPolicy(self.allowed_origins)
+        except ValueError as exc:
+            raise ValueError(f"--allowed-origin: {exc}") from None
+        try:
+            HostPolicy(self.allowed_hosts, allowed_origins=self.allowed_origins)
+        except ValueError as exc:
+            raise ValueError(f"--allowed-host: {exc}") from None
         if self.token_secret is not None:
             tokens.check_secret(self.token_secret)
 
@@ -342,6 +368,7 @@ class IceSettings(Settings, frozen=True):
             cli_type=Path,
             load=ice.load_secret,
             secret=True,
+            secret_env=ice.SECRET_ENV,
         ),
     ] = None
     turn_ttl: Annotated[
@@ -533,6 +560,20 @@ def leaves(cls: type[Settings], prefix: str = "") -> Iterator[Leaf]:
             yield Leaf(path, cls, field.name, flags[field.name], field.default)
 
 
+def keys(cls: type[Settings]) -> dict[str, list[Leaf]]:
+    """Key (``rate_limit``) -> the settings it sets, for every key of ``cls``, in field order.
+
+    A key is a flag, an environment variable and a config file key at once
+    (:attr:`Flag.key`); one shared by several settings (``heartbeat_interval``:
+    the router's and the link's) sets them all.  Derived settings have none.
+    """
+    found: dict[str, list[Leaf]] = {}
+    for leaf in leaves(cls):
+        if leaf.path not in cls.derived:
+            found.setdefault(leaf.flag.key, []).append(leaf)
+    return found
+
+
 def build(cls: type[S], values: dict[str, Any], prefix: str = "") -> S:
     """``cls`` from values keyed by dotted path; absent ones take their defaults.
 
@@ -594,6 +635,23 @@ def _dec_hook(kind: type, obj: Any) -> Any:
     if kind is Path and isinstance(obj, str):
         return Path(obj)
     raise NotImplementedError(kind)
+
+
+def secrets_env(settings: Settings) -> dict[str, str]:
+    """Each secret of ``settings`` in its :attr:`Flag.secret_env`, ``""`` for one not set.
+
+    A child started with these (and :func:`encode`'s JSON) loads exactly these
+    secrets, whatever its inherited environment held.
+    """
+    found: dict[str, str] = {}
+    cls = type(settings)
+    for name, flag in flags_of(cls).items():
+        if flag.secret and flag.secret_env is not None:
+            value = getattr(settings, name)
+            found[flag.secret_env] = "" if value is None else os.fsdecode(value)
+    for name in nested(cls):
+        found.update(secrets_env(getattr(settings, name)))
+    return found
 
 
 def encode(settings: Settings) -> str:

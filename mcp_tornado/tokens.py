@@ -127,6 +127,6 @@ def load_secret(path: Path | None = None) -> bytes | None:
         value = os.environ.get(SECRET_ENV, "").strip()
         if not value:
             return None
-        secret = value.encode()
+        secret = os.fsencode(value)  # the bytes of the variable, as serve put them there
     check_secret(secret)
     return secret
