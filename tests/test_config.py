@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from mcp_tornado import ice, cli, config, tokens
+from mcp_tornado import cli, config, ice, tokens
 from mcp_tornado.config import ConfigError, Origin, resolve
 from mcp_tornado.settings import (
     SETTINGS_ENV,
