@@ -23,6 +23,11 @@ every worker has, the supervisor prints one line saying where to go.  Reports
 travel through a pipe that the supervisor passes to each child, its number in
 ``$MCP_TORNADO_STATUS_FD``; a child started by hand has none and prints its
 reason on stderr instead.
+
+Each child also learns its place, for metrics and ``mcp-tornado status``
+(:mod:`mcp_tornado.telemetry`): a worker its slot (0 .. N-1) in
+``$MCP_TORNADO_SLOT``, and every child how many times its slot was restarted
+in ``$MCP_TORNADO_GENERATION``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ log = logging.getLogger(__name__)
 
 CANNOT_START: Final = 78  # a child's exit status: "cannot start, do not restart me" (EX_CONFIG)
 STATUS_FD_ENV: Final = "MCP_TORNADO_STATUS_FD"  # the pipe a child reports to, set by the supervisor
+SLOT_ENV: Final = "MCP_TORNADO_SLOT"  # a worker's index, set by the supervisor
+GENERATION_ENV: Final = "MCP_TORNADO_GENERATION"  # restarts of a child's slot, set by the supervisor
 
 _STABLE_AFTER = 10.0  # a child that ran this long is healthy again: reset its backoff
 _BACKOFF_MAX = 5.0
@@ -71,9 +78,12 @@ class Child:
     restart_at: float = 0.0
     restarts: int = field(default=0)
     ready: bool = False  # this process of the child reported ready
+    slot: int = -1  # a worker's index (passed on to it); -1: not a worker
 
     def start(self, status_fd: int | None = None) -> None:
-        env = {**os.environ, **(self.env or {})}
+        env = {**os.environ, **(self.env or {}), GENERATION_ENV: str(self.restarts)}
+        if self.slot >= 0:
+            env[SLOT_ENV] = str(self.slot)
         if status_fd is not None:
             env[STATUS_FD_ENV] = str(status_fd)
         self.process = subprocess.Popen(
@@ -104,7 +114,7 @@ class Supervisor:
     ) -> None:
         self.router = Child("router", list(router), router_env)
         self.workers = [
-            Child(f"worker-{i}", list(argv), worker_env) for i, argv in enumerate(workers)
+            Child(f"worker-{i}", list(argv), worker_env, slot=i) for i, argv in enumerate(workers)
         ]
         self.shutdown_timeout = shutdown_timeout
         self.ready_message = ready_message  # printed once, when every worker first listens
