@@ -232,10 +232,11 @@ class WorkerCounters:
                 reported[name] = value
         deltas: dict[str, wire.HistogramDelta] = {}
         for name, histogram in self.histograms().items():
-            before, before_sum = self._reported_histograms.get(name, ([], 0.0))
-            counts = list(histogram.counts)
+            counts = histogram.counts
+            before, before_sum = self._reported_histograms.get(name) or ([0] * len(counts), 0.0)
             if counts != before:
-                moved = [now - then for now, then in zip(counts, before or [0] * len(counts))]
+                counts = list(counts)
+                moved = [now - then for now, then in zip(counts, before, strict=True)]
                 deltas[name] = wire.HistogramDelta(moved, histogram.sum - before_sum)
                 self._reported_histograms[name] = (counts, histogram.sum)
         return wire.Stats(changed, deltas, dict(gauges))

@@ -257,12 +257,12 @@ ToWorker: TypeAlias = (
     | Reregister
     | Ping
     | Bye
+    | Status  # (to a status query, not to a worker; a worker ignores it)
 )
 
 _encoder = msgspec.msgpack.Encoder()
 _to_router_decoder = msgspec.msgpack.Decoder(list[ToRouter])
 _to_worker_decoder = msgspec.msgpack.Decoder(list[ToWorker])
-_status_decoder = msgspec.msgpack.Decoder(list[Status])
 
 
 def encode_batch(messages: Sequence[ToRouter | ToWorker]) -> bytes:
@@ -288,12 +288,9 @@ def decode_to_worker(frame: bytes) -> list[ToWorker]:
 
 def decode_status(frame: bytes) -> Status:
     """Decode the router's answer to a :class:`Query`; raises like :func:`decode_to_worker`."""
-    try:
-        batch = _status_decoder.decode(frame)
-    except (UnicodeDecodeError, RecursionError) as exc:
-        raise _malformed(exc) from None
-    if len(batch) != 1:
-        raise msgspec.ValidationError(f"expected one Status, got {len(batch)} messages")
+    batch = decode_to_worker(frame)
+    if len(batch) != 1 or type(batch[0]) is not Status:
+        raise msgspec.ValidationError(f"expected one Status, got {batch!r:.100}")
     return batch[0]
 
 
