@@ -149,9 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tests",
         type=tests_option,
         default=None,
-        help="comma list of the runs to do: "
-        + ", ".join(COMPARE_TESTS)
-        + " (default: all)",
+        help="comma list of the runs to do: " + ", ".join(COMPARE_TESTS) + " (default: all)",
     )
     p.add_argument(
         "--baseline-dir",
@@ -263,7 +261,9 @@ def targets(args: argparse.Namespace) -> Iterator[list[drivers.Target]]:
                     raise SystemExit(f"bench: --spawn {spawns[i]!r} did not start: {exc}") from None
                 pid = server.pid
             metrics_url = metrics[i] if metrics else None
-            out.append(drivers.Target(url=url, label=label, server_pid=pid, metrics_url=metrics_url))
+            out.append(
+                drivers.Target(url=url, label=label, server_pid=pid, metrics_url=metrics_url)
+            )
         yield out
     finally:
         for server in spawned:

@@ -117,7 +117,9 @@ def selected(test: str, tests: set[str] | None) -> bool:
     """Whether ``--tests`` asks for compare run ``test``."""
     if tests is None:
         return True
-    return test in tests or (re.fullmatch(r"relay_w1_\d+", test) is not None and "relay_w1_N" in tests)
+    return test in tests or (
+        re.fullmatch(r"relay_w1_\d+", test) is not None and "relay_w1_N" in tests
+    )
 
 
 def skip_option(text: str) -> set[str]:

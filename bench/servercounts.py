@@ -82,7 +82,9 @@ def settled(
     return last
 
 
-def compare(before: dict[str, float], after: dict[str, float], client: dict[str, int]) -> dict[str, Any]:
+def compare(
+    before: dict[str, float], after: dict[str, float], client: dict[str, int]
+) -> dict[str, Any]:
     """The server's counts of the run beside the client's, and where they disagree."""
     server = {f: int(after[f] - before[f]) for f in FIGURES}
     theirs = {f: int(client.get(CLIENT_FIGURE[f], 0)) for f in FIGURES}

@@ -323,7 +323,9 @@ def _status(args: argparse.Namespace) -> int:
                   "give its router with --router ENDPOINT", file=sys.stderr)  # fmt: skip
             return 1
         if len(found) > 1:
-            print("mcp-tornado: several `serve` are running; pick one with --port:", file=sys.stderr)
+            print(
+                "mcp-tornado: several `serve` are running; pick one with --port:", file=sys.stderr
+            )
             for serve in found:
                 print(f"  --port {serve.port}  (pid {serve.pid}, router {serve.endpoint})",
                       file=sys.stderr)  # fmt: skip

@@ -168,7 +168,7 @@ class Peer:
         if self._count_frame():
             return
         kind = protocol.client_frame_kind(data)
-        if type(kind) is not int:
+        if not isinstance(kind, int):
             counters.error(kind.code)
             self.send(protocol.event_frame(kind))
             return

@@ -134,7 +134,7 @@ def render(endpoint: str, status: wire.Status) -> str:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     if not status.workers:
         lines.append("(no worker registered)")
     return "\n".join(lines)

@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 CANNOT_START: Final = 78  # a child's exit status: "cannot start, do not restart me" (EX_CONFIG)
 STATUS_FD_ENV: Final = "MCP_TORNADO_STATUS_FD"  # the pipe a child reports to, set by the supervisor
 SLOT_ENV: Final = "MCP_TORNADO_SLOT"  # a worker's index, set by the supervisor
-GENERATION_ENV: Final = "MCP_TORNADO_GENERATION"  # restarts of a child's slot, set by the supervisor
+GENERATION_ENV: Final = (
+    "MCP_TORNADO_GENERATION"  # restarts of a child's slot, set by the supervisor
+)
 
 _STABLE_AFTER = 10.0  # a child that ran this long is healthy again: reset its backoff
 _BACKOFF_MAX = 5.0

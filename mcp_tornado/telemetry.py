@@ -105,7 +105,10 @@ HISTOGRAMS: Final = {
             False,
         ),
         HistogramSpec(
-            "router_rtt_seconds", "Worker -> router -> worker round trip of a heartbeat", _SECONDS, True
+            "router_rtt_seconds",
+            "Worker -> router -> worker round trip of a heartbeat",
+            _SECONDS,
+            True,
         ),
         HistogramSpec(
             "event_loop_lag_seconds", "How late a worker's event loop ran a timer", _SECONDS, True
@@ -256,7 +259,6 @@ counters: Final = WorkerCounters()
 
 
 # --- who this worker is -----------------------------------------------------------
-
 
 
 def _env_int(name: str, default: int) -> int:

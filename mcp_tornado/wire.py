@@ -42,7 +42,7 @@ class PeerRecord(msgspec.Struct, array_like=True, frozen=True):
 
 
 class WorkerInfo(msgspec.Struct, array_like=True, frozen=True):
-    """Who a worker is, for metrics and ``mcp-tornado status`` (see :mod:`mcp_tornado.telemetry`)."""
+    """Who a worker is, for metrics and ``mcp-tornado status`` (:mod:`mcp_tornado.telemetry`)."""
 
     host: str
     pid: int

@@ -98,8 +98,8 @@ class Snapshot:
         yield from histograms.values()
         gauges = {name: GaugeMetricFamily(PREFIX + name, f.help, labels=f.labels)
                   for name, f in _ALL_GAUGES.items()}  # fmt: skip
-        for (name, labels), value in self.gauges:
-            gauges[name].add_metric(labels, value)
+        for (name, labels), level in self.gauges:
+            gauges[name].add_metric(labels, level)
         yield from gauges.values()
 
 
@@ -192,8 +192,9 @@ class RouterTelemetry:
         registry = CollectorRegistry()
         registry.register(_Collector(self))
         server, _ = start_http_server(port, host, registry)
-        self.server_address = server.server_address[:2]  # type: ignore[assignment]
-        log.info("router: metrics on http://%s:%d/metrics", *self.server_address)
+        bound_host, bound_port = server.server_address[:2]
+        self.server_address = (str(bound_host), int(bound_port))
+        log.info("router: metrics on http://%s:%d/metrics", bound_host, bound_port)
 
     # --- what the loop reports -------------------------------------------------
 

@@ -52,7 +52,12 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
         "--rate-limit", "0", *FAST, log=log, env=env,
     )  # fmt: skip
     try:
-        wait_until(lambda: healthy(port), 30, "serve")
+        try:
+            wait_until(lambda: healthy(port), 60, "serve")
+        except TimeoutError:
+            raise AssertionError(
+                f"serve did not start: {log.read_text(errors='replace')}"
+            ) from None
         yield Serve(port, f"http://127.0.0.1:{metrics_port}/metrics", env, process, log)
     finally:
         stop(process)
@@ -92,7 +97,9 @@ def status(serve: Serve) -> dict[str, Any]:
 OFFER = {"type": "offer", "sdp": "v=0 offer"}
 ANSWER = {"type": "answer", "sdp": "v=0 answer"}
 CANDIDATE = {"type": "candidate", "candidate": "c"}
-CALL_BYTES = sum(len(json.dumps(m)) for m in (OFFER, ANSWER, CANDIDATE, CANDIDATE, CANDIDATE, CANDIDATE))
+CALL_BYTES = sum(
+    len(json.dumps(m)) for m in (OFFER, ANSWER, CANDIDATE, CANDIDATE, CANDIDATE, CANDIDATE)
+)
 JOINS_OK: Sample = ("mcp_joins_total", (("outcome", "ok"),))
 
 
@@ -269,4 +276,11 @@ def test_every_dashboard_query_names_metrics_the_server_exports(serve: Serve) ->
     assert named, "no query names a metric"
     assert named <= exported, f"not exported: {sorted(named - exported)}"
     sections = {p["title"] for p in panels if p.get("type") == "row"}
-    assert {"Traffic", "Joins and refusals", "Latency", "Errors", "Per worker", "Router"} <= sections
+    assert {
+        "Traffic",
+        "Joins and refusals",
+        "Latency",
+        "Errors",
+        "Per worker",
+        "Router",
+    } <= sections

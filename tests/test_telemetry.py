@@ -8,7 +8,7 @@ from typing import cast
 
 import pytest
 
-from mcp_tornado import protocol, telemetry, wire
+from mcp_tornado import protocol, supervisor, telemetry, wire
 from mcp_tornado.admission import Gatekeeper
 from mcp_tornado.hub import Hub
 from mcp_tornado.peer import SignalEndpoint
@@ -62,9 +62,10 @@ def test_a_report_that_never_left_is_reported_again() -> None:
     c.no_peer += 1
     again = c.report({})
     assert again.counters == {"no_peer": 3}
-    assert again.histograms["router_rtt_seconds"].counts == lost.histograms[
-        "router_rtt_seconds"
-    ].counts
+    assert (
+        again.histograms["router_rtt_seconds"].counts
+        == lost.histograms["router_rtt_seconds"].counts
+    )
 
 
 def test_every_counter_key_names_a_family_with_its_labels() -> None:
@@ -149,10 +150,10 @@ async def test_refusals_and_closes_are_counted_by_reason_and_code() -> None:
 
 
 def test_a_worker_says_who_it_is_from_what_serve_gave_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(telemetry.SLOT_ENV, "3")
-    monkeypatch.setenv(telemetry.GENERATION_ENV, "2")
+    monkeypatch.setenv(supervisor.SLOT_ENV, "3")
+    monkeypatch.setenv(supervisor.GENERATION_ENV, "2")
     info = telemetry.worker_info(welcomed=1)
     assert (info.index, info.generation, info.welcomed) == (3, 2, 1)
-    monkeypatch.delenv(telemetry.SLOT_ENV)
-    monkeypatch.delenv(telemetry.GENERATION_ENV)
+    monkeypatch.delenv(supervisor.SLOT_ENV)
+    monkeypatch.delenv(supervisor.GENERATION_ENV)
     assert (telemetry.slot(), telemetry.generation()) == (-1, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,9 @@ from tests.bench.conftest import _mcp
 def mcp_with_metrics(tmp_path: Path) -> Iterator[tuple[SpawnedServer, str]]:
     """``serve --workers 2`` with its router's /metrics on a free port."""
     port = free_port()
-    for server in _mcp(tmp_path, "mcp-metrics", f"--workers 2 --rate-limit 0 --metrics-port {port}"):
+    for server in _mcp(
+        tmp_path, "mcp-metrics", f"--workers 2 --rate-limit 0 --metrics-port {port}"
+    ):
         yield server, f"http://127.0.0.1:{port}/metrics"
 
 
@@ -38,13 +41,13 @@ def test_mcp_tornados_counts_agree_with_the_clients(
 ) -> None:
     server, metrics_url = mcp_with_metrics
     target = drivers.Target(server.url, "mcp", server.pid, metrics_url)
-    params: dict[str, object] = {
+    sizes: dict[str, dict[str, Any]] = {
         "relay": {"pairs": 10, "procs": 2, "window": 2, "messages": 50, "duration": 2},
         "connect": {"peers": 40, "procs": 2},
         "churn": {"pairs": 4, "duration": 1.5},
         "calls": {"rate": 20.0, "duration": 1.0},
-    }[scenario]
-    run = drivers.run(scenario, target, progress=False, timeout=120, **params)
+    }
+    run = drivers.run(scenario, target, progress=False, timeout=120, **sizes[scenario])
     counts = run["server_counts"]
     assert counts["disagree"] == [], counts
     assert counts["server"]["joins"] > 0

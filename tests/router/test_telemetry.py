@@ -71,7 +71,7 @@ def test_histograms_are_per_worker_where_their_spec_says_so() -> None:
     t = RouterTelemetry()
     t.hello(b"a", info(0), rejected=0)
     zero = [0] * 14
-    rtt = wire.HistogramDelta([0, 2] + zero[2:], 0.0015)
+    rtt = wire.HistogramDelta([0, 2, *zero[2:]], 0.0015)
     setup = wire.HistogramDelta([1] + [0] * 12, 0.004)
     t.fold(b"a", wire.Stats({}, {"router_rtt_seconds": rtt, "call_setup_seconds": setup}, {}))
     t.fold(b"a", wire.Stats({}, {"router_rtt_seconds": wire.HistogramDelta([1], 1.0)}, {}))
