@@ -151,6 +151,14 @@ def _parser() -> _Parser:
     token.add_argument(
         "--peer", default=None, help="a peer name to bind into the token (default: none)"
     )
+    token.add_argument(
+        "--token-secret-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="file with the secret (default: $MCP_TORNADO_TOKEN_SECRET)",
+    )
+
     status = sub.add_parser(
         "status",
         help="ask the router how the deployment is doing",
@@ -165,13 +173,6 @@ def _parser() -> _Parser:
         "--port", type=int, default=None, help="pick the `serve` on this port (when several run)"
     )
     status.add_argument("--json", action="store_true", help="print JSON, for scripts")
-    token.add_argument(
-        "--token-secret-file",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="file with the secret (default: $MCP_TORNADO_TOKEN_SECRET)",
-    )
     return parser
 
 
