@@ -145,6 +145,20 @@ async def settle(url: str, done: Callable[[dict[Sample, float]], bool]) -> dict[
     return counts(scrape(url))
 
 
+async def quiet(url: str, period: float = 1.0) -> dict[Sample, float]:
+    """The counters once they have not moved for ``period`` seconds (several heartbeats)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    last, since = counts(scrape(url)), loop.time()
+    while loop.time() - since < period:
+        assert loop.time() < deadline, "the counters never stopped moving"
+        await asyncio.sleep(0.1)
+        now = counts(scrape(url))
+        if now != last:
+            last, since = now, loop.time()
+    return last
+
+
 @pytest.mark.gen_test(timeout=180)
 @pytest.mark.usefixtures("close_clients")
 async def test_counters_are_exact_across_two_workers_and_a_worker_killed(serve: Serve) -> None:
@@ -205,8 +219,7 @@ async def test_counters_are_exact_across_two_workers_and_a_worker_killed(serve: 
         await asyncio.sleep(0.2)
     assert (workers[0]["generation"], workers[1]["generation"]) == (1, 0)
     Client.close_all()
-    await asyncio.sleep(1.0)  # the survivors' closes, counted and reported
-    base = counts(scrape(serve.metrics))
+    base = await quiet(serve.metrics)  # the survivors' closes, counted and reported
     assert base[("mcp_worker_restarts_total", ())] == 1
     for key, value in first.items():  # never backwards
         assert base.get(key, 0) >= value, key

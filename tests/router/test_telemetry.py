@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mcp_tornado import wire
+from mcp_tornado import supervisor, wire
 from mcp_tornado.router.broker import Router
 from mcp_tornado.router.rooms import RoomTable
 from mcp_tornado.router.telemetry import RouterTelemetry
@@ -126,3 +127,12 @@ def test_the_metrics_port_is_a_setting_of_serve_for_its_router() -> None:
     assert isinstance(settings, ServeSettings)
     router, _ = settings.children("ipc:///x")
     assert (router.metrics_port, router.metrics_host) == (port, "::1")
+
+
+def test_the_routers_restarts_are_its_generation_under_serve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(supervisor.GENERATION_ENV, "3")
+    assert RouterTelemetry().counters["router_restarts", ()] == 3
+    monkeypatch.delenv(supervisor.GENERATION_ENV)
+    assert RouterTelemetry().counters["router_restarts", ()] == 0
