@@ -157,3 +157,35 @@ def test_a_worker_says_who_it_is_from_what_serve_gave_it(monkeypatch: pytest.Mon
     monkeypatch.delenv(supervisor.SLOT_ENV)
     monkeypatch.delenv(supervisor.GENERATION_ENV)
     assert (telemetry.slot(), telemetry.generation()) == (-1, 0)
+
+
+@pytest.mark.gen_test
+@pytest.mark.usefixtures("fresh")
+async def test_refusals_before_the_upgrade_are_counted_by_reason() -> None:
+    from mcp_tornado.capacity import Capacity
+    from mcp_tornado.connection import Connection
+    from tests.rawws import upgrade_request
+    from tests.stubs import StubTransport
+
+    capacity = Capacity(max_connections=2, max_per_ip=1)
+    assert capacity.take("a") is None
+    assert capacity.take("a") is not None  # one per address
+    assert capacity.take("b") is None
+    assert capacity.take("c") is not None  # two in total
+    _, _, endpoint = _worker()
+    for request in (
+        upgrade_request(8000, "/ws/signal/?room=r", {"Origin": "https://evil.example"}),
+        upgrade_request(8000, "/ws/signal/?room=r").replace(b"Host: 127.0.0.1:8000", b"Host: x.y"),
+        upgrade_request(8000, "/ws/signal/").replace(b"Sec-WebSocket-Version: 13", b""),
+    ):
+        connection = Connection(endpoint, None)
+        connection.connection_made(StubTransport())
+        connection.data_received(request)
+    refused = {k: v for k, v in counters.report({}).counters.items() if "refused" in k}
+    assert refused == {
+        "handshakes_refused|per_ip": 1,
+        "handshakes_refused|capacity": 1,
+        "handshakes_refused|origin": 1,
+        "handshakes_refused|host": 1,
+        "handshakes_refused|http": 1,
+    }
