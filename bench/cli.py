@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import drivers, plots, report
-from bench.compare import also_option, resolve_command, skip_option
+from bench.compare import COMPARE_TESTS, also_option, resolve_command, skip_option, tests_option
 from bench.procmon import SpawnedServer, check_loopback
 from bench.wsclient import raise_nofile_limit
 
@@ -74,6 +74,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--server-pid", action="append", type=int, help="sample this pid and its children"
     )
+    g.add_argument(
+        "--metrics-url",
+        action="append",
+        help="the server's Prometheus /metrics, per --url (mcp-tornado: the router's "
+        "--metrics-port): scraped before and after each run, and every count of the "
+        "server's that disagrees with the client's (messages relayed, joins) is reported "
+        "and fails the run",
+    )
     g.add_argument("--procs", type=int, default=1, help="client processes")
     g.add_argument("--out", help="write the JSON results here")
     g.add_argument("--plot-dir", help="write PNG plots here (created if missing)")
@@ -131,10 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--server-cmd",
         default=(
             "mcp-tornado serve --workers {workers} --host 127.0.0.1 --port {port} --rate-limit 0"
-            " --max-connections-per-ip 0"
+            " --max-connections-per-ip 0 --metrics-port {metrics_port}"
         ),
         help="our server; the per-connection rate limit (50 msg/s) and the per-address cap "
-        "are off for load tests",
+        "are off for load tests; with {metrics_port}, its /metrics are scraped around each "
+        "run and checked against the client's counts",
+    )
+    p.add_argument(
+        "--tests",
+        type=tests_option,
+        default=None,
+        help="comma list of the runs to do: " + ", ".join(COMPARE_TESTS) + " (default: all)",
     )
     p.add_argument(
         "--baseline-dir",
@@ -216,7 +231,13 @@ def targets(args: argparse.Namespace) -> Iterator[list[drivers.Target]]:
     labels: list[str] = args.label or []
     spawns: list[str] = args.spawn or []
     pids: list[int] = args.server_pid or []
-    for flag, values in (("--label", labels), ("--spawn", spawns), ("--server-pid", pids)):
+    metrics: list[str] = args.metrics_url or []
+    for flag, values in (
+        ("--label", labels),
+        ("--spawn", spawns),
+        ("--server-pid", pids),
+        ("--metrics-url", metrics),
+    ):
         if values and len(values) != len(urls):
             raise SystemExit(f"{flag} given {len(values)} times for {len(urls)} --url")
     for url in urls:
@@ -239,7 +260,10 @@ def targets(args: argparse.Namespace) -> Iterator[list[drivers.Target]]:
                 except (OSError, RuntimeError) as exc:  # not found, exited at once ...
                     raise SystemExit(f"bench: --spawn {spawns[i]!r} did not start: {exc}") from None
                 pid = server.pid
-            out.append(drivers.Target(url=url, label=label, server_pid=pid))
+            metrics_url = metrics[i] if metrics else None
+            out.append(
+                drivers.Target(url=url, label=label, server_pid=pid, metrics_url=metrics_url)
+            )
         yield out
     finally:
         for server in spawned:
@@ -284,6 +308,7 @@ def _each_target(
         sub.label = [args.label[i]] if args.label else None
         sub.spawn = [args.spawn[i]] if args.spawn else None
         sub.server_pid = [args.server_pid[i]] if args.server_pid else None
+        sub.metrics_url = [args.metrics_url[i]] if args.metrics_url else None
         with targets(sub) as (target,):
             runs += body(target)
     return _finish(args, runs)

@@ -96,6 +96,30 @@ class Spec:
 
 #: Targets ``--skip`` knows.
 SKIPPABLE = ("mcp", "baseline", "reference")
+#: Runs ``--tests`` knows (relay_w1_N: the scaling runs, N peers).
+COMPARE_TESTS = ("idle", "connect", "relay_w1", "relay_w8_2procs", "relay_w1_N", "openloop",
+                 "churn", "calls")  # fmt: skip
+
+
+def tests_option(text: str) -> set[str]:
+    """``--tests``: a comma list of :data:`COMPARE_TESTS`."""
+    names = {s.strip() for s in text.split(",") if s.strip()}
+    unknown = names - set(COMPARE_TESTS)
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown run {', '.join(sorted(unknown)) or '(none)'} "
+            f"(choose from {', '.join(COMPARE_TESTS)})"
+        )
+    return names
+
+
+def selected(test: str, tests: set[str] | None) -> bool:
+    """Whether ``--tests`` asks for compare run ``test``."""
+    if tests is None:
+        return True
+    return test in tests or (
+        re.fullmatch(r"relay_w1_\d+", test) is not None and "relay_w1_N" in tests
+    )
 
 
 def skip_option(text: str) -> set[str]:
@@ -136,9 +160,10 @@ def also_option(text: str) -> Also:
         fields = {f for _, f, _, _ in string.Formatter().parse(command) if f is not None}
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"COMMAND: {exc}: {command!r}") from None
-    if fields != {"workers", "port"}:
+    if not {"workers", "port"} <= fields <= {"workers", "port", "metrics_port"}:
         raise argparse.ArgumentTypeError(
-            f"COMMAND must use {{workers}} and {{port}} and no other placeholder: {command!r}"
+            "COMMAND must use {workers} and {port}, may use {metrics_port}, and no other "
+            f"placeholder: {command!r}"
         )
     return Also(name, command, cwd or None)
 
@@ -651,11 +676,17 @@ def log_path(out_dir: Path, spec: Spec) -> Path:
     return out_dir / "logs" / f"{spec.name.replace(' ', '_')}.log"
 
 
-def start(spec: Spec, out_dir: Path, stack: contextlib.ExitStack) -> SpawnedServer:
-    """Start one target on a free port; ``stack`` stops it (and drops its temp dir)."""
+def start(
+    spec: Spec, out_dir: Path, stack: contextlib.ExitStack
+) -> tuple[SpawnedServer, str | None]:
+    """Start one target on a free port; ``stack`` stops it (and drops its temp dir).
+
+    Also returns its /metrics URL when its command takes ``{metrics_port}``."""
     port = free_port()
     url = f"ws://127.0.0.1:{port}/ws/signal/"
-    command = spec.command.format(port=port, workers=spec.workers)
+    metrics_port = free_port() if "{metrics_port}" in spec.command else None
+    command = spec.command.format(port=port, workers=spec.workers, metrics_port=metrics_port)
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None
     cwd = spec.cwd
     if spec.kind == "baseline" and cwd is not None:
         copy = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-baseline-")))
@@ -669,7 +700,7 @@ def start(spec: Spec, out_dir: Path, stack: contextlib.ExitStack) -> SpawnedServ
     server = SpawnedServer(command, url, cwd=cwd, log_path=log)
     print(f"== {spec.name}: {command}" + (f" (in {cwd})" if cwd else ""), file=sys.stderr)
     stack.callback(server.stop)
-    return server.start(timeout=60)
+    return server.start(timeout=60), metrics_url
 
 
 def main(args: argparse.Namespace) -> int:
@@ -687,9 +718,10 @@ def main(args: argparse.Namespace) -> int:
         # time, each idle while another is measured, so one step follows the other.
         with contextlib.ExitStack() as stack:
             live: dict[str, SpawnedServer] = {}
+            metrics: dict[str, str | None] = {}
             for spec in group:
                 try:
-                    live[spec.name] = start(spec, out_dir, stack)
+                    live[spec.name], metrics[spec.name] = start(spec, out_dir, stack)
                 except Exception as exc:  # one broken target must not sink the rest
                     notes.append(
                         f"{spec.name} failed to start: {type(exc).__name__}: {exc} "
@@ -697,11 +729,17 @@ def main(args: argparse.Namespace) -> int:
                     )
             time.sleep(1.0)  # let every worker finish starting
             members = [spec for spec in group if spec.name in live]
-            for spec, (test, scenario, params) in interleave(members, suite(group[0], sz)):
+            steps = [step for step in suite(group[0], sz) if selected(step[0], args.tests)]
+            for spec, (test, scenario, params) in interleave(members, steps):
                 server = live.get(spec.name)
                 if server is None:
                     continue  # failed at an earlier step
-                target = drivers.Target(url=server.url, label=spec.name, server_pid=server.pid)
+                target = drivers.Target(
+                    url=server.url,
+                    label=spec.name,
+                    server_pid=server.pid,
+                    metrics_url=metrics.get(spec.name),
+                )
                 try:
                     run = drivers.run(scenario, target, progress=progress, **params)
                 except Exception as exc:

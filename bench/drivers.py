@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import scenarios
+from bench import scenarios, servercounts
 from bench.procmon import ProcTree, TreeSnapshot, cpu_between
 from bench.progress import Progress
 from bench.runner import RunOutput, WorkerFn, run_workers
@@ -36,6 +36,7 @@ class Target:
     url: str
     label: str
     server_pid: int | None = None
+    metrics_url: str | None = None  # the server's Prometheus /metrics: its counts are checked
 
     def tree(self) -> ProcTree | None:
         return ProcTree(self.server_pid) if self.server_pid else None
@@ -446,6 +447,7 @@ def run(
         enabled=progress,
     )
     phases = spec.phases(params)
+    before = servercounts.quiet(target.metrics_url) if target.metrics_url else None
     out = run_workers(
         spec.worker,
         target.url,
@@ -464,4 +466,7 @@ def run(
         result["server"], result["client"] = _phase(out, 0, 1)
     result["failures"] = out.errors
     result["wall_s"] = out.wall_s
+    if target.metrics_url and before is not None:
+        after = servercounts.settled(target.metrics_url, before, out.tally)
+        result["server_counts"] = servercounts.compare(before, after, out.tally)
     return result

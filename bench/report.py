@@ -145,6 +145,8 @@ def problems(run: dict[str, Any]) -> list[str]:
             out.append(f"held: {m.get('held', 0)} of {params.get('peers')}")
         if m.get("still_open", 0) < m.get("held", 0):
             out.append(f"closed during the hold: {m.get('held', 0) - m.get('still_open', 0)}")
+    counts = run.get("server_counts") or {}
+    out += [f"the server's counts disagree: {line}" for line in counts.get("disagree", [])]
     if sc == "calls" and m.get("failed"):
         kinds = ", ".join(f"{k}={v}" for k, v in (m.get("failures") or {}).items())
         out.append(f"failed calls: {m['failed']} of {m.get('calls')} ({kinds})")
@@ -226,6 +228,15 @@ def summary_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
     if server.get("rss_mib") is not None:
         rows.append(("server RSS MiB", fmt(server.get("rss_mib"))))
     rows.append(("client CPU (of one core)", _cpu(run.get("client"))))
+    counts = run.get("server_counts")
+    if counts:
+        server_c, client_c = counts["server"], counts["client"]
+        rows.append((
+            "server's counts (relayed, joins)",
+            f"{server_c['messages_relayed']}, {server_c['joins']} (client: sent "
+            f"{client_c['messages_relayed']}, joined {client_c['joins']}): "
+            + ("DISAGREE" if counts["disagree"] else "agree"),
+        ))  # fmt: skip
     for failure in run.get("failures", []):
         rows.append(("FAILURE", failure.strip().splitlines()[-1]))
     return rows

@@ -24,7 +24,8 @@ from typing import Any
 
 from bench.procmon import ProcTree, TreeSnapshot
 from bench.progress import Progress
-from bench.wsclient import raise_nofile_limit, run_async
+from bench.stats import merge_counts
+from bench.wsclient import TALLY, raise_nofile_limit, run_async
 
 _MP = mp.get_context("spawn")
 
@@ -102,7 +103,7 @@ def _worker_main(
     except BaseException:
         q.put(("error", index, -1, {"traceback": traceback.format_exc()}))
     finally:
-        q.put(("done", index, -1, {}))
+        q.put(("done", index, -1, TALLY.as_dict()))
 
 
 @dataclass
@@ -115,6 +116,8 @@ class RunOutput:
     client_snaps: list[TreeSnapshot]  # [barrier]
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    # The client processes' frames sent and joined events, summed (wsclient.Tally).
+    tally: dict[str, int] = field(default_factory=dict)
 
 
 #: Called when every worker reached barrier k; returning True aborts the remaining steps.
@@ -239,6 +242,7 @@ def run_workers(
                     event.set()
             elif kind == "done":
                 done += 1
+                merge_counts(out.tally, payload)
     finally:
         for event in go:
             event.set()

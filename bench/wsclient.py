@@ -19,6 +19,25 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_
 
 TEXT = WSMsgType.TEXT
 T = TypeVar("T")
+_JOINED = b'{"type":"joined"'  # how mcp-tornado's joined event starts
+
+
+class Tally:
+    """What every peer of this client process sent and was told, for a server's own counts
+    to be checked against (``--metrics-url``): text frames sent, ``joined`` events got."""
+
+    __slots__ = ("joined", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.joined = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"sent": self.sent, "joined": self.joined}
+
+
+#: This process's tally (each client process sends its own to the main process).
+TALLY = Tally()
 
 
 class PeerOwner(Protocol):
@@ -58,8 +77,11 @@ class Peer(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
         if msg_type == TEXT or msg_type == WSMsgType.BINARY:
+            data = frame.get_payload_as_bytes()
+            if data.startswith(_JOINED):
+                TALLY.joined += 1
             if self.owner is not None:
-                self.owner.on_message(self, frame.get_payload_as_bytes())
+                self.owner.on_message(self, data)
         elif msg_type == WSMsgType.PONG:
             self.pongs += 1
         elif msg_type == WSMsgType.CLOSE:
@@ -82,6 +104,7 @@ class Peer(WSListener):
         if transport is None or self.closed:
             return False
         transport.send(TEXT, data)
+        TALLY.sent += 1
         return True
 
     def ping(self) -> bool:

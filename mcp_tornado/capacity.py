@@ -30,6 +30,8 @@ from typing import Final
 from tornado import httputil
 from tornado.iostream import IOStream, StreamClosedError
 
+from mcp_tornado.telemetry import CAPACITY, PER_IP, counters
+
 log = logging.getLogger(__name__)
 
 # Descriptors a worker needs besides its clients: listening sockets, the router
@@ -68,9 +70,11 @@ class Capacity:
     def take(self, ip: str) -> bytes | None:
         """Count a new connection from ``ip``; or the HTTP response refusing it (not counted)."""
         if self.max_connections and self.total >= self.max_connections:
+            counters.refused[CAPACITY] += 1
             return FULL_RESPONSE
         held = self.by_ip.get(ip, 0)
         if self.max_per_ip and held >= self.max_per_ip:
+            counters.refused[PER_IP] += 1
             return IP_RESPONSE
         self.total += 1
         self.by_ip[ip] = held + 1

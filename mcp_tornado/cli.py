@@ -8,6 +8,7 @@ Examples::
     mcp-tornado worker --router tcp://10.0.0.5:5555 --port 8000
     mcp-tornado config --config /etc/mcp-tornado/config.toml   # what serve would run with
     mcp-tornado token lobby --ttl 3600 --token-secret-file /etc/mcp-tornado/secret
+    mcp-tornado status --json
 
 The flags of ``serve``, ``router`` and ``worker`` are generated from the
 settings Structs (:mod:`mcp_tornado.settings`): their defaults, help and checks
@@ -139,6 +140,21 @@ def _parser() -> _Parser:
         metavar="PATH",
         help="file with the secret (default: $MCP_TORNADO_TOKEN_SECRET)",
     )
+
+    status = sub.add_parser(
+        "status",
+        help="ask the router how the deployment is doing",
+        description="Print the router's view of the deployment: each worker, rooms, peers, "
+        "messages/s. Without --router, asks the router of the `serve` running on this machine.",
+    )
+    status.add_argument(
+        "--router", default=None, metavar="ENDPOINT", help="the router's endpoint (default: "
+        "the ipc endpoint of the running `serve`)",
+    )  # fmt: skip
+    status.add_argument(
+        "--port", type=int, default=None, help="pick the `serve` on this port (when several run)"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON, for scripts")
     return parser
 
 
@@ -238,6 +254,12 @@ def _router(settings: RouterSettings) -> int:
         router.bind()
     except zmq.ZMQError as exc:  # endpoint taken or malformed, no such folder: final
         cannot_start(f"router cannot bind {settings.bind}: {zmq.strerror(exc.errno or 0)}")
+    if settings.metrics_port:
+        try:
+            router.telemetry.serve(settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            where = f"{settings.metrics_host}:{settings.metrics_port}"
+            cannot_start(f"router cannot serve metrics on {where}: {exc.strerror or exc}")
     report("ready")
     router.run()
     return 0
@@ -283,6 +305,44 @@ def _configure_logs(settings: Settings) -> None:
         logs.configure(settings.log, logs.process_name("worker"))
 
 
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from mcp_tornado import status
+
+    endpoint = args.router
+    if endpoint is None:
+        try:
+            folder = runtime_dir()
+        except ValueError as exc:
+            fail(exc)
+        found = status.serve_endpoints(folder, args.port)
+        if not found:
+            where = f" on port {args.port}" if args.port is not None else ""
+            print(f"mcp-tornado: no running `serve`{where} found in {folder}; "
+                  "give its router with --router ENDPOINT", file=sys.stderr)  # fmt: skip
+            return 1
+        if len(found) > 1:
+            print(
+                "mcp-tornado: several `serve` are running; pick one with --port:", file=sys.stderr
+            )
+            for serve in found:
+                print(f"  --port {serve.port}  (pid {serve.pid}, router {serve.endpoint})",
+                      file=sys.stderr)  # fmt: skip
+            return 2
+        endpoint = found[0].endpoint
+    try:
+        answer = status.query(endpoint)
+    except status.NoAnswer as exc:
+        print(f"mcp-tornado: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status.as_json(endpoint, answer), indent=2))
+    else:
+        print(status.render(endpoint, answer))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -293,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         text = to_json(config) if args.json else to_toml(config, args.for_command)
         print(text, end="" if not args.json else "\n")
         sys.exit(0)
+    if args.command == "status":
+        sys.exit(_status(args))
     settings = _settings(parser, args)  # every setting is checked before anything starts
     _configure_logs(settings)
     if isinstance(settings, ServeSettings | WorkerSettings):

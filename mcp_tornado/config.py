@@ -59,7 +59,7 @@ from mcp_tornado.settings import (
     keys,
     value_type,
 )
-from mcp_tornado.supervisor import CHILD_ENV, STATUS_FD_ENV
+from mcp_tornado.supervisor import CHILD_ENV, GENERATION_ENV, SLOT_ENV, STATUS_FD_ENV
 
 CONFIG_ENV: Final = "MCP_TORNADO_CONFIG"  # the config file, when --config is not given
 
@@ -74,7 +74,16 @@ COMMANDS: Final[dict[str, type[Settings]]] = {
 # read by the tests (MCP_TORNADO_BIN) and the client's dev server (MCP_TORNADO_URL).
 # The secrets' own variables (Flag.secret_env) are added by known_env().
 INTERNAL_ENV: Final = frozenset(
-    {SETTINGS_ENV, STATUS_FD_ENV, CHILD_ENV, CONFIG_ENV, "MCP_TORNADO_BIN", "MCP_TORNADO_URL"}
+    {
+        SETTINGS_ENV,
+        STATUS_FD_ENV,
+        CHILD_ENV,
+        SLOT_ENV,
+        GENERATION_ENV,
+        CONFIG_ENV,
+        "MCP_TORNADO_BIN",
+        "MCP_TORNADO_URL",
+    }
 )
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from mcp_tornado import handshake
+from mcp_tornado import handshake, telemetry
 from mcp_tornado.access_log import log_access
 from mcp_tornado.websocket import (
     BinaryMessage,
@@ -176,6 +176,7 @@ class Connection(asyncio.Protocol):
                         "client": self.remote_ip(),
                     },
                 )
+                telemetry.counters.closed(event.code)
                 handler.close_received()
                 self.complete_upgrade()  # (a client that sent frames before its 101)
                 self._write()  # what earlier events queued, then the protocol's close frame
@@ -192,6 +193,8 @@ class Connection(asyncio.Protocol):
             self._timer = None
         handler = self._handler
         if handler is not None and self._ws is not None:
+            if not self._ws.close_sent:
+                telemetry.counters.closed(telemetry.ABNORMAL_CLOSE)
             # Drop the handler: a peer and its connection point at each other, and
             # connections must be freed by reference counting, not by the collector.
             self._ws = None
@@ -214,6 +217,7 @@ class Connection(asyncio.Protocol):
             partial += data
             if partial.find(b"\r\n\r\n", max(0, seen - 3)) < 0:
                 if len(partial) > handshake.MAX_HEAD:
+                    telemetry.counters.refused[telemetry.HTTP] += 1
                     self._reject(handshake.Rejection(431, "Request headers too large"))
                 return
             head = bytes(partial)
@@ -226,6 +230,7 @@ class Connection(asyncio.Protocol):
     def _upgrade(self, head: bytes) -> None:
         request = handshake.parse_upgrade(head)
         if isinstance(request, handshake.Rejection):
+            telemetry.counters.refused[telemetry.HTTP] += 1
             self._reject(request)
             return
         answer = self._endpoint.accept(self, request)
@@ -344,6 +349,9 @@ class Connection(asyncio.Protocol):
         if ws is None or self.transport is None:
             return
         self.complete_upgrade()  # a refusal comes after the 101 (clients read it there)
+        if not ws.close_sent:
+            sent = code if code is not None else ws.close_code
+            telemetry.counters.closed(sent if sent is not None else 1005)
         ws.send_close(code, reason)
         self._write()
         self._finish(wait)

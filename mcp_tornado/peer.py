@@ -19,11 +19,14 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from mcp_tornado import handshake, protocol
+import msgspec
+
+from mcp_tornado import handshake, protocol, telemetry
 from mcp_tornado.admission import Gatekeeper, Refusal
 from mcp_tornado.connection import REFUSED_CLOSE_WAIT, Connection, WriteScheduler
 from mcp_tornado.origins import HostPolicy
 from mcp_tornado.ratelimit import CLOSE, DROP_AND_WARN, TokenBucket
+from mcp_tornado.telemetry import counters
 from mcp_tornado.websocket import MAX_FRAGMENTS
 
 if TYPE_CHECKING:
@@ -44,6 +47,11 @@ _BINARY_EVENT = protocol.event_frame(
     protocol.Error(protocol.ErrorCode.INVALID_MESSAGE, "Binary frames must hold UTF-8 JSON")
 )
 _ROOM_FULL = protocol.ROOM_FULL_EVENT.encode()
+_OFFER = protocol.OFFER
+# The relay's counters, bound once: [kind * 2 + path] (path 0: local, 1: through the router).
+_RELAYED = counters.relayed
+_RELAYED_BYTES = counters.relayed_bytes
+assert (telemetry.LOCAL, telemetry.ROUTED) == (0, 1)
 _NO_PEER = protocol.NO_PEER_EVENT.encode()
 _PEER_GONE = protocol.PEER_GONE_EVENT.encode()
 _UNDELIVERED = protocol.UNDELIVERED_EVENT.encode()
@@ -81,8 +89,10 @@ class SignalEndpoint:
         # (--max-connections is enforced at accept, for every connection: capacity.py)
         gate = self.gate
         if not self.hosts.allows(request.host):  # DNS rebinding: a name that is not ours
+            counters.refused[telemetry.HOST] += 1
             return _UNKNOWN_HOST
         if request.origin is not None and not gate.origins.allows(request.origin, request.host):
+            counters.refused[telemetry.ORIGIN] += 1
             return _CROSS_ORIGIN
         gate.connections += 1
         return Peer(self.hub, connection)
@@ -102,6 +112,7 @@ class Peer:
         "connection",
         "hub",
         "paired",
+        "paired_at",
         "partner",
         "peer_id",
         "room",
@@ -121,6 +132,9 @@ class Peer:
         self._fence_seq = 0
         self.bucket: TokenBucket | None = None
         self._closing = False  # it left its room and waits for the router to confirm
+        # When its pair formed (monotonic), until it relays the answer: the call set-up
+        # time is measured on the answerer's worker.  0.0: no set-up being timed.
+        self.paired_at = 0.0
 
     # --- the connection's events (mcp_tornado.connection.Handler) ---------------
 
@@ -128,6 +142,9 @@ class Peer:
         gate = self.hub.gate
         admission = gate.admit(request.query)
         if isinstance(admission, Refusal):
+            token = admission.close_code == protocol.CloseCode.INVALID_TOKEN
+            counters.refused[telemetry.TOKEN if token else telemetry.ROOM_NAME] += 1
+            counters.error(msgspec.json.decode(admission.event, type=protocol.Error).code)
             self.refuse(admission.event.encode(), admission.close_code)
             return
         self.room = admission.room
@@ -145,21 +162,38 @@ class Peer:
                 data.decode()
             except UnicodeDecodeError:
                 if not self._count_frame():
+                    counters.error(protocol.ErrorCode.INVALID_MESSAGE)
                     self.send(_BINARY_EVENT)
                 return
         if self._count_frame():
             return
-        error = protocol.check_client_frame(data)
-        if error is not None:
-            self.send(protocol.event_frame(error))
-        elif self.partner is None:
-            self._route(data)
-        elif self._held is None:  # the fence is behind us
+        kind = protocol.client_frame_kind(data)
+        if not isinstance(kind, int):
+            counters.error(kind.code)
+            self.send(protocol.event_frame(kind))
+            return
+        if kind >= _OFFER:  # (candidates, the bulk, skip this)
+            self._timing(kind)
+        if self.partner is None:
+            if self._route(data):
+                _RELAYED[kind * 2 + 1] += 1
+                _RELAYED_BYTES[1] += len(data)
+            return
+        if self._held is None:  # the fence is behind us
             self.partner.send(data)
         elif len(self._held) < MAX_HELD:
             self._held.append(data)
         else:  # routing it would overtake the held ones
-            self.send(_UNDELIVERED)
+            self._undelivered()
+            return
+        _RELAYED[kind * 2] += 1
+        _RELAYED_BYTES[0] += len(data)
+
+    def _timing(self, kind: int) -> None:
+        """The call set-up ends with the first answer after the pair formed; an offerer's ends."""
+        if self.paired_at and kind == protocol.ANSWER:
+            counters.call_setup.observe(time.monotonic() - self.paired_at)
+        self.paired_at = 0.0
 
     def ping_received(self, data: bytes) -> None:
         # Pings are frames too, and each costs a pong: rate-limit them first.
@@ -171,10 +205,12 @@ class Peer:
         if self.bucket is None or self.peer_id is None:
             return
         verdict = self.bucket.take_many(time.monotonic(), count)
+        if verdict:
+            counters.rate_limited += count
         if verdict == DROP_AND_WARN:
-            self.send(_RATE_LIMITED_EVENT)
+            self._warn_rate_limited()
         elif verdict == CLOSE:
-            self.send(_RATE_LIMITED_EVENT)
+            self._warn_rate_limited()
             self.end(protocol.CloseCode.RATE_LIMITED)
 
     def close_received(self) -> None:
@@ -188,6 +224,7 @@ class Peer:
             self.room,
             extra={"event": "slow_reader_dropped", **self._facts(), "code": code},
         )
+        counters.slow_readers += 1
         self.end(code)
 
     def connection_lost(self) -> None:
@@ -231,6 +268,8 @@ class Peer:
         connection.release()
 
     def router_unavailable(self) -> None:
+        counters.joins[telemetry.JOIN_ROUTER_UNAVAILABLE] += 1
+        counters.error(protocol.ErrorCode.ROUTER_UNAVAILABLE)
         self.refuse(_ROUTER_UNAVAILABLE, protocol.CloseCode.TRY_AGAIN_LATER)
 
     def end(self, code: int | None) -> None:
@@ -262,21 +301,34 @@ class Peer:
         self._closing = False
         self.connection.close(code, protocol.close_reason(code) if code is not None else "")
 
-    def _route(self, data: bytes) -> None:
+    def _route(self, data: bytes) -> bool:
+        """Relay ``data`` through the router; ``False``: refused (the client is told)."""
         if self.peer_id is None or not self.hub.relay(self.peer_id, data):
-            self.send(_UNDELIVERED)
+            self._undelivered()
+            return False
+        return True
+
+    def _undelivered(self) -> None:
+        counters.error(protocol.ErrorCode.ROUTER_UNAVAILABLE)
+        self.send(_UNDELIVERED)
 
     def _count_frame(self) -> bool:
         """Take a frame from the rate limit; ``True`` if it must be dropped."""
         if self.bucket is None or self.peer_id is None:
             return False
         verdict = self.bucket.take(time.monotonic())
+        if verdict:
+            counters.rate_limited += 1
         if verdict == DROP_AND_WARN:
-            self.send(_RATE_LIMITED_EVENT)
+            self._warn_rate_limited()
         elif verdict == CLOSE:
-            self.send(_RATE_LIMITED_EVENT)
+            self._warn_rate_limited()
             self.end(protocol.CloseCode.RATE_LIMITED)
         return verdict != 0
+
+    def _warn_rate_limited(self) -> None:
+        counters.error(protocol.ErrorCode.RATE_LIMITED)
+        self.send(_RATE_LIMITED_EVENT)
 
     def _leave_room(self) -> None:
         """Give up the room slot (if it holds one) and tell a local partner."""
@@ -302,6 +354,9 @@ class Peer:
                 peers,
                 extra={"event": "peer_joined", **self._facts(), "peers": peers},
             )
+        counters.joins[telemetry.JOIN_OK] += 1
+        if initiator:
+            self.paired_at = time.monotonic()
         self.connection.complete_upgrade()  # the socket opens now that it is in the room
         ice_servers = self.hub.ice.for_peer()  # fresh TURN credentials for each join
         self.send(
@@ -312,22 +367,27 @@ class Peer:
 
     def peer_joined(self, room: str, peers: int, local_partner: Peer | None) -> None:
         self.paired = True
+        self.paired_at = time.monotonic()
         self.send(protocol.event_frame(protocol.PeerJoined(room, peers)))
         if local_partner is not None:
             self.pair_locally(local_partner)
 
     def peer_left(self, room: str, peers: int) -> None:
         self.paired = False
+        self.paired_at = 0.0
         self.send(_PEER_GONE)
         self.send(protocol.event_frame(protocol.PeerLeft(room, peers)))
 
     def no_peer(self) -> None:
+        counters.no_peer += 1
         self.send(_NO_PEER)
 
     def undelivered(self) -> None:
-        self.send(_UNDELIVERED)
+        self._undelivered()
 
     def room_full(self) -> None:
+        counters.joins[telemetry.JOIN_ROOM_FULL] += 1
+        counters.error(protocol.ErrorCode.ROOM_FULL)
         self.refuse(_ROOM_FULL, protocol.CloseCode.ROOM_FULL)
 
     # --- a partner on this worker --------------------------------------------------

@@ -13,11 +13,14 @@ ignore; ``error`` frames keep the original ``message`` text and add a ``code``.
 
 from __future__ import annotations
 
-from typing import Final, TypeAlias
+from typing import ClassVar, Final, TypeAlias
 
 import msgspec
 
 RELAYED_TYPES: Final = frozenset({"offer", "answer", "candidate", "leave"})
+#: The relayed types in the order of their ``kind`` (what :func:`client_frame_kind` returns).
+RELAYED_KINDS: Final = ("candidate", "leave", "offer", "answer")
+CANDIDATE, LEAVE, OFFER, ANSWER = range(len(RELAYED_KINDS))
 DEFAULT_ROOM: Final = "default"
 
 
@@ -148,12 +151,16 @@ class _SessionDescription(msgspec.Struct):
 class Offer(msgspec.Struct, tag="offer", tag_field="type"):
     """``{"type":"offer","sdp":"..."}`` or ``{"type":"offer","offer":{"type":..,"sdp":..}}``."""
 
+    kind: ClassVar[int] = OFFER
+
     sdp: str | None = None
     offer: _SessionDescription | None = None
 
 
 class Answer(msgspec.Struct, tag="answer", tag_field="type"):
     """``{"type":"answer","sdp":"..."}`` or ``{"type":"answer","answer":{...}}``."""
+
+    kind: ClassVar[int] = ANSWER
 
     sdp: str | None = None
     answer: _SessionDescription | None = None
@@ -162,11 +169,15 @@ class Answer(msgspec.Struct, tag="answer", tag_field="type"):
 class Candidate(msgspec.Struct, tag="candidate", tag_field="type"):
     """``{"type":"candidate","candidate":{...}}`` or ``{"type":"candidate","candidate":"..."}``."""
 
+    kind: ClassVar[int] = CANDIDATE
+
     candidate: _AnyObject | str | None = None
 
 
 class Leave(msgspec.Struct, tag="leave", tag_field="type"):
     """``{"type":"leave"}``: the client is going (extra fields such as ``reason`` are fine)."""
+
+    kind: ClassVar[int] = LEAVE
 
 
 ClientMessage: TypeAlias = Offer | Answer | Candidate | Leave
@@ -194,20 +205,25 @@ UNDELIVERED_EVENT: Final = encode_event(
 
 
 def check_client_frame(frame: str | bytes) -> Error | None:
-    """Return ``None`` if ``frame`` may be relayed, else the error to send back.
+    """Return ``None`` if ``frame`` may be relayed, else the error to send back."""
+    kind = client_frame_kind(frame)
+    return kind if isinstance(kind, Error) else None
+
+
+def client_frame_kind(frame: str | bytes) -> int | Error:
+    """The kind of a frame that may be relayed (an index of :data:`RELAYED_KINDS`), else the error.
 
     Exactly one msgspec decode per frame; the decoded message is thrown away
-    (the original text is what gets relayed).
+    (the original text is what gets relayed), all but its type.
     """
     try:
-        _client_decoder.decode(frame)
+        return _client_decoder.decode(frame).kind
     except msgspec.ValidationError as exc:
         return _validation_error(str(exc))
     except msgspec.DecodeError:
         return Error(ErrorCode.INVALID_JSON, "Invalid JSON")
     except RecursionError:
         return Error(ErrorCode.INVALID_MESSAGE, "Invalid message format: nested too deeply")
-    return None
 
 
 def _validation_error(detail: str) -> Error:

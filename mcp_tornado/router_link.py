@@ -19,6 +19,11 @@ health:
   callers refuse new joins and messages with a retryable error: nothing is
   accepted that could be silently lost.
 
+With ``gauges`` (a callable returning the worker's current gauges), each
+heartbeat also carries the worker's metrics (:meth:`~mcp_tornado.telemetry.
+WorkerCounters.report`) and a send time the router echoes, for the round-trip
+histogram; its Hello says who the worker is (:class:`~mcp_tornado.wire.WorkerInfo`).
+
 Sends never block the event loop: they are queued and flushed once per loop
 turn as one frame.  If the DEALER's high-water mark is reached the batch stays
 queued and is retried; the queue is bounded by ``max_backlog`` messages, past
@@ -40,7 +45,7 @@ import zmq
 from tornado.ioloop import IOLoop, PeriodicCallback
 from zmq.utils.monitor import recv_monitor_message
 
-from mcp_tornado import wire
+from mcp_tornado import telemetry, wire
 from mcp_tornado.settings import LinkSettings
 
 log = logging.getLogger(__name__)
@@ -90,7 +95,11 @@ class RouterLink:
     """The worker side of the ZeroMQ hop.  Create it in the running IOLoop, then :meth:`start`."""
 
     def __init__(
-        self, config: LinkSettings, listener: LinkListener, name: str | None = None
+        self,
+        config: LinkSettings,
+        listener: LinkListener,
+        name: str | None = None,
+        gauges: telemetry.GaugeSource | None = None,
     ) -> None:
         self.config = config
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -98,6 +107,8 @@ class RouterLink:
         self.ready = False
         self.router_epoch = ""
         self._listener = listener
+        self._gauges = gauges
+        self._welcomes = 0
         self._outbox: list[wire.ToRouter] = []
         self._flush_scheduled = False
         self._last_heard = 0.0
@@ -292,6 +303,8 @@ class RouterLink:
             case wire.RoomFull():
                 listener.room_full(msg.peer)
             case wire.Ping():
+                if msg.sent:  # the echo of one of ours
+                    telemetry.counters.router_rtt.observe(time.monotonic() - msg.sent)
                 if msg.epoch != self.router_epoch:
                     if self.ready:
                         log.warning(
@@ -328,6 +341,7 @@ class RouterLink:
                 },
             )
         self.ready = True
+        self._welcomes += 1
         self.router_epoch = msg.epoch
         self._welcomed_once.set()
         self._listener.registered()  # fences sent to a router that went away are never answered
@@ -339,6 +353,8 @@ class RouterLink:
         for msg in outbox:
             if type(msg) is wire.Relay:
                 self._listener.undelivered(msg.peer)
+            elif type(msg) is wire.Stats:
+                telemetry.counters.unreport(msg)  # the next router gets them
         if was_ready:
             self._hello_due = 0.0  # a new episode: register again at once
             self._listener.router_lost()
@@ -355,7 +371,8 @@ class RouterLink:
         now = time.monotonic()
         if now < self._hello_due:
             return
-        sent = self._send_control(wire.Hello(self._listener.registrations()))
+        info = telemetry.worker_info(self._welcomes) if self._gauges is not None else None
+        sent = self._send_control(wire.Hello(self._listener.registrations(), info))
         # Not sent: no router is connected yet (IMMEDIATE), so try again soon.  Sent:
         # a live router answers it, however busy we both are; ask again only after
         # the liveness window (a lost connection is reported sooner, by the monitor).
@@ -386,7 +403,11 @@ class RouterLink:
             )
             self._lost_router(hello=False)
         if self.ready:
-            self._queue(wire.Ping(self.epoch))
+            if self._gauges is not None:
+                self._queue(telemetry.counters.report(self._gauges()))
+                self._queue(wire.Ping(self.epoch, time.monotonic()))
+            else:
+                self._queue(wire.Ping(self.epoch))
         else:
             self._send_hello()
         self._check_input()

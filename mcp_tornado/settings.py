@@ -463,6 +463,19 @@ class RouterSettings(Settings, frozen=True):
     ] = 0
     hwm: HighWaterMark = _HWM
     log: LogSettings = msgspec.field(default_factory=LogSettings)
+    metrics_port: Annotated[
+        int,
+        Flag(
+            "--metrics-port",
+            "serve Prometheus /metrics of the whole deployment on this port, 0: off",
+            low=0,
+            high=65535,
+            off=True,
+        ),
+    ] = 0
+    metrics_host: Annotated[
+        str, Flag("--metrics-host", "address the router serves /metrics on")
+    ] = "127.0.0.1"
 
 
 class ServeSettings(Settings, frozen=True):

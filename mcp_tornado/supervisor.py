@@ -26,6 +26,10 @@ reason on stderr instead.
 
 Each child also finds its name (``router``, ``worker-0``...) in
 ``$MCP_TORNADO_CHILD``, for its log lines (:mod:`mcp_tornado.logs`).
+Each child also learns its place, for metrics and ``mcp-tornado status``
+(:mod:`mcp_tornado.telemetry`): a worker its slot (0 .. N-1) in
+``$MCP_TORNADO_SLOT``, and every child how many times its slot was restarted
+in ``$MCP_TORNADO_GENERATION``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ CANNOT_START: Final = 78  # a child's exit status: "cannot start, do not restart
 STATUS_FD_ENV: Final = "MCP_TORNADO_STATUS_FD"  # the pipe a child reports to, set by the supervisor
 # A child's name ("router", "worker-0"), set by the supervisor: its log lines say it.
 CHILD_ENV: Final = "MCP_TORNADO_CHILD"
+SLOT_ENV: Final = "MCP_TORNADO_SLOT"  # a worker's index, set by the supervisor
+GENERATION_ENV: Final = (
+    "MCP_TORNADO_GENERATION"  # restarts of a child's slot, set by the supervisor
+)
 
 _STABLE_AFTER = 10.0  # a child that ran this long is healthy again: reset its backoff
 _BACKOFF_MAX = 5.0
@@ -76,9 +84,17 @@ class Child:
     restart_at: float = 0.0
     restarts: int = field(default=0)
     ready: bool = False  # this process of the child reported ready
+    slot: int = -1  # a worker's index (passed on to it); -1: not a worker
 
     def start(self, status_fd: int | None = None) -> None:
-        env = {**os.environ, **(self.env or {}), CHILD_ENV: self.name}
+        env = {
+            **os.environ,
+            **(self.env or {}),
+            CHILD_ENV: self.name,
+            GENERATION_ENV: str(self.restarts),
+        }
+        if self.slot >= 0:
+            env[SLOT_ENV] = str(self.slot)
         if status_fd is not None:
             env[STATUS_FD_ENV] = str(status_fd)
         self.process = subprocess.Popen(
@@ -114,7 +130,7 @@ class Supervisor:
     ) -> None:
         self.router = Child("router", list(router), router_env)
         self.workers = [
-            Child(f"worker-{i}", list(argv), worker_env) for i, argv in enumerate(workers)
+            Child(f"worker-{i}", list(argv), worker_env, slot=i) for i, argv in enumerate(workers)
         ]
         self.shutdown_timeout = shutdown_timeout
         self.ready_message = ready_message  # printed once, when every worker first listens

@@ -310,6 +310,11 @@ class ServerProtocol:
         return None if close is None else close.code
 
     @property
+    def close_sent(self) -> bool:
+        """Whether our Close frame is queued (or nothing may be sent any more)."""
+        return not self._sending
+
+    @property
     def close_reason(self) -> str | None:
         """The reason of the client's Close frame, once it came (``""`` if none); else ``None``."""
         close = self._client_close

@@ -41,6 +41,17 @@ class PeerRecord(msgspec.Struct, array_like=True, frozen=True):
     paired: bool  # whether the worker last saw this peer with a partner
 
 
+class WorkerInfo(msgspec.Struct, array_like=True, frozen=True):
+    """Who a worker is, for metrics and ``mcp-tornado status`` (:mod:`mcp_tornado.telemetry`)."""
+
+    host: str
+    pid: int
+    index: int  # its slot under ``serve`` (-1: started by hand)
+    generation: int  # how many times ``serve`` restarted that slot
+    started: float  # unix time the process started
+    welcomed: int  # Welcomes it had before this Hello: > 0 means a re-registration
+
+
 class Hello(_Msg, tag=1):
     """Register (or re-register) a worker and every peer it holds.
 
@@ -49,6 +60,7 @@ class Hello(_Msg, tag=1):
     """
 
     peers: list[PeerRecord]
+    info: WorkerInfo | None = None
 
 
 class Join(_Msg, tag=2):
@@ -75,6 +87,9 @@ class Ping(_Msg, tag=5):
     """Heartbeat.  Both sides send one every ``heartbeat_interval`` seconds."""
 
     epoch: str  # the sender's instance id; a new value means the sender restarted
+    # A worker's send time (its own monotonic clock): the router sends the Ping back
+    # at once with this value, and the worker measures the round trip.  0: none.
+    sent: float = 0.0
 
 
 class Bye(_Msg, tag=6):
@@ -91,6 +106,30 @@ class Fence(_Msg, tag=7):
 
     peer: int
     seq: int  # the worker's fence number for this peer; only the latest counts
+
+
+class HistogramDelta(msgspec.Struct, array_like=True, frozen=True):
+    """Observations since the last :class:`Stats`: per bucket (the last is +Inf), and their sum."""
+
+    counts: list[int]
+    sum: float
+
+
+class Stats(_Msg, tag=8):
+    """A worker's metrics since its previous Stats, sent with each heartbeat.
+
+    Counters and histograms are *deltas*, so the router's totals never count
+    anything twice and never go backwards, whichever process restarts; gauges
+    are current values.  Keys are those of :mod:`mcp_tornado.telemetry`.
+    """
+
+    counters: dict[str, int]
+    histograms: dict[str, HistogramDelta]
+    gauges: dict[str, int]
+
+
+class Query(_Msg, tag=9):
+    """``mcp-tornado status`` asks for :class:`Status`; the asker is not a worker."""
 
 
 # --- router -> worker ---------------------------------------------------------
@@ -177,7 +216,34 @@ class Fenced(_Msg, tag=28):
     seq: int
 
 
-ToRouter: TypeAlias = Hello | Join | Relay | Leave | Fence | Ping | Bye
+class WorkerStatus(msgspec.Struct, array_like=True, frozen=True):
+    """One registered worker, as :class:`Status` reports it."""
+
+    name: str
+    host: str
+    pid: int
+    index: int
+    generation: int
+    uptime: float  # seconds
+    peers: int
+    connections: int
+    heartbeat_age: float  # seconds since the router last heard from it
+
+
+class Status(_Msg, tag=31):
+    """The router's answer to :class:`Query` (not to a worker: to ``mcp-tornado status``)."""
+
+    epoch: str
+    uptime: float
+    generation: int  # the router's restarts under ``serve``
+    rooms: int
+    peers: int
+    messages_per_s: float  # relayed messages per second over the last few seconds
+    messages: int  # relayed messages since the router started
+    workers: list[WorkerStatus]
+
+
+ToRouter: TypeAlias = Hello | Join | Relay | Leave | Fence | Ping | Bye | Stats | Query
 ToWorker: TypeAlias = (
     Welcome
     | Joined
@@ -191,6 +257,7 @@ ToWorker: TypeAlias = (
     | Reregister
     | Ping
     | Bye
+    | Status  # (to a status query, not to a worker; a worker ignores it)
 )
 
 _encoder = msgspec.msgpack.Encoder()
@@ -217,6 +284,14 @@ def decode_to_worker(frame: bytes) -> list[ToWorker]:
         return _to_worker_decoder.decode(frame)
     except (UnicodeDecodeError, RecursionError) as exc:
         raise _malformed(exc) from None
+
+
+def decode_status(frame: bytes) -> Status:
+    """Decode the router's answer to a :class:`Query`; raises like :func:`decode_to_worker`."""
+    batch = decode_to_worker(frame)
+    if len(batch) != 1 or type(batch[0]) is not Status:
+        raise msgspec.ValidationError(f"expected one Status, got {batch!r:.100}")
+    return batch[0]
 
 
 def _malformed(exc: Exception) -> msgspec.DecodeError:

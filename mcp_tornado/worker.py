@@ -32,7 +32,7 @@ import uvloop
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
-from mcp_tornado import ports, protocol, supervisor
+from mcp_tornado import ports, protocol, supervisor, telemetry
 from mcp_tornado.admission import Gatekeeper, http_server_options
 from mcp_tornado.capacity import Capacity, NoBodies
 from mcp_tornado.connection import Connection
@@ -121,7 +121,19 @@ async def _serve(
     claim: ports.PortClaim,
 ) -> None:
     hub = Hub(Gatekeeper(config.limits), IceServers(config.ice))
-    link = RouterLink(config.link, hub)
+    limits = config.limits
+    capacity = Capacity(limits.max_connections, limits.max_connections_per_ip)
+
+    def gauges() -> dict[str, int]:
+        peers = hub.peers.values()
+        return {
+            "connections_open": capacity.total,
+            "websockets_open": hub.gate.connections,
+            "worker_peers": len(hub.peers),
+            "worker_rooms": len({peer.room for peer in peers}),
+        }
+
+    link = RouterLink(config.link, hub, gauges=gauges)
     hub.attach(link)
     link.start()
     app = make_app(config.static_dir, link)
@@ -159,8 +171,6 @@ async def _serve(
 
     for sock in sockets:
         sock.listen(_LISTEN_BACKLOG)
-    limits = config.limits
-    capacity = Capacity(limits.max_connections, limits.max_connections_per_ip)
     listener = Listener(sockets, server, on_signal, limits.handshake_timeout, capacity)
     listener.start()
     supervisor.report("ready")  # serve says where to go once every worker is ready
@@ -174,7 +184,10 @@ async def _serve(
     )
     pinger = Pinger(hub, config.ping_interval, config.ping_timeout)
     pinger.start()
+    lag = telemetry.LoopLag()
+    lag.start()
     await stopped
+    lag.stop()
     pinger.stop()
 
     log.info(

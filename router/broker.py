@@ -26,6 +26,13 @@ Reliability rules the loop enforces:
   refused.  Resync conflicts (three peers claiming one room) are settled first
   come, first served; the losers are listed in ``Welcome.rejected``.
 * Malformed batches are logged and dropped: no worker input can crash it.
+
+Metrics (:mod:`mcp_tornado.router.telemetry`): workers' :class:`~mcp_tornado.wire.Stats`
+are folded into :attr:`Router.telemetry`, which each heartbeat publishes for
+``/metrics``; a worker's Ping that carries a send time is echoed at once (its
+round trip); a :class:`~mcp_tornado.wire.Query` from a socket that is not a
+worker (``mcp-tornado status``) is answered with :class:`~mcp_tornado.wire.Status`
+without registering it.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import zmq
 
 from mcp_tornado import logs, wire
 from mcp_tornado.router.rooms import Departure, PeerKey, RoomTable
+from mcp_tornado.router.telemetry import RouterTelemetry
 from mcp_tornado.settings import RouterSettings
 
 log = logging.getLogger(__name__)
@@ -83,6 +91,7 @@ class Router:
         self.config = config
         self.epoch = uuid.uuid4().hex[:12]
         self.rooms = RoomTable()
+        self.telemetry = RouterTelemetry()
         self._workers: dict[bytes, _Worker] = {}
         self._outbox: dict[bytes, list[wire.ToWorker]] = {}
         self._pending: dict[bytes, list[bytes]] = {}  # batches a full pipe refused, in order
@@ -233,8 +242,12 @@ class Router:
                 },
             )
             return
+        self.telemetry.batch_sizes.observe(len(batch))
         state = self._workers.get(worker)
         if state is None:
+            if batch and all(type(m) is wire.Query for m in batch):  # not a worker: status
+                self._send(worker, self._status(now))
+                return
             if not any(type(m) is wire.Hello for m in batch):
                 undelivered = sorted({m.peer for m in batch if type(m) is wire.Relay})
                 self._send(worker, wire.Reregister(undelivered))
@@ -299,7 +312,13 @@ class Router:
                     extra={"event": "worker_dropped", "worker": _name(worker), "reason": "bye"},
                 )
                 self._drop_worker(worker)
-            # Ping: last_seen is already updated.
+            case wire.Stats():
+                self.telemetry.fold(worker, msg)
+            case wire.Ping():  # last_seen is already updated
+                if msg.sent:
+                    self._send(worker, wire.Ping(self.epoch, msg.sent))  # its round trip
+            case wire.Query():
+                self._send(worker, self._status(now))
 
     def _join(self, worker: bytes, msg: wire.Join, refused_once: bool = False) -> None:
         result = self.rooms.join((worker, msg.peer), msg.room)
@@ -344,6 +363,7 @@ class Router:
             elif record.paired and self._in_grace:
                 self._claimed_paired.add(key)
         self._send(worker, wire.Welcome(self.epoch, rejected))
+        self.telemetry.hello(worker, msg.info, len(rejected))
         log.info(
             "router: worker %s registered with %d peers (%d rejected)",
             _name(worker),
@@ -358,6 +378,7 @@ class Router:
         )
 
     def _drop_worker(self, worker: bytes) -> None:
+        self.telemetry.drop(worker)
         self._workers.pop(worker, None)
         self._outbox.pop(worker, None)
         self._pending.pop(worker, None)
@@ -495,7 +516,12 @@ class Router:
 
     # --- heartbeats ----------------------------------------------------------
 
+    def _status(self, now: float) -> wire.Status:
+        last_seen = {worker: state.last_seen for worker, state in self._workers.items()}
+        return self.telemetry.status(self.epoch, self.rooms, last_seen, now)
+
     def _heartbeat(self, now: float) -> None:
+        self.telemetry.publish(now, self.rooms)
         deadline = now - self.config.heartbeat_interval * self.config.heartbeat_liveness
         # Under back-pressure we stopped reading, so silence proves nothing.
         expire = not self._pending

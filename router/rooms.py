@@ -46,6 +46,10 @@ class RoomTable:
     def partner(self, peer: PeerKey) -> PeerKey | None:
         return self._partner.get(peer)
 
+    def counts(self) -> tuple[int, int]:
+        """Rooms with at least one peer, and peers in rooms."""
+        return len(self._rooms), len(self._room_of)
+
     def peers_of_worker(self, worker: bytes) -> set[int]:
         return set(self._by_worker.get(worker, ()))
 

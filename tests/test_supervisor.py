@@ -122,3 +122,29 @@ def test_a_child_that_keeps_dying_is_restarted_with_backoff() -> None:
     assert supervisor.router.restarts == 0
     router = supervisor.router.process
     assert router is not None and router.poll() is not None, "stop() ends every child"
+
+
+def test_each_child_learns_its_slot_and_generation(tmp_path: Path) -> None:
+    # Each run of a worker appends "SLOT GENERATION" to its file, then exits (and is restarted).
+    script = (
+        "import os, sys; env = os.environ; open(sys.argv[1], 'a').write("
+        "env.get('MCP_TORNADO_SLOT', '-') + ' ' + env['MCP_TORNADO_GENERATION'] + '\\n')"
+    )
+    workers = [[sys.executable, "-c", script, str(tmp_path / f"w{i}")] for i in range(2)]
+    router = [sys.executable, "-c", script + "; import time; time.sleep(60)", str(tmp_path / "r")]
+    supervisor = Supervisor(router=router, workers=workers, shutdown_timeout=2)
+    thread = threading.Thread(target=supervisor.run)
+    thread.start()
+    try:
+
+        def ran(name: str, times: int) -> bool:
+            path = tmp_path / name
+            return path.exists() and len(path.read_text().splitlines()) >= times
+
+        wait_until(lambda: ran("r", 1) and ran("w0", 2) and ran("w1", 2), 60, "restarts")
+    finally:
+        supervisor.stop()
+        thread.join(10)
+    assert (tmp_path / "w0").read_text().splitlines()[:2] == ["0 0", "0 1"]
+    assert (tmp_path / "w1").read_text().splitlines()[:2] == ["1 0", "1 1"]
+    assert (tmp_path / "r").read_text() == "- 0\n"

@@ -246,3 +246,22 @@ def test_markdown_shows_also_targets_next_to_ours(tmp_path: Path) -> None:
     # re-rendered from the JSON, the --also target is still known as one
     path = report.write_json(tmp_path / "compare.json", runs)
     assert "Beside the --also targets" in report_from_file(path)
+
+
+def test_compare_runs_only_the_tests_asked_for() -> None:
+    from bench.compare import Sizes, selected, suite, tests_option
+
+    with pytest.raises(argparse.ArgumentTypeError, match="relay_w9"):
+        tests_option("relay_w1,relay_w9")
+    tests = tests_option("relay_w1, relay_w8_2procs")
+    spec = Spec("mcp-tornado 2w", "mcp", "x", workers=2)
+    chosen = [test for test, _, _ in suite(spec, Sizes()) if selected(test, tests)]
+    assert chosen == ["relay_w1", "relay_w8_2procs"]
+    assert selected("relay_w1_500", {"relay_w1_N"}) and selected("calls", None)
+
+
+def test_also_commands_may_take_a_metrics_port() -> None:
+    also = also_option(
+        "m=mcp-tornado serve --workers {workers} --port {port} --metrics-port {metrics_port}"
+    )
+    assert "{metrics_port}" in also.command

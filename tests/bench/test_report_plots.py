@@ -248,6 +248,7 @@ def test_cli_scenario_options_and_defaults() -> None:
     common = {
         "spawn_cwd": None,
         "server_pid": None,
+        "metrics_url": None,
         "procs": 1,
         "out": None,
         "plot_dir": None,
