@@ -3,8 +3,11 @@
 Examples::
 
     mcp-tornado serve --workers 4 --host 0.0.0.0 --port 8000
-    mcp-tornado router --bind tcp://0.0.0.0:5555
-    mcp-tornado worker --router tcp://10.0.0.5:5555 --port 8000
+    mcp-tornado keys /etc/mcp-tornado/keys --name router
+    mcp-tornado router --bind tcp://0.0.0.0:5555 \
+        --curve-secret-key-file keys/router.key_secret --curve-allowed-dir keys/workers
+    mcp-tornado worker --router tcp://10.0.0.5:5555 --port 8000 \
+        --curve-secret-key-file keys/web1.key_secret --curve-server-key-file keys/router.key
     mcp-tornado token lobby --ttl 3600 --token-secret-file /etc/mcp-tornado/secret
 
 The flags of ``serve``, ``router`` and ``worker`` are generated from the
@@ -112,6 +115,9 @@ def _add_setting_flags(parser: _Command, settings: type[Settings]) -> None:
         }
         if kind is tuple or getattr(kind, "__origin__", None) is tuple:  # repeated flag
             options["action"] = "append"
+        elif kind is bool:  # a switch: given means True
+            options["action"] = "store_true"
+            del options["metavar"]
         else:
             options["type"] = flag.cli_type or kind
         target.add_argument(flag.name, **options)
@@ -137,6 +143,16 @@ def _parser() -> _Parser:
         )
         _add_setting_flags(parser.commands[command], settings)
 
+    keys = sub.add_parser(
+        "keys",
+        help="make a CURVE key pair for a tcp:// link between workers and the router",
+        description="Write DIR/NAME.key (public: copy it) and DIR/NAME.key_secret "
+        "(secret, mode 0600: keep it on this host).",
+    )
+    keys.add_argument("dir", type=Path, metavar="DIR", help="folder to write the pair into")
+    keys.add_argument(
+        "--name", default=None, help="the pair's name (default: this host's name)"
+    )
     token = sub.add_parser(
         "token",
         help="print a signed token granting one room",
@@ -249,6 +265,8 @@ def _router(settings: RouterSettings) -> int:
     router = Router(settings)
     try:
         router.bind()
+    except ValueError as exc:  # a key file changed since the settings were checked
+        fail(exc)
     except zmq.ZMQError as exc:  # endpoint taken or malformed, no such folder: final
         cannot_start(f"router cannot bind {settings.bind}: {zmq.strerror(exc.errno or 0)}")
     report("ready")
@@ -264,6 +282,24 @@ def _worker(settings: WorkerSettings) -> int:
         run_worker(settings)
     except CannotStart as exc:
         cannot_start(exc)
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from mcp_tornado import curve
+
+    name = args.name or curve.default_key_name()
+    try:
+        public, secret = curve.create_keys(args.dir, name)
+    except (OSError, ValueError) as exc:
+        fail(exc)
+    print(
+        f"wrote {public} (public) and {secret} (secret, mode 0600: never copy it off this host)\n"
+        f"for a router: --curve-secret-key-file {secret} --curve-allowed-dir DIR, and copy "
+        f"{public.name} to every worker host (their --curve-server-key-file)\n"
+        f"for a worker: --curve-secret-key-file {secret} --curve-server-key-file ROUTER.key, "
+        f"and copy {public.name} into the router's --curve-allowed-dir"
+    )
     return 0
 
 
@@ -294,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     if args.command == "token":
         sys.exit(_token(args))
+    if args.command == "keys":
+        sys.exit(_keys(args))
     settings = _settings(parser, args)  # every setting is checked before anything starts
     if isinstance(settings, ServeSettings | WorkerSettings):
         # Raise the soft open-file limit (children inherit it), or refuse to start.

@@ -40,7 +40,7 @@ import zmq
 from tornado.ioloop import IOLoop, PeriodicCallback
 from zmq.utils.monitor import recv_monitor_message
 
-from mcp_tornado import wire
+from mcp_tornado import curve, wire
 from mcp_tornado.settings import LinkSettings
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,9 @@ class LinkListener(Protocol):
     def room_full(self, peer_id: int) -> None:
         """The peer's join (or re-registration) was refused: its room is full."""
 
+    def over_cap(self, peer_id: int) -> None:
+        """The peer's join was refused: this worker holds all the peers the router allows it."""
+
     def fenced(self, peer_id: int, seq: int) -> None: ...
 
     def registrations(self) -> list[wire.PeerRecord]:
@@ -90,9 +93,14 @@ class RouterLink:
     """The worker side of the ZeroMQ hop.  Create it in the running IOLoop, then :meth:`start`."""
 
     def __init__(
-        self, config: LinkSettings, listener: LinkListener, name: str | None = None
+        self,
+        config: LinkSettings,
+        listener: LinkListener,
+        name: str | None = None,
+        max_peers: int = 0,
     ) -> None:
         self.config = config
+        self.max_peers = max_peers  # announced in Hello: the router caps us at it
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.epoch = uuid.uuid4().hex[:12]
         self.ready = False
@@ -117,8 +125,15 @@ class RouterLink:
         sock.setsockopt(zmq.LINGER, 500)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        # CURVE on a tcp:// link (the settings checked the key files at start).
+        curve.secure_dealer(
+            sock, *curve.link_keys(config.curve_secret_key_file, config.curve_server_key_file)
+        )
         self._sock = sock
-        self._monitor: zmq.Socket[bytes] = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._handshake_log = curve.Throttle()
+        self._monitor: zmq.Socket[bytes] = sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | curve.HANDSHAKE_FAILURES
+        )
         self._heartbeat = PeriodicCallback(self._tick, config.heartbeat_interval * 1000)
 
     # --- lifecycle -----------------------------------------------------------
@@ -251,6 +266,12 @@ class RouterLink:
             except zmq.Again:
                 break
             lost = lost or event["event"] == zmq.EVENT_DISCONNECTED
+            problem = curve.describe_handshake_failure(
+                event["event"], event["value"], self.config.endpoint
+            )
+            # One line a minute: ZeroMQ retries the handshake every second.
+            if problem is not None and self._handshake_log.ready(event["event"]):
+                log.error("%s", problem)
         if lost:
             if self.ready:
                 log.warning("lost the connection to the router")
@@ -275,7 +296,10 @@ class RouterLink:
             case wire.NoPeer():
                 listener.no_peer(msg.peer)
             case wire.RoomFull():
-                listener.room_full(msg.peer)
+                if msg.over_cap:
+                    listener.over_cap(msg.peer)
+                else:
+                    listener.room_full(msg.peer)
             case wire.Ping():
                 if msg.epoch != self.router_epoch:
                     if self.ready:
@@ -324,7 +348,7 @@ class RouterLink:
         now = time.monotonic()
         if now < self._hello_due:
             return
-        sent = self._send_control(wire.Hello(self._listener.registrations()))
+        sent = self._send_control(wire.Hello(self._listener.registrations(), self.max_peers))
         # Not sent: no router is connected yet (IMMEDIATE), so try again soon.  Sent:
         # a live router answers it, however busy we both are; ask again only after
         # the liveness window (a lost connection is reported sooner, by the monitor).

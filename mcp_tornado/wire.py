@@ -49,6 +49,9 @@ class Hello(_Msg, tag=1):
     """
 
     peers: list[PeerRecord]
+    # The worker's --max-connections (0: unlimited): the router lets it hold no
+    # more peers than that, nor than its own --max-peers-per-worker.
+    max_peers: int = 0
 
 
 class Join(_Msg, tag=2):
@@ -114,10 +117,12 @@ class Joined(_Msg, tag=21):
 
 
 class RoomFull(_Msg, tag=22):
-    """``peer`` was refused: ``room`` already has two peers."""
+    """``peer`` was refused: ``room`` already has two peers (or, ``over_cap``, its worker
+    holds as many peers as the router lets one worker hold: the client may retry)."""
 
     peer: int
     room: str
+    over_cap: bool = False
 
 
 class PeerJoined(_Msg, tag=23):

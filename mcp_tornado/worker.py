@@ -116,7 +116,7 @@ async def _serve(
     claim: ports.PortClaim,
 ) -> None:
     hub = Hub(Gatekeeper(config.limits))
-    link = RouterLink(config.link, hub)
+    link = RouterLink(config.link, hub, max_peers=config.limits.max_connections)
     hub.attach(link)
     link.start()
     app = make_app(config.static_dir, link)

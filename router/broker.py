@@ -40,8 +40,9 @@ from typing import TypeAlias, cast
 
 import msgspec
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from mcp_tornado import wire
+from mcp_tornado import curve, wire
 from mcp_tornado.router.rooms import Departure, PeerKey, RoomTable
 from mcp_tornado.settings import RouterSettings
 
@@ -56,11 +57,12 @@ _Parkable: TypeAlias = wire.Join | wire.Relay | wire.Leave | wire.Fence
 
 
 class _Worker:
-    __slots__ = ("last_seen", "stalled_since")
+    __slots__ = ("last_seen", "max_peers", "stalled_since")
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, max_peers: int) -> None:
         self.last_seen = now
         self.stalled_since = 0.0
+        self.max_peers = max_peers  # peers it may hold (see Router._hello)
 
 
 class Router:
@@ -93,6 +95,8 @@ class Router:
         self._stopping = False
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._sock: zmq.Socket[bytes] | None = None
+        self._security: curve.RouterSecurity | None = None
+        self._log_throttle = curve.Throttle()
         self.bound_endpoint = ""
 
     # --- lifecycle -----------------------------------------------------------
@@ -112,7 +116,16 @@ class Router:
             sock.setsockopt(zmq.SNDHWM, self.config.hwm)
             sock.setsockopt(zmq.RCVHWM, self.config.hwm)
             sock.setsockopt(zmq.LINGER, 1000)
-            sock.bind(self.config.bind)
+            cfg = self.config
+            try:  # CURVE server when keys are set (mcp_tornado/curve.py); ValueError: bad keys
+                self._security = curve.secure_router(
+                    sock, cfg.curve_secret_key_file, cfg.curve_allowed_dir
+                )
+                sock.bind(cfg.bind)
+            except BaseException:
+                self._close_security()
+                sock.close(linger=0)
+                raise
             self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._sock = sock
         return self._sock
@@ -129,8 +142,20 @@ class Router:
         self._grace_until = now + cfg.resync_grace
         next_beat = now
         probes = 0
-        log.info("router %s listening on %s", self.epoch, self.bound_endpoint)
-        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        log.info(
+            "router %s listening on %s (%s; %s)",
+            self.epoch,
+            self.bound_endpoint,
+            curve.describe_router_link(cfg.bind, cfg.curve_allowed_dir, cfg.insecure),
+            curve.support_line(),
+        )
+        if cfg.insecure and curve.needs_curve(cfg.bind):
+            log.warning(
+                "router: --insecure: the link on %s is PLAIN TEXT and UNAUTHENTICATED; anything "
+                "that reaches it can act as a worker and read every relayed message",
+                self.bound_endpoint,
+            )
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | curve.HANDSHAKE_FAILURES)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
@@ -152,8 +177,7 @@ class Router:
                 ready = dict(poller.poll(timeout_ms))
                 if sock in ready:
                     self._read_all(sock)
-                if monitor in ready:
-                    self._drain_monitor(monitor)
+                if monitor in ready and self._drain_monitor(monitor):
                     # Ping everyone now, and twice more shortly: ZeroMQ may take
                     # a moment to forget the dead worker's routing id.
                     next_beat = now
@@ -181,7 +205,13 @@ class Router:
             self._outbox.setdefault(worker, []).append(wire.Bye())
         self._flush(sock, time.monotonic())
         sock.close(linger=1000)
+        self._close_security()
         log.info("router %s stopped", self.epoch)
+
+    def _close_security(self) -> None:
+        if self._security is not None:
+            self._security.stop()
+            self._security = None
 
     # --- input ---------------------------------------------------------------
 
@@ -211,7 +241,7 @@ class Router:
                 undelivered = sorted({m.peer for m in batch if type(m) is wire.Relay})
                 self._send(worker, wire.Reregister(undelivered))
                 return
-            state = self._workers[worker] = _Worker(now)
+            state = self._workers[worker] = _Worker(now, self.config.max_peers_per_worker)
         state.last_seen = now
         for msg in batch:
             try:
@@ -259,6 +289,9 @@ class Router:
             # Ping: last_seen is already updated.
 
     def _join(self, worker: bytes, msg: wire.Join, refused_once: bool = False) -> None:
+        if self._over_cap(worker, msg.peer):
+            self._send(worker, wire.RoomFull(msg.peer, msg.room, over_cap=True))
+            return
         result = self.rooms.join((worker, msg.peer), msg.room)
         if not result.accepted:
             if not refused_once:
@@ -293,10 +326,16 @@ class Router:
             record = listed.get(peer)
             if record is None or self.rooms.room_of((worker, peer)) != record.room:
                 self._depart(self.rooms.leave((worker, peer)))
+        state = self._workers.get(worker)
+        if state is not None:  # what it announced, never more than the router allows
+            allowed = self.config.max_peers_per_worker
+            state.max_peers = min(msg.max_peers, allowed) if msg.max_peers > 0 else allowed
         rejected: list[int] = []
         for record in msg.peers:
             key = (worker, record.peer)
-            if not self.rooms.join(key, record.room).accepted:
+            if self._over_cap(worker, record.peer):
+                rejected.append(record.peer)
+            elif not self.rooms.join(key, record.room).accepted:
                 rejected.append(record.peer)
             elif record.paired and self._in_grace:
                 self._claimed_paired.add(key)
@@ -307,6 +346,25 @@ class Router:
             len(msg.peers),
             len(rejected),
         )
+
+    def _over_cap(self, worker: bytes, peer: int) -> bool:
+        """Whether a new slot for ``peer`` would take ``worker`` past its cap of peers.
+
+        Caps what one worker identity can take (a compromised or buggy host
+        cannot squat every room); a worker never holds more peers than its
+        connections, so one within its announced ``--max-connections`` never
+        meets it.
+        """
+        state = self._workers.get(worker)
+        if state is None or self.rooms.room_of((worker, peer)) is not None:
+            return False
+        if self.rooms.count_of_worker(worker) < state.max_peers:
+            return False
+        if self._log_throttle.ready(("cap", worker)):
+            log.warning(
+                "router: worker %r holds its cap of %d peers; refusing more", worker, state.max_peers
+            )
+        return True
 
     def _drop_worker(self, worker: bytes) -> None:
         self._workers.pop(worker, None)
@@ -420,11 +478,20 @@ class Router:
             self._unreachable.add(worker)  # its connection is gone: it died
         return True
 
-    @staticmethod
-    def _drain_monitor(monitor: zmq.Socket[bytes]) -> None:
+    def _drain_monitor(self, monitor: zmq.Socket[bytes]) -> bool:
+        """Log failed handshakes; ``True`` if a connection dropped."""
+        dropped = False
         with contextlib.suppress(zmq.Again):
             while True:
-                monitor.recv_multipart(zmq.NOBLOCK)
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+                kind = event["event"]
+                if kind == zmq.EVENT_DISCONNECTED:
+                    dropped = True
+                    continue
+                line = curve.describe_router_failure(kind, event["value"])
+                if line is not None and self._log_throttle.ready(kind):
+                    log.warning("%s", line)
+        return dropped
 
     def _drop_unreachable(self) -> None:
         unreachable, self._unreachable = self._unreachable, set()
