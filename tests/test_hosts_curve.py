@@ -1,0 +1,182 @@
+"""Worker hosts over tcp:// with CURVE, on emulated hosts (network namespaces, see tests/netns.py).
+
+A router host, two worker hosts and a client host on one bridge: every pair
+of peers is split across the worker hosts, so every message crosses the
+router's link, encrypted and authenticated (or, to show that the capture check
+can fail, in plain text with ``--insecure``).  Root only; skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mcp_tornado import curve
+from tests.netns import Host, HostNet, hosts, no_leftovers
+
+__all__ = ["hosts", "no_leftovers"]  # fixtures, used by name
+
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
+ROUTER_ADDRESS = "10.203.0.1"
+PORT = 8000
+BEAT = ["--heartbeat-interval", "0.2", "--heartbeat-liveness", "5"]  # dead after 1 s
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Deployment:
+    """The emulated hosts of one test, and where their logs are."""
+
+    net: HostNet
+    router: Host
+    workers: list[Host]
+    client: Host
+    tmp: Path
+
+    def url(self, worker: int) -> str:
+        return f"ws://{self.workers[worker].address}:{PORT}/ws/signal/"
+
+    def log(self, name: str) -> str:
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_log(self, name: str, text: str, timeout: float = 60) -> float:
+        """Wait until ``text`` is in ``name``'s log; the time it took."""
+        started = time.monotonic()
+        while text not in self.log(name):
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"no {text!r} in {name}'s log:\n{self.log(name)}")
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    def client_run(self, *args: str, timeout: float = 180) -> dict[str, object]:
+        """``tests/hosts_client.py ARGS`` on the client host; its JSON answer."""
+        done = self.client.run(
+            [sys.executable, "-m", "tests.hosts_client", *args, self.url(0), self.url(1)],
+            timeout,
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert isinstance(result, dict)
+        return result
+
+
+def mcp(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mcp_tornado", "--log-level", "INFO", *args]
+
+
+def make_keys(tmp: Path) -> Path:
+    """Key pairs for the router, both worker hosts and a stranger; the folder of allowed ones."""
+    keys = tmp / "keys"
+    for name in ("router", "wa", "wb", "stranger"):
+        curve.create_keys(keys, name)
+    allowed = keys / "allowed"
+    allowed.mkdir()
+    for name in ("wa", "wb"):
+        shutil.copy(keys / f"{name}.key", allowed)
+    return keys
+
+
+def deploy(
+    net: HostNet, tmp: Path, secure: bool, keys_of: tuple[str, str] = ("wa", "wb")
+) -> Deployment:
+    """Start a router and two workers on their hosts; wait until the workers serve."""
+    router = net.add("router", ROUTER_ADDRESS)
+    workers = [net.add("wa", "10.203.0.2"), net.add("wb", "10.203.0.3")]
+    client = net.add("client", "10.203.0.4")
+    keys = make_keys(tmp)
+    endpoint = f"tcp://{ROUTER_ADDRESS}:5555"
+    router_security = (
+        ["--curve-secret-key-file", str(keys / "router.key_secret")]
+        + ["--curve-allowed-dir", str(keys / "allowed")]
+        if secure
+        else ["--insecure"]
+    )
+    router.spawn(
+        mcp("router", "--bind", endpoint, *BEAT, "--resync-grace", "0.3", *router_security),
+        tmp / "router.log",
+    )
+    for index, (host, name) in enumerate(zip(workers, keys_of, strict=True)):
+        security = (
+            ["--curve-secret-key-file", str(keys / f"{name}.key_secret")]
+            + ["--curve-server-key-file", str(keys / "router.key")]
+            if secure
+            else ["--insecure"]
+        )
+        host.spawn(
+            mcp(
+                "worker", "--router", endpoint, "--host", host.address, "--port", str(PORT),
+                *BEAT, "--static-dir", str(tmp), "--rate-limit", "0", *security,
+            ),  # fmt: skip
+            tmp / f"worker{index}.log",
+        )
+    deployment = Deployment(net, router, workers, client, tmp)
+    deployment.wait_log("router", "listening on")
+    return deployment
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Iterator[Path]:
+    tmp_path.chmod(0o755)  # the processes in the namespaces run as us, but be plain about it
+    yield tmp_path
+
+
+def serving(deployment: Deployment) -> None:
+    for index in (0, 1):
+        deployment.wait_log(f"worker{index}", "serving on")
+
+
+def test_split_pairs_relay_in_order_and_the_wire_never_shows_an_sdp(
+    hosts: HostNet, tmp: Path
+) -> None:
+    deployment = deploy(hosts, tmp, secure=True)
+    serving(deployment)
+    assert "CURVE on" in deployment.log("router")
+    # (1) Every pair split across the two worker hosts, numbered messages both ways.
+    report = deployment.client_run("pairs", "--rooms", "40", "--messages", "50")
+    assert report == report | {"delivered": 40 * 2 * 50, "cross_room": 0, "duplicates": 0}
+    assert report == report | {"out_of_order": 0, "missing": 0, "from_self": 0}
+    # (6) A relayed SDP never appears on the router host's cable in clear.
+    marker = f"v=0 o=mcp-canary-{uuid.uuid4().hex} IN IP4 203.0.113.7"
+    with hosts.capture(deployment.router) as seen:
+        assert deployment.client_run("offer", "--sdp", marker) == {"received": True}
+    assert len(seen) > 1000, "the capture saw nothing: it proves nothing"
+    assert marker.encode() not in seen
+    timing = deployment.client_run("rtt", "--rounds", "300")
+    print(f"\nCURVE on: split pairs {report['seconds']}s, round trips {timing}")
+
+
+def test_with_insecure_the_same_capture_shows_the_sdp(hosts: HostNet, tmp: Path) -> None:
+    deployment = deploy(hosts, tmp, secure=False)
+    serving(deployment)
+    assert "WARNING" in deployment.log("router") and "PLAIN TEXT" in deployment.log("router")
+    marker = f"v=0 o=mcp-canary-{uuid.uuid4().hex} IN IP4 203.0.113.7"
+    with hosts.capture(deployment.router) as seen:
+        assert deployment.client_run("offer", "--sdp", marker) == {"received": True}
+    assert marker.encode() in seen
+    timing = deployment.client_run("rtt", "--rounds", "300")
+    print(f"\n--insecure: round trips {timing}")
+
+
+def test_a_worker_host_with_an_unknown_key_is_refused(hosts: HostNet, tmp: Path) -> None:
+    deployment = deploy(hosts, tmp, secure=True, keys_of=("wa", "stranger"))
+    deployment.wait_log("worker0", "serving on")
+    deployment.wait_log("worker1", "refused this worker's CURVE key")
+    deployment.wait_log("router", f"refused a worker from {deployment.workers[1].address}")
+    time.sleep(2)  # it keeps retrying, and stays not ready: it never listens
+    assert "serving on" not in deployment.log("worker1")
+    done = deployment.client.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://10.203.0.3:{PORT}/"], 20
+    ) if shutil.which("curl") else subprocess.CompletedProcess([], 0, "000", "")
+    assert done.stdout in ("000", ""), done.stdout
+    assert deployment.log("worker1").count("refused this worker's CURVE key") == 1
