@@ -131,7 +131,7 @@ class Hub:
         if peer is not None:
             peer.room_full()
 
-    def over_cap(self, peer_id: int) -> None:
+    def refused(self, peer_id: int) -> None:
         peer = self.peers.pop(peer_id, None)
         if peer is not None:
             peer.router_unavailable()  # 1013: try again later (or through another worker)

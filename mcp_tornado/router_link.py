@@ -67,8 +67,12 @@ class LinkListener(Protocol):
     def room_full(self, peer_id: int) -> None:
         """The peer's join (or re-registration) was refused: its room is full."""
 
-    def over_cap(self, peer_id: int) -> None:
-        """The peer's join was refused: this worker holds all the peers the router allows it."""
+    def refused(self, peer_id: int) -> None:
+        """The router cannot take (or take back) the peer now; its client should retry (1013).
+
+        Its worker holds all the peers the router allows it, or the router had
+        dropped the worker and told the peer's partner it left.
+        """
 
     def fenced(self, peer_id: int, seq: int) -> None: ...
 
@@ -297,7 +301,7 @@ class RouterLink:
                 listener.no_peer(msg.peer)
             case wire.RoomFull():
                 if msg.over_cap:
-                    listener.over_cap(msg.peer)
+                    listener.refused(msg.peer)
                 else:
                     listener.room_full(msg.peer)
             case wire.Ping():
@@ -318,6 +322,8 @@ class RouterLink:
     def _welcomed(self, msg: wire.Welcome) -> None:
         for peer_id in msg.rejected:
             self._listener.room_full(peer_id)
+        for peer_id in msg.refused:
+            self._listener.refused(peer_id)
         if not self.ready:
             log.info("worker %s: registered with router %s", self.name, msg.epoch)
         self.ready = True

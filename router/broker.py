@@ -57,12 +57,13 @@ _Parkable: TypeAlias = wire.Join | wire.Relay | wire.Leave | wire.Fence
 
 
 class _Worker:
-    __slots__ = ("last_seen", "max_peers", "stalled_since")
+    __slots__ = ("last_seen", "max_peers", "registered", "stalled_since")
 
     def __init__(self, now: float, max_peers: int) -> None:
         self.last_seen = now
         self.stalled_since = 0.0
         self.max_peers = max_peers  # peers it may hold (see Router._hello)
+        self.registered = False  # its first Hello was handled
 
 
 class Router:
@@ -327,24 +328,36 @@ class Router:
             if record is None or self.rooms.room_of((worker, peer)) != record.room:
                 self._depart(self.rooms.leave((worker, peer)))
         state = self._workers.get(worker)
+        first = False
         if state is not None:  # what it announced, never more than the router allows
             allowed = self.config.max_peers_per_worker
             state.max_peers = min(msg.max_peers, allowed) if msg.max_peers > 0 else allowed
+            first, state.registered = not state.registered, True
+        # A worker this router dropped (partitioned, hung) and that is back after
+        # the resync grace: the partners of its paired peers were told they left,
+        # so those peers cannot quietly be their partners again.  They are refused
+        # (the worker closes them with 1013) and their clients reconnect afresh.
+        orphaned = first and not self._in_grace
         rejected: list[int] = []
+        refused: list[int] = []
         for record in msg.peers:
             key = (worker, record.peer)
             if self._over_cap(worker, record.peer):
-                rejected.append(record.peer)
+                refused.append(record.peer)
             elif not self.rooms.join(key, record.room).accepted:
                 rejected.append(record.peer)
+            elif orphaned and record.paired:
+                self.rooms.leave(key)  # nobody was told it joined: nobody to tell it left
+                refused.append(record.peer)
             elif record.paired and self._in_grace:
                 self._claimed_paired.add(key)
-        self._send(worker, wire.Welcome(self.epoch, rejected))
+        self._send(worker, wire.Welcome(self.epoch, rejected, refused))
         log.info(
-            "router: worker %r registered with %d peers (%d rejected)",
+            "router: worker %r registered with %d peers (%d rejected, %d refused)",
             worker,
             len(msg.peers),
             len(rejected),
+            len(refused),
         )
 
     def _over_cap(self, worker: bytes, peer: int) -> bool:

@@ -138,7 +138,7 @@ async def test_a_join_over_the_workers_cap_is_reported_apart_from_a_full_room() 
         await welcomed(link, router)
         router.send(wire.RoomFull(3, "r", over_cap=True), wire.RoomFull(4, "r"))
         await router.receive(0.2)
-        assert listener.named("over_cap") == [(3,)]
+        assert listener.named("refused") == [(3,)]
         assert listener.named("room_full") == [(4,)]
 
 

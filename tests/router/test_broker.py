@@ -379,7 +379,7 @@ def test_a_batch_of_50000_joins_from_one_identity_cannot_squat_rooms(
 ) -> None:
     # The attack of issue 14: Hello from a few lines of pyzmq, then 50,000 rooms at once,
     # announcing no cap at all.  The router's own cap still holds.
-    router, endpoint = start_router(max_peers_per_worker=1000)
+    router, endpoint = start_router(max_peers_per_worker=1000, heartbeat_interval=1.0)
     attacker, victim = workers(endpoint, "attacker"), workers(endpoint, "victim")
     attacker.send(wire.Hello([], max_peers=0))
     attacker.expect(wire.Welcome)
@@ -405,4 +405,25 @@ def test_a_hello_registers_no_more_peers_than_the_cap(
     _, endpoint = start_router(max_peers_per_worker=3)
     w1 = workers(endpoint, "w1")
     records = [wire.PeerRecord(peer, f"room-{peer}", False) for peer in range(1, 6)]
-    assert w1.hello(*records).rejected == [4, 5]
+    assert w1.hello(*records).refused == [4, 5]
+
+
+def test_a_dropped_worker_back_after_the_grace_gets_its_paired_peers_refused(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    # A partition: the router dropped w1 (here: it said Bye) and told w2's peer its
+    # partner left.  When w1 comes back listing that peer as paired, the router does
+    # not quietly pair them again (w2's client was told its partner left): the peer
+    # is refused, its client reconnects as a newcomer, and the pair renegotiates.
+    _, endpoint = start_router()
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    pair_up(w1, w2)
+    w1.send(wire.Bye())
+    assert w2.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
+    welcome = w1.hello(wire.PeerRecord(1, "r", True), wire.PeerRecord(2, "alone", False))
+    assert (welcome.rejected, welcome.refused) == ([], [1])
+    w1.send(wire.Relay(1, b"ghost?"))
+    assert w2.quiet(0.3), "the refused peer is not w2's partner"
+    w1.send(wire.Join(3, "r"))  # its client, reconnected
+    assert w1.expect(wire.Joined) == wire.Joined(3, "r", 2, True, 0)
+    assert w2.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2, 0)
