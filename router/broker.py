@@ -57,13 +57,16 @@ _Parkable: TypeAlias = wire.Join | wire.Relay | wire.Leave | wire.Fence
 
 
 class _Worker:
-    __slots__ = ("last_seen", "max_peers", "registered", "stalled_since")
+    __slots__ = ("last_seen", "max_peers", "refused", "registered", "stalled_since")
 
     def __init__(self, now: float, max_peers: int) -> None:
         self.last_seen = now
         self.stalled_since = 0.0
         self.max_peers = max_peers  # peers it may hold (see Router._hello)
         self.registered = False  # its first Hello was handled
+        # Peers refused in a Welcome: its Hellos sent before it heard that (queued
+        # behind a partition) still list them, and must not bring them back.
+        self.refused: set[int] = set()
 
 
 class Router:
@@ -340,9 +343,10 @@ class Router:
         orphaned = first and not self._in_grace
         rejected: list[int] = []
         refused: list[int] = []
+        gone = state.refused if state is not None else set()
         for record in msg.peers:
             key = (worker, record.peer)
-            if self._over_cap(worker, record.peer):
+            if record.peer in gone or self._over_cap(worker, record.peer):
                 refused.append(record.peer)
             elif not self.rooms.join(key, record.room).accepted:
                 rejected.append(record.peer)
@@ -351,6 +355,7 @@ class Router:
                 refused.append(record.peer)
             elif record.paired and self._in_grace:
                 self._claimed_paired.add(key)
+        gone.update(refused)
         self._send(worker, wire.Welcome(self.epoch, rejected, refused))
         log.info(
             "router: worker %r registered with %d peers (%d rejected, %d refused)",

@@ -57,9 +57,11 @@ def _candidate(room: str, sender: str, n: int) -> str:
     return json.dumps({"type": "candidate", "candidate": {"room": room, "from": sender, "n": n}})
 
 
-async def pairs(url_a: str, url_b: str, rooms: int, messages: int) -> dict[str, Any]:
+async def pairs(
+    url_a: str, url_b: str, rooms: int, messages: int, prefix: str
+) -> dict[str, Any]:
     """Numbered messages both ways in every room: what arrived, where, and in which order."""
-    names = [f"split-{i}" for i in range(rooms)]
+    names = [f"{prefix}-{i}" for i in range(rooms)]
     conns = await asyncio.gather(*(_pair(url_a, url_b, room) for room in names))
     report = {"rooms": rooms, "delivered": 0, "cross_room": 0, "duplicates": 0}
     report |= {"out_of_order": 0, "missing": 0, "from_self": 0}
@@ -134,11 +136,13 @@ async def watch(url_a: str, url_b: str, rooms: int, seconds: float) -> dict[str,
     """Pairs that stay open for ``seconds``, each side sending every 0.2 s: what each saw, when.
 
     Times are seconds since the pairs were all open (``t0``, wall clock, so
-    the test can compare them with when it cut a cable).
+    the test can compare them with when it cut a cable); a first line
+    ``{"open": t0}`` says when that was.
     """
     names = [f"watch-{i}" for i in range(rooms)]
     conns = await asyncio.gather(*(_pair(url_a, url_b, room) for room in names))
     t0 = time.time()
+    print(json.dumps({"open": t0}), flush=True)  # the test starts its fault now
     events: list[tuple[float, str, str, str]] = []  # (t, room, side, what)
 
     async def side(conn: Any, room: str, me: str) -> None:
@@ -185,9 +189,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--sdp", default="")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--prefix", default="split", help="pairs: rooms are PREFIX-0, ...")
     args = parser.parse_args()
     if args.mode == "pairs":
-        result = pairs(args.url_a, args.url_b, args.rooms, args.messages)
+        result = pairs(args.url_a, args.url_b, args.rooms, args.messages, args.prefix)
     elif args.mode == "rtt":
         result = rtt(args.url_a, args.url_b, args.rounds)
     elif args.mode == "offer":

@@ -186,6 +186,25 @@ class HostNet:
             reader.join(5)
             sock.close()
 
+    @contextlib.contextmanager
+    def partition(self, first: Host, second: Host) -> Iterator[None]:
+        """Drop every packet between two hosts while the block runs; others are unaffected.
+
+        A blackhole route to the other in each host: their packets vanish
+        without an error or a reset (like a cut link between them), while
+        both keep talking to every other host (the worker host's clients keep
+        their connections).
+        """
+        routes = ((first, second), (second, first))
+        try:
+            for host, other in routes:
+                _ip("-n", host.namespace, "route", "add", "blackhole", f"{other.address}/32")
+            yield
+        finally:
+            for host, other in routes:
+                _ip("-n", host.namespace, "route", "del", "blackhole", f"{other.address}/32",
+                    check=False)  # fmt: skip
+
     def close(self) -> None:
         for host in self.hosts:
             host.stop_all()

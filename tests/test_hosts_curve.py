@@ -180,3 +180,57 @@ def test_a_worker_host_with_an_unknown_key_is_refused(hosts: HostNet, tmp: Path)
     ) if shutil.which("curl") else subprocess.CompletedProcess([], 0, "000", "")
     assert done.stdout in ("000", ""), done.stdout
     assert deployment.log("worker1").count("refused this worker's CURVE key") == 1
+
+
+def test_a_partitioned_worker_host_is_dropped_then_re_registers_without_ghosts(
+    hosts: HostNet, tmp: Path
+) -> None:
+    # (5) The router host and worker host B stop hearing each other (their packets
+    # are dropped; B's clients keep their connections) for longer than the
+    # heartbeat timeout (0.2 s x 5), then the link heals.
+    deployment = deploy(hosts, tmp, secure=True)
+    serving(deployment)
+    rooms = 5
+    watch = deployment.client.spawn(
+        [sys.executable, "-m", "tests.hosts_client", "watch", deployment.url(0),
+         deployment.url(1), "--rooms", str(rooms), "--seconds", "12"],
+        tmp / "watch.log",
+    )  # fmt: skip
+    deployment.wait_log("watch", '{"open":')
+    time.sleep(1.0)
+    t0 = float(json.loads(deployment.log("watch").splitlines()[0])["open"])
+    cut = time.time() - t0
+    with hosts.partition(deployment.router, deployment.workers[1]):
+        time.sleep(3.0)
+    healed = time.time() - t0
+    watch.wait(120)
+    events = json.loads(deployment.log("watch").splitlines()[-1])["events"]
+    told: list[float] = []
+    refused: list[float] = []
+    for index in range(rooms):
+        room = f"watch-{index}"
+        seen_a = [(t, what) for t, r, side, what in events if r == room and side == "a"]
+        seen_b = [(t, what) for t, r, side, what in events if r == room and side == "b"]
+        # A's peer (the reachable host) is told its partner left, during the partition ...
+        leave = next(t for t, what in seen_a if what == "leave")
+        assert cut < leave < healed, (cut, leave, healed)
+        assert any(what == "peer-left" for _, what in seen_a)
+        told.append(leave - cut)
+        # ... and hears nothing from that partner afterwards (no ghost pairing).
+        assert all(what != "candidate" for t, what in seen_a if t > leave), seen_a
+        # B's peer is refused once its host re-registered: 1013, reconnect afresh.
+        closed = next(t for t, what in seen_b if what.startswith("closed"))
+        assert closed > healed and seen_b[-1][1] == "closed 1013", seen_b
+        refused.append(closed - healed)
+    log = deployment.log("router")
+    assert f"missed its heartbeats" in log
+    assert f"registered with {rooms} peers (0 rejected, {rooms} refused)" in log
+    # No ghost holds a slot: the same rooms take a fresh pair each, across both hosts
+    # (once the watch's own peers, which just closed, have left).
+    time.sleep(2)
+    report = deployment.client_run("pairs", "--rooms", str(rooms), "--prefix", "watch")
+    assert report == report | {"delivered": rooms * 2 * 50, "missing": 0, "duplicates": 0}
+    print(
+        f"\npartition: partners told after {max(told):.2f}s (max; heartbeat timeout 1.0s), "
+        f"B's peers refused {min(refused):.2f}-{max(refused):.2f}s after the heal"
+    )

@@ -422,6 +422,8 @@ def test_a_dropped_worker_back_after_the_grace_gets_its_paired_peers_refused(
     assert w2.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
     welcome = w1.hello(wire.PeerRecord(1, "r", True), wire.PeerRecord(2, "alone", False))
     assert (welcome.rejected, welcome.refused) == ([], [1])
+    # A Hello it sent before it heard that (queued behind the partition) is refused too.
+    assert w1.hello(wire.PeerRecord(1, "r", True)).refused == [1]
     w1.send(wire.Relay(1, b"ghost?"))
     assert w2.quiet(0.3), "the refused peer is not w2's partner"
     w1.send(wire.Join(3, "r"))  # its client, reconnected
