@@ -150,9 +150,7 @@ def _parser() -> _Parser:
         "(secret, mode 0600: keep it on this host).",
     )
     keys.add_argument("dir", type=Path, metavar="DIR", help="folder to write the pair into")
-    keys.add_argument(
-        "--name", default=None, help="the pair's name (default: this host's name)"
-    )
+    keys.add_argument("--name", default=None, help="the pair's name (default: this host's name)")
     token = sub.add_parser(
         "token",
         help="print a signed token granting one room",

@@ -299,9 +299,7 @@ class RouterSecurity:
         self.allowed_dir = allowed_dir
 
     @classmethod
-    def start(
-        cls, sock: zmq.Socket[Any], keys: KeyPair, allowed_dir: Path
-    ) -> RouterSecurity:
+    def start(cls, sock: zmq.Socket[Any], keys: KeyPair, allowed_dir: Path) -> RouterSecurity:
         allowed = _Allowed(allowed_dir)
         authenticator = _Authenticator(sock.context, log=logging.getLogger(__name__ + ".zap"))
         authenticator.allowed = allowed

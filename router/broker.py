@@ -379,9 +379,8 @@ class Router:
         if self.rooms.count_of_worker(worker) < state.max_peers:
             return False
         if self._log_throttle.ready(("cap", worker)):
-            log.warning(
-                "router: worker %r holds its cap of %d peers; refusing more", worker, state.max_peers
-            )
+            cap = state.max_peers
+            log.warning("router: worker %r holds its cap of %d peers; refusing more", worker, cap)
         return True
 
     def _drop_worker(self, worker: bytes) -> None:

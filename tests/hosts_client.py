@@ -57,13 +57,11 @@ def _candidate(room: str, sender: str, n: int) -> str:
     return json.dumps({"type": "candidate", "candidate": {"room": room, "from": sender, "n": n}})
 
 
-async def pairs(
-    url_a: str, url_b: str, rooms: int, messages: int, prefix: str
-) -> dict[str, Any]:
+async def pairs(url_a: str, url_b: str, rooms: int, messages: int, prefix: str) -> dict[str, Any]:
     """Numbered messages both ways in every room: what arrived, where, and in which order."""
     names = [f"{prefix}-{i}" for i in range(rooms)]
     conns = await asyncio.gather(*(_pair(url_a, url_b, room) for room in names))
-    report = {"rooms": rooms, "delivered": 0, "cross_room": 0, "duplicates": 0}
+    report: dict[str, float] = {"rooms": rooms, "delivered": 0, "cross_room": 0, "duplicates": 0}
     report |= {"out_of_order": 0, "missing": 0, "from_self": 0}
     started = time.monotonic()
 
