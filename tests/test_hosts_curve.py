@@ -127,6 +127,18 @@ def serving(deployment: Deployment) -> None:
         deployment.wait_log(f"worker{index}", "serving on")
 
 
+ROOMS, EACH_WAY = 40, 250
+MESSAGES = ROOMS * 2 * EACH_WAY
+
+
+def relay_split_pairs(deployment: Deployment) -> dict[str, object]:
+    """(1) Numbered messages both ways in rooms split across the two worker hosts."""
+    report = deployment.client_run("pairs", "--rooms", str(ROOMS), "--messages", str(EACH_WAY))
+    assert report == report | {"delivered": MESSAGES, "cross_room": 0, "duplicates": 0}
+    assert report == report | {"out_of_order": 0, "missing": 0, "from_self": 0}
+    return report
+
+
 def test_split_pairs_relay_in_order_and_the_wire_never_shows_an_sdp(
     hosts: HostNet, tmp: Path
 ) -> None:
@@ -134,9 +146,7 @@ def test_split_pairs_relay_in_order_and_the_wire_never_shows_an_sdp(
     serving(deployment)
     assert "CURVE on" in deployment.log("router")
     # (1) Every pair split across the two worker hosts, numbered messages both ways.
-    report = deployment.client_run("pairs", "--rooms", "40", "--messages", "50")
-    assert report == report | {"delivered": 40 * 2 * 50, "cross_room": 0, "duplicates": 0}
-    assert report == report | {"out_of_order": 0, "missing": 0, "from_self": 0}
+    report = relay_split_pairs(deployment)
     # (6) A relayed SDP never appears on the router host's cable in clear.
     marker = f"v=0 o=mcp-canary-{uuid.uuid4().hex} IN IP4 203.0.113.7"
     with hosts.capture(deployment.router) as seen:
@@ -144,7 +154,7 @@ def test_split_pairs_relay_in_order_and_the_wire_never_shows_an_sdp(
     assert len(seen) > 1000, "the capture saw nothing: it proves nothing"
     assert marker.encode() not in seen
     timing = deployment.client_run("rtt", "--rounds", "300")
-    print(f"\nCURVE on: split pairs {report['seconds']}s, round trips {timing}")
+    print(f"\nCURVE on: {MESSAGES} messages in {report['seconds']}s, round trips {timing}")
 
 
 def test_with_insecure_the_same_capture_shows_the_sdp(hosts: HostNet, tmp: Path) -> None:
@@ -155,8 +165,9 @@ def test_with_insecure_the_same_capture_shows_the_sdp(hosts: HostNet, tmp: Path)
     with hosts.capture(deployment.router) as seen:
         assert deployment.client_run("offer", "--sdp", marker) == {"received": True}
     assert marker.encode() in seen
+    report = relay_split_pairs(deployment)
     timing = deployment.client_run("rtt", "--rounds", "300")
-    print(f"\n--insecure: round trips {timing}")
+    print(f"\n--insecure: {MESSAGES} messages in {report['seconds']}s, round trips {timing}")
 
 
 def test_a_worker_host_with_an_unknown_key_is_refused(hosts: HostNet, tmp: Path) -> None:
