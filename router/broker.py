@@ -26,6 +26,12 @@ Reliability rules the loop enforces:
   refused.  Resync conflicts (three peers claiming one room) are settled first
   come, first served; the losers are listed in ``Welcome.rejected``.
 * Malformed batches are logged and dropped: no worker input can crash it.
+* On tcp:// the socket is a CurveZMQ server that accepts only the workers whose
+  keys are in ``--curve-allowed-dir`` (:mod:`mcp_tornado.curve`), and one
+  worker holds at most ``--max-peers-per-worker`` peers (fewer if it announced
+  a smaller ``--max-connections``).  A worker it dropped (hung, partitioned)
+  that comes back after the grace has its paired peers refused
+  (``Welcome.refused``): their partners were told they left.
 """
 
 from __future__ import annotations
