@@ -4,9 +4,12 @@ Examples::
 
     mcp-tornado serve --workers 4 --host 0.0.0.0 --port 8000
     mcp-tornado serve --config /etc/mcp-tornado/config.toml
-    mcp-tornado router --bind tcp://0.0.0.0:5555
-    mcp-tornado worker --router tcp://10.0.0.5:5555 --port 8000
     mcp-tornado config --config /etc/mcp-tornado/config.toml   # what serve would run with
+    mcp-tornado keys /etc/mcp-tornado/keys --name router
+    mcp-tornado router --bind tcp://0.0.0.0:5555 \
+        --curve-secret-key-file keys/router.key_secret --curve-allowed-dir keys/workers
+    mcp-tornado worker --router tcp://10.0.0.5:5555 --port 8000 \
+        --curve-secret-key-file keys/web1.key_secret --curve-server-key-file keys/router.key
     mcp-tornado token lobby --ttl 3600 --token-secret-file /etc/mcp-tornado/secret
     mcp-tornado status --json
 
@@ -120,6 +123,14 @@ def _parser() -> _Parser:
         "--json", action="store_true", help="print JSON instead of TOML (default: TOML)"
     )
 
+    keys = sub.add_parser(
+        "keys",
+        help="make a CURVE key pair for a tcp:// link between workers and the router",
+        description="Write DIR/NAME.key (public: copy it) and DIR/NAME.key_secret "
+        "(secret, mode 0600: keep it on this host).",
+    )
+    keys.add_argument("dir", type=Path, metavar="DIR", help="folder to write the pair into")
+    keys.add_argument("--name", default=None, help="the pair's name (default: this host's name)")
     token = sub.add_parser(
         "token",
         help="print a signed token granting one room",
@@ -252,6 +263,8 @@ def _router(settings: RouterSettings) -> int:
     router = Router(settings)
     try:
         router.bind()
+    except ValueError as exc:  # a key file changed since the settings were checked
+        fail(exc)
     except zmq.ZMQError as exc:  # endpoint taken or malformed, no such folder: final
         cannot_start(f"router cannot bind {settings.bind}: {zmq.strerror(exc.errno or 0)}")
     if settings.metrics_port:
@@ -273,6 +286,24 @@ def _worker(settings: WorkerSettings) -> int:
         run_worker(settings)
     except CannotStart as exc:
         cannot_start(exc)
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from mcp_tornado import curve
+
+    name = args.name or curve.default_key_name()
+    try:
+        public, secret = curve.create_keys(args.dir, name)
+    except (OSError, ValueError) as exc:
+        fail(exc)
+    print(
+        f"wrote {public} (public) and {secret} (secret, mode 0600: never copy it off this host)\n"
+        f"for a router: --curve-secret-key-file {secret} --curve-allowed-dir DIR, and copy "
+        f"{public.name} to every worker host (their --curve-server-key-file)\n"
+        f"for a worker: --curve-secret-key-file {secret} --curve-server-key-file ROUTER.key, "
+        f"and copy {public.name} into the router's --curve-allowed-dir"
+    )
     return 0
 
 
@@ -355,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(0)
     if args.command == "status":
         sys.exit(_status(args))
+    if args.command == "keys":
+        sys.exit(_keys(args))
     settings = _settings(parser, args)  # every setting is checked before anything starts
     _configure_logs(settings)
     if isinstance(settings, ServeSettings | WorkerSettings):

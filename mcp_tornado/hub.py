@@ -134,6 +134,11 @@ class Hub:
         if peer is not None:
             peer.room_full()
 
+    def refused(self, peer_id: int) -> None:
+        peer = self.peers.pop(peer_id, None)
+        if peer is not None:
+            peer.router_unavailable()  # 1013: try again later (or through another worker)
+
     def fenced(self, peer_id: int, seq: int) -> None:
         peer = self.peers.get(peer_id)
         if peer is not None:

@@ -45,7 +45,7 @@ import zmq
 from tornado.ioloop import IOLoop, PeriodicCallback
 from zmq.utils.monitor import recv_monitor_message
 
-from mcp_tornado import telemetry, wire
+from mcp_tornado import curve, telemetry, wire
 from mcp_tornado.settings import LinkSettings
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,13 @@ class LinkListener(Protocol):
 
     def room_full(self, peer_id: int) -> None:
         """The peer's join (or re-registration) was refused: its room is full."""
+
+    def refused(self, peer_id: int) -> None:
+        """The router cannot take (or take back) the peer now; its client should retry (1013).
+
+        Its worker holds all the peers the router allows it, or the router had
+        dropped the worker and told the peer's partner it left.
+        """
 
     def fenced(self, peer_id: int, seq: int) -> None: ...
 
@@ -100,8 +107,10 @@ class RouterLink:
         listener: LinkListener,
         name: str | None = None,
         gauges: telemetry.GaugeSource | None = None,
+        max_peers: int = 0,
     ) -> None:
         self.config = config
+        self.max_peers = max_peers  # announced in Hello: the router caps us at it
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.epoch = uuid.uuid4().hex[:12]
         self.ready = False
@@ -128,8 +137,15 @@ class RouterLink:
         sock.setsockopt(zmq.LINGER, 500)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        # CURVE on a tcp:// link (the settings checked the key files at start).
+        curve.secure_dealer(
+            sock, *curve.link_keys(config.curve_secret_key_file, config.curve_server_key_file)
+        )
         self._sock = sock
-        self._monitor: zmq.Socket[bytes] = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._handshake_log = curve.Throttle()
+        self._monitor: zmq.Socket[bytes] = sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | curve.HANDSHAKE_FAILURES
+        )
         self._heartbeat = PeriodicCallback(self._tick, config.heartbeat_interval * 1000)
 
     # --- lifecycle -----------------------------------------------------------
@@ -274,6 +290,12 @@ class RouterLink:
             except zmq.Again:
                 break
             lost = lost or event["event"] == zmq.EVENT_DISCONNECTED
+            problem = curve.describe_handshake_failure(
+                event["event"], event["value"], self.config.endpoint
+            )
+            # One line a minute: ZeroMQ retries the handshake every second.
+            if problem is not None and self._handshake_log.ready(event["event"]):
+                log.error("%s", problem, extra={"event": "handshake_failed", "reason": problem})
         if lost:
             if self.ready:
                 log.warning(
@@ -301,7 +323,10 @@ class RouterLink:
             case wire.NoPeer():
                 listener.no_peer(msg.peer)
             case wire.RoomFull():
-                listener.room_full(msg.peer)
+                if msg.over_cap:
+                    listener.refused(msg.peer)
+                else:
+                    listener.room_full(msg.peer)
             case wire.Ping():
                 if msg.sent:  # the echo of one of ours
                     telemetry.counters.router_rtt.observe(time.monotonic() - msg.sent)
@@ -328,6 +353,8 @@ class RouterLink:
     def _welcomed(self, msg: wire.Welcome) -> None:
         for peer_id in msg.rejected:
             self._listener.room_full(peer_id)
+        for peer_id in msg.refused:
+            self._listener.refused(peer_id)
         if not self.ready:
             log.info(
                 "worker %s: registered with router %s",
@@ -372,7 +399,8 @@ class RouterLink:
         if now < self._hello_due:
             return
         info = telemetry.worker_info(self._welcomes) if self._gauges is not None else None
-        sent = self._send_control(wire.Hello(self._listener.registrations(), info))
+        hello = wire.Hello(self._listener.registrations(), info, self.max_peers)
+        sent = self._send_control(hello)
         # Not sent: no router is connected yet (IMMEDIATE), so try again soon.  Sent:
         # a live router answers it, however busy we both are; ask again only after
         # the liveness window (a lost connection is reported sooner, by the monitor).

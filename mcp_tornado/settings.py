@@ -35,7 +35,7 @@ from typing import Annotated, Any, ClassVar, Final, TypeVar
 
 import msgspec
 
-from mcp_tornado import ice, tokens
+from mcp_tornado import curve, ice, tokens
 from mcp_tornado.origins import HostPolicy, OriginPolicy
 
 ENV_PREFIX: Final = "MCP_TORNADO_"  # of every setting's environment variable
@@ -164,6 +164,25 @@ HighWaterMark = Annotated[
     int,
     Flag("--hwm", "ZeroMQ high-water mark between router and workers, in batches; 0: none", low=0),
 ]
+# CURVE on a tcp:// link (mcp_tornado/curve.py): the router's and the workers' flags.
+CurveSecretKeyFile = Annotated[
+    Path | None,
+    Flag(
+        "--curve-secret-key-file",
+        "this process's CURVE certificate with its secret key (NAME.key_secret from "
+        "`mcp-tornado keys`): encrypts and authenticates a tcp:// router link",
+        shown_default="none",
+        metavar="PATH",
+    ),
+]
+Insecure = Annotated[
+    bool,
+    Flag(
+        "--insecure",
+        "allow a tcp:// router link without CURVE: plain text, and anything that reaches "
+        "the router's port can act as a worker",
+    ),
+]
 _HEARTBEAT_INTERVAL: Final = 0.5
 _HEARTBEAT_LIVENESS: Final = 3
 _HWM: Final = 100_000
@@ -227,6 +246,23 @@ class LinkSettings(Settings, frozen=True):
             low=1,
         ),
     ] = 200_000
+    curve_secret_key_file: CurveSecretKeyFile = None
+    curve_server_key_file: Annotated[
+        Path | None,
+        Flag(
+            "--curve-server-key-file",
+            "the router's public CURVE certificate (its NAME.key), for a tcp:// router link",
+            shown_default="none",
+            metavar="PATH",
+        ),
+    ] = None
+    insecure: Insecure = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        curve.check_link(
+            self.endpoint, self.curve_secret_key_file, self.curve_server_key_file, self.insecure
+        )
 
 
 class LimitSettings(Settings, frozen=True):
@@ -476,6 +512,33 @@ class RouterSettings(Settings, frozen=True):
     metrics_host: Annotated[
         str, Flag("--metrics-host", "address the router serves /metrics on")
     ] = "127.0.0.1"
+    curve_secret_key_file: CurveSecretKeyFile = None
+    curve_allowed_dir: Annotated[
+        Path | None,
+        Flag(
+            "--curve-allowed-dir",
+            "folder of the public CURVE certificates (NAME.key) of the workers this router "
+            "accepts on a tcp:// link; read at every handshake",
+            shown_default="none",
+            metavar="DIR",
+        ),
+    ] = None
+    insecure: Insecure = False
+    max_peers_per_worker: Annotated[
+        int,
+        Flag(
+            "--max-peers-per-worker",
+            "peers (and so rooms) one worker may hold at the router; a worker's own "
+            "--max-connections lowers it",
+            low=1,
+        ),
+    ] = 100_000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        curve.check_router(
+            self.bind, self.curve_secret_key_file, self.curve_allowed_dir, self.insecure
+        )
 
 
 class ServeSettings(Settings, frozen=True):
@@ -500,6 +563,18 @@ class ServeSettings(Settings, frozen=True):
     ] = None
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     router: RouterSettings = msgspec.field(default_factory=RouterSettings)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.router_endpoint is not None:  # its link settings are checked with it
+            try:
+                self.children(self.router_endpoint)
+            except ValueError as exc:  # named after the children's flags: name ours
+                problem = str(exc)
+                for flag in ("--bind", "--router"):
+                    if problem.startswith(flag + ":"):
+                        problem = "--router-endpoint" + problem[len(flag) :]
+                raise ValueError(problem) from None
 
     def children(self, endpoint: str) -> tuple[RouterSettings, WorkerSettings]:
         """The router's and every worker's settings, meeting at ``endpoint``."""

@@ -61,6 +61,9 @@ class Hello(_Msg, tag=1):
 
     peers: list[PeerRecord]
     info: WorkerInfo | None = None
+    # The worker's --max-connections (0: unlimited): the router lets it hold no
+    # more peers than that, nor than its own --max-peers-per-worker.
+    max_peers: int = 0
 
 
 class Join(_Msg, tag=2):
@@ -140,6 +143,10 @@ class Welcome(_Msg, tag=20):
 
     epoch: str
     rejected: list[int]
+    # Peers the router will not take now, told apart from a full room: over the
+    # worker's cap, or paired when the router dropped their worker (their partners
+    # were told they left).  The worker closes them with 1013; their clients retry.
+    refused: list[int] = msgspec.field(default_factory=list)
 
 
 class Joined(_Msg, tag=21):
@@ -153,10 +160,12 @@ class Joined(_Msg, tag=21):
 
 
 class RoomFull(_Msg, tag=22):
-    """``peer`` was refused: ``room`` already has two peers."""
+    """``peer`` was refused: ``room`` already has two peers (or, ``over_cap``, its worker
+    holds as many peers as the router lets one worker hold: the client may retry)."""
 
     peer: int
     room: str
+    over_cap: bool = False
 
 
 class PeerJoined(_Msg, tag=23):

@@ -133,7 +133,7 @@ async def _serve(
             "worker_rooms": len({peer.room for peer in peers}),
         }
 
-    link = RouterLink(config.link, hub, gauges=gauges)
+    link = RouterLink(config.link, hub, gauges=gauges, max_peers=limits.max_connections)
     hub.attach(link)
     link.start()
     app = make_app(config.static_dir, link)

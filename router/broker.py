@@ -33,6 +33,13 @@ are folded into :attr:`Router.telemetry`, which each heartbeat publishes for
 round trip); a :class:`~mcp_tornado.wire.Query` from a socket that is not a
 worker (``mcp-tornado status``) is answered with :class:`~mcp_tornado.wire.Status`
 without registering it.
+
+* On tcp:// the socket is a CurveZMQ server that accepts only the workers whose
+  keys are in ``--curve-allowed-dir`` (:mod:`mcp_tornado.curve`), and one
+  worker holds at most ``--max-peers-per-worker`` peers (fewer if it announced
+  a smaller ``--max-connections``).  A worker it dropped (hung, partitioned)
+  that comes back after the grace has its paired peers refused
+  (``Welcome.refused``): their partners were told they left.
 """
 
 from __future__ import annotations
@@ -47,8 +54,9 @@ from typing import TypeAlias, cast
 
 import msgspec
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from mcp_tornado import logs, wire
+from mcp_tornado import curve, logs, wire
 from mcp_tornado.router.rooms import Departure, PeerKey, RoomTable
 from mcp_tornado.router.telemetry import RouterTelemetry
 from mcp_tornado.settings import RouterSettings
@@ -57,6 +65,7 @@ log = logging.getLogger(__name__)
 
 _MAX_BATCH = 512  # messages in one batch to a worker; more go in further batches
 _BIG_PAYLOAD = 8 * 1024  # a payload this large is sent at once instead of batched
+_FORGET_DROPPED = 3600.0  # seconds a dropped worker's name is remembered (see _hello)
 _PROBE_INTERVAL = 0.02  # seconds between extra pings after a worker's connection dropped
 
 
@@ -69,11 +78,16 @@ def _name(worker: bytes) -> str:
 
 
 class _Worker:
-    __slots__ = ("last_seen", "stalled_since")
+    __slots__ = ("last_seen", "max_peers", "refused", "registered", "stalled_since")
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, max_peers: int) -> None:
         self.last_seen = now
         self.stalled_since = 0.0
+        self.max_peers = max_peers  # peers it may hold (see Router._hello)
+        self.registered = False  # its first Hello was handled
+        # Peers refused in a Welcome: its Hellos sent before it heard that (queued
+        # behind a partition) still list them, and must not bring them back.
+        self.refused: set[int] = set()
 
 
 class Router:
@@ -97,6 +111,8 @@ class Router:
         self._pending: dict[bytes, list[bytes]] = {}  # batches a full pipe refused, in order
         self._claimed_paired: set[PeerKey] = set()
         self._unreachable: set[bytes] = set()
+        # Workers this router dropped (hung, partitioned), with when: see _hello.
+        self._dropped: dict[bytes, float] = {}
         # Messages set aside, in order, with what their peers send next: joins
         # while the resync grace lasts, and a join that found its room full,
         # until everything then waiting has been read (see _join).
@@ -107,6 +123,8 @@ class Router:
         self._stopping = False
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._sock: zmq.Socket[bytes] | None = None
+        self._security: curve.RouterSecurity | None = None
+        self._log_throttle = curve.Throttle()
         self.bound_endpoint = ""
 
     # --- lifecycle -----------------------------------------------------------
@@ -130,7 +148,16 @@ class Router:
             sock.setsockopt(zmq.SNDHWM, self.config.hwm)
             sock.setsockopt(zmq.RCVHWM, self.config.hwm)
             sock.setsockopt(zmq.LINGER, 1000)
-            sock.bind(self.config.bind)
+            cfg = self.config
+            try:  # CURVE server when keys are set (mcp_tornado/curve.py); ValueError: bad keys
+                self._security = curve.secure_router(
+                    sock, cfg.curve_secret_key_file, cfg.curve_allowed_dir
+                )
+                sock.bind(cfg.bind)
+            except BaseException:
+                self._close_security()
+                sock.close(linger=0)
+                raise
             self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._sock = sock
         return self._sock
@@ -148,12 +175,21 @@ class Router:
         next_beat = now
         probes = 0
         log.info(
-            "router %s listening on %s",
+            "router %s listening on %s (%s; %s)",
             self.epoch,
             self.bound_endpoint,
+            curve.describe_router_link(cfg.bind, cfg.curve_allowed_dir, cfg.insecure),
+            curve.support_line(),
             extra={"event": "listening", "router": self.epoch, "endpoint": self.bound_endpoint},
         )
-        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        if cfg.insecure and curve.needs_curve(cfg.bind):
+            log.warning(
+                "router: --insecure: the link on %s is PLAIN TEXT and UNAUTHENTICATED; anything "
+                "that reaches it can act as a worker and read every relayed message",
+                self.bound_endpoint,
+                extra={"event": "insecure_link", "endpoint": self.bound_endpoint},
+            )
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | curve.HANDSHAKE_FAILURES)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
@@ -175,8 +211,7 @@ class Router:
                 ready = dict(poller.poll(timeout_ms))
                 if sock in ready:
                     self._read_all(sock)
-                if monitor in ready:
-                    self._drain_monitor(monitor)
+                if monitor in ready and self._drain_monitor(monitor):
                     # Ping everyone now, and twice more shortly: ZeroMQ may take
                     # a moment to forget the dead worker's routing id.
                     next_beat = now
@@ -204,7 +239,13 @@ class Router:
             self._outbox.setdefault(worker, []).append(wire.Bye())
         self._flush(sock, time.monotonic())
         sock.close(linger=1000)
+        self._close_security()
         log.info("router %s stopped", self.epoch, extra={"event": "stopped", "router": self.epoch})
+
+    def _close_security(self) -> None:
+        if self._security is not None:
+            self._security.stop()
+            self._security = None
 
     # --- input ---------------------------------------------------------------
 
@@ -252,7 +293,7 @@ class Router:
                 undelivered = sorted({m.peer for m in batch if type(m) is wire.Relay})
                 self._send(worker, wire.Reregister(undelivered))
                 return
-            state = self._workers[worker] = _Worker(now)
+            state = self._workers[worker] = _Worker(now, self.config.max_peers_per_worker)
         state.last_seen = now
         for msg in batch:
             try:
@@ -321,6 +362,9 @@ class Router:
                 self._send(worker, self._status(now))
 
     def _join(self, worker: bytes, msg: wire.Join, refused_once: bool = False) -> None:
+        if self._over_cap(worker, msg.peer):
+            self._send(worker, wire.RoomFull(msg.peer, msg.room, over_cap=True))
+            return
         result = self.rooms.join((worker, msg.peer), msg.room)
         if not result.accepted:
             if not refused_once:
@@ -355,30 +399,77 @@ class Router:
             record = listed.get(peer)
             if record is None or self.rooms.room_of((worker, peer)) != record.room:
                 self._depart(self.rooms.leave((worker, peer)))
+        state = self._workers.get(worker)
+        first = False
+        if state is not None:  # what it announced, never more than the router allows
+            allowed = self.config.max_peers_per_worker
+            state.max_peers = min(msg.max_peers, allowed) if msg.max_peers > 0 else allowed
+            first, state.registered = not state.registered, True
+        # A worker this router dropped (partitioned, hung) and that is back: the
+        # partners of its paired peers were told they left, so those peers cannot
+        # quietly be their partners again.  They are refused (the worker closes
+        # them with 1013) and their clients reconnect afresh.  (After a router
+        # restart nobody was told anything before the resync grace ended.)
+        orphaned = first and self._dropped.pop(worker, None) is not None
         rejected: list[int] = []
+        refused: list[int] = []
+        gone = state.refused if state is not None else set()
         for record in msg.peers:
             key = (worker, record.peer)
-            if not self.rooms.join(key, record.room).accepted:
+            if record.peer in gone or self._over_cap(worker, record.peer):
+                refused.append(record.peer)
+            elif not self.rooms.join(key, record.room).accepted:
                 rejected.append(record.peer)
+            elif orphaned and record.paired:
+                self.rooms.leave(key)  # nobody was told it joined: nobody to tell it left
+                refused.append(record.peer)
             elif record.paired and self._in_grace:
                 self._claimed_paired.add(key)
-        self._send(worker, wire.Welcome(self.epoch, rejected))
+        gone.update(refused)
+        self._send(worker, wire.Welcome(self.epoch, rejected, refused))
         self.telemetry.hello(worker, msg.info, len(rejected))
         log.info(
-            "router: worker %s registered with %d peers (%d rejected)",
+            "router: worker %s registered with %d peers (%d rejected, %d refused)",
             _name(worker),
             len(msg.peers),
             len(rejected),
+            len(refused),
             extra={
                 "event": "worker_registered",
                 "worker": _name(worker),
                 "peers": len(msg.peers),
                 "rejected": len(rejected),
+                "refused": len(refused),
             },
         )
 
+    def _over_cap(self, worker: bytes, peer: int) -> bool:
+        """Whether a new slot for ``peer`` would take ``worker`` past its cap of peers.
+
+        Caps what one worker identity can take (a compromised or buggy host
+        cannot squat every room); a worker never holds more peers than its
+        connections, so one within its announced ``--max-connections`` never
+        meets it.
+        """
+        state = self._workers.get(worker)
+        if state is None or self.rooms.room_of((worker, peer)) is not None:
+            return False
+        if self.rooms.count_of_worker(worker) < state.max_peers:
+            return False
+        if self._log_throttle.ready(("cap", worker)):
+            cap = state.max_peers
+            log.warning(
+                "router: worker %s holds its cap of %d peers; refusing more",
+                _name(worker),
+                cap,
+                extra={"event": "worker_over_cap", "worker": _name(worker), "cap": cap},
+            )
+        return True
+
     def _drop_worker(self, worker: bytes) -> None:
         self.telemetry.drop(worker)
+        if worker in self._workers:
+            self._dropped[worker] = time.monotonic()
         self._workers.pop(worker, None)
         self._outbox.pop(worker, None)
         self._pending.pop(worker, None)
@@ -493,11 +584,20 @@ class Router:
             self._unreachable.add(worker)  # its connection is gone: it died
         return True
 
-    @staticmethod
-    def _drain_monitor(monitor: zmq.Socket[bytes]) -> None:
+    def _drain_monitor(self, monitor: zmq.Socket[bytes]) -> bool:
+        """Log failed handshakes; ``True`` if a connection dropped."""
+        dropped = False
         with contextlib.suppress(zmq.Again):
             while True:
-                monitor.recv_multipart(zmq.NOBLOCK)
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+                kind = event["event"]
+                if kind == zmq.EVENT_DISCONNECTED:
+                    dropped = True
+                    continue
+                line = curve.describe_router_failure(kind, event["value"])
+                if line is not None and self._log_throttle.ready(kind):
+                    log.warning("%s", line, extra={"event": "handshake_failed", "reason": line})
+        return dropped
 
     def _drop_unreachable(self) -> None:
         unreachable, self._unreachable = self._unreachable, set()
@@ -522,6 +622,9 @@ class Router:
 
     def _heartbeat(self, now: float) -> None:
         self.telemetry.publish(now, self.rooms)
+        if self._dropped:  # a worker gone this long is not coming back: forget it
+            forgotten = now - _FORGET_DROPPED
+            self._dropped = {w: t for w, t in self._dropped.items() if t > forgotten}
         deadline = now - self.config.heartbeat_interval * self.config.heartbeat_liveness
         # Under back-pressure we stopped reading, so silence proves nothing.
         expire = not self._pending

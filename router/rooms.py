@@ -53,6 +53,10 @@ class RoomTable:
     def peers_of_worker(self, worker: bytes) -> set[int]:
         return set(self._by_worker.get(worker, ()))
 
+    def count_of_worker(self, worker: bytes) -> int:
+        """How many slots ``worker``'s peers hold (and so at most how many rooms)."""
+        return len(self._by_worker.get(worker, ()))
+
     def join(self, peer: PeerKey, room: str) -> JoinResult:
         """Give ``peer`` a slot in ``room`` if there is one.
 

@@ -197,7 +197,9 @@ def test_the_config_file_may_come_from_the_environment(
 
 def test_one_file_serves_every_command(tmp_path: Path) -> None:
     path = write(
-        tmp_path, 'bind = "tcp://127.0.0.1:5999"\nrouter = "tcp://127.0.0.1:5999"\nport = 9004\n'
+        tmp_path,
+        'bind = "tcp://127.0.0.1:5999"\nrouter = "tcp://127.0.0.1:5999"\n'
+        "port = 9004\ninsecure = true\n",
     )
     router = resolve(RouterSettings, {}, path)
     assert router.settings.bind == "tcp://127.0.0.1:5999"
@@ -563,7 +565,9 @@ def test_every_command_has_the_keys_of_its_settings() -> None:
 
 def test_config_for_another_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, "port = 9007\nexpected_workers = 2\n")
-    worker = print_config("--for", "worker", "--config", str(path), "--router", "tcp://h:1")
+    worker = print_config(
+        "--for", "worker", "--config", str(path), "--router", "tcp://h:1", "--insecure"
+    )
     assert 'router = "tcp://h:1"  # from flag --router' in worker.splitlines()
     assert f"# expected_workers: ignored by worker (from file {path})" in worker.splitlines()
     fed_back = write(tmp_path, worker, "worker.toml")

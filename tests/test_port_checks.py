@@ -256,7 +256,7 @@ def test_serve_with_a_router_that_cannot_bind_stops_instead_of_restarting_it() -
     with held_port() as taken:
         done = run(
             "--log-level", "WARNING", "serve", "--workers", "2", "--port", str(free_port()),
-            "--router-endpoint", f"tcp://127.0.0.1:{taken}", *FAST,
+            "--router-endpoint", f"tcp://127.0.0.1:{taken}", "--insecure", *FAST,
         )  # fmt: skip
     assert done.code == CANNOT_START
     assert done.took < 10
@@ -275,7 +275,11 @@ def test_serve_on_an_address_this_machine_does_not_have() -> None:
     ("command", "settings", "line"),
     [
         ("worker", '{"port": -1}', "bad $MCP_TORNADO_SETTINGS: --port must be at least 0, not -1"),
-        ("router", '{"bind": "tcp://nope"}', "router cannot bind tcp://nope: Invalid argument"),
+        (
+            "router",
+            '{"bind": "tcp://nope", "insecure": true}',
+            "router cannot bind tcp://nope: Invalid argument",
+        ),
     ],
 )
 def test_bad_settings_handed_to_a_child_are_final(command: str, settings: str, line: str) -> None:

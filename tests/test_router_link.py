@@ -68,7 +68,9 @@ def link_and_router() -> Iterator[tuple[RouterLink, FakeRouter, Recorder]]:
     """A started link to a scripted router (call inside the running loop)."""
     router = FakeRouter()
     listener = Recorder()
-    settings = LinkSettings(router.endpoint, heartbeat_interval=0.1, heartbeat_liveness=3)
+    settings = LinkSettings(
+        router.endpoint, heartbeat_interval=0.1, heartbeat_liveness=3, insecure=True
+    )
     link = RouterLink(settings, listener)
     link.start()
     try:
@@ -129,3 +131,25 @@ async def test_the_answer_to_a_leave_and_a_lost_router_reach_the_listener() -> N
         await router.receive(0.2)
         assert not link.ready and listener.named("router_lost") == [()]
         assert not link.leave(8)  # nobody would answer
+
+
+async def test_a_join_over_the_workers_cap_is_reported_apart_from_a_full_room() -> None:
+    with link_and_router() as (link, router, listener):
+        await welcomed(link, router)
+        router.send(wire.RoomFull(3, "r", over_cap=True), wire.RoomFull(4, "r"))
+        await router.receive(0.2)
+        assert listener.named("refused") == [(3,)]
+        assert listener.named("room_full") == [(4,)]
+
+
+async def test_the_hello_announces_the_workers_cap() -> None:
+    router = FakeRouter()
+    settings = LinkSettings(router.endpoint, heartbeat_interval=0.1, insecure=True)
+    link = RouterLink(settings, Recorder(), max_peers=1234)
+    link.start()
+    try:
+        got = await router.receive(0.5)
+        assert [m.max_peers for m in got if type(m) is wire.Hello][:1] == [1234]
+    finally:
+        link.close()
+        router.sock.close()

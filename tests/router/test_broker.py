@@ -354,3 +354,78 @@ def test_a_fence_waits_behind_its_peers_parked_messages(
     assert w1.expect(wire.Joined, timeout=2) == wire.Joined(1, "r", 1, False, 0)
     assert w1.expect(wire.NoPeer) == wire.NoPeer(1)
     assert w1.expect(wire.Fenced) == wire.Fenced(1, 1)
+
+
+def test_a_worker_holds_no_more_peers_than_it_announced(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router(max_peers_per_worker=100)
+    w1 = workers(endpoint, "w1")
+    w1.send(wire.Hello([], max_peers=2))
+    w1.expect(wire.Welcome)
+    w1.send(*(wire.Join(peer, f"room-{peer}") for peer in range(1, 5)))
+    assert [w1.expect(wire.Joined).peer for _ in range(2)] == [1, 2]
+    assert w1.expect(wire.RoomFull) == wire.RoomFull(3, "room-3", over_cap=True)
+    assert w1.expect(wire.RoomFull) == wire.RoomFull(4, "room-4", over_cap=True)
+    # A freed slot can be taken again; rejoining one's own room is no new slot.
+    w1.send(wire.Leave(1), wire.Join(2, "room-2"), wire.Join(5, "room-5"))
+    w1.expect(wire.Left)
+    assert w1.expect(wire.Joined).peer == 2
+    assert w1.expect(wire.Joined).peer == 5
+
+
+def test_a_batch_of_50000_joins_from_one_identity_cannot_squat_rooms(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    # The attack of issue 14: Hello from a few lines of pyzmq, then 50,000 rooms at once,
+    # announcing no cap at all.  The router's own cap still holds.
+    router, endpoint = start_router(max_peers_per_worker=1000, heartbeat_interval=1.0)
+    attacker, victim = workers(endpoint, "attacker"), workers(endpoint, "victim")
+    attacker.send(wire.Hello([], max_peers=0))
+    attacker.expect(wire.Welcome)
+    attacker.send(*(wire.Join(peer, f"room-{peer}") for peer in range(1, 50_001)))
+    joined = refused = 0
+    while joined + refused < 50_000:
+        msg = attacker.expect(wire.Joined | wire.RoomFull, timeout=30)  # type: ignore[arg-type]
+        if isinstance(msg, wire.RoomFull):
+            assert msg.over_cap
+            refused += 1
+        else:
+            joined += 1
+    assert (joined, refused) == (1000, 49_000)
+    assert router.rooms.count_of_worker(b"attacker") == 1000
+    victim.hello()
+    victim.send(wire.Join(1, "room-20000"))  # a room the attacker asked for: still free
+    assert victim.expect(wire.Joined).peers == 1
+
+
+def test_a_hello_registers_no_more_peers_than_the_cap(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router(max_peers_per_worker=3)
+    w1 = workers(endpoint, "w1")
+    records = [wire.PeerRecord(peer, f"room-{peer}", False) for peer in range(1, 6)]
+    assert w1.hello(*records).refused == [4, 5]
+
+
+def test_a_dropped_worker_back_after_the_grace_gets_its_paired_peers_refused(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    # A partition: the router dropped w1 (here: it said Bye) and told w2's peer its
+    # partner left.  When w1 comes back listing that peer as paired, the router does
+    # not quietly pair them again (w2's client was told its partner left): the peer
+    # is refused, its client reconnects as a newcomer, and the pair renegotiates.
+    _, endpoint = start_router()
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    pair_up(w1, w2)
+    w1.send(wire.Bye())
+    assert w2.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
+    welcome = w1.hello(wire.PeerRecord(1, "r", True), wire.PeerRecord(2, "alone", False))
+    assert (welcome.rejected, welcome.refused) == ([], [1])
+    # A Hello it sent before it heard that (queued behind the partition) is refused too.
+    assert w1.hello(wire.PeerRecord(1, "r", True)).refused == [1]
+    w1.send(wire.Relay(1, b"ghost?"))
+    assert w2.quiet(0.3), "the refused peer is not w2's partner"
+    w1.send(wire.Join(3, "r"))  # its client, reconnected
+    assert w1.expect(wire.Joined) == wire.Joined(3, "r", 2, True, 0)
+    assert w2.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2, 0)
