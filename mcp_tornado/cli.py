@@ -195,13 +195,14 @@ def parse_settings(argv: Sequence[str]) -> Settings:
     return _settings(parser, parser.parse_args(argv))
 
 
-def _url(host: str, port: int) -> str:
+def _url(host: str, port: int, tls: bool = False) -> str:
     """The address a browser on this machine opens for a server listening on ``host:port``."""
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
 
 
 def _serve(settings: ServeSettings, log_level: str) -> int:
@@ -225,13 +226,14 @@ def _serve(settings: ServeSettings, log_level: str) -> int:
     if secret is not None:
         worker_env[SECRET_ENV] = secret.decode()
     common = ["--log-level", log_level]
+    url = _url(host, port, tls=worker.certfile is not None)
     supervisor = Supervisor(
         python_command(*common, "router"),
         [python_command(*common, "worker")] * settings.workers,
         worker.shutdown_timeout + 2,
         router_env={SETTINGS_ENV: encode(router)},
         worker_env=worker_env,
-        ready_message=f"open {_url(host, port)} ({settings.workers} worker"
+        ready_message=f"open {url} ({settings.workers} worker"
         f"{'s' if settings.workers != 1 else ''}, router {endpoint})",
     )
     try:
