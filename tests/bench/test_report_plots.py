@@ -256,6 +256,8 @@ def test_cli_scenario_options_and_defaults() -> None:
         "plot_dir": None,
         "no_progress": False,
         "timeout": 600.0,
+        "ca": None,
+        "insecure": False,
     }
     assert opts(["relay"]) == {
         **common,
