@@ -1,4 +1,4 @@
-"""Native TLS (``--certfile``/``--keyfile``): ``wss://`` and ``https://`` on one port, SIGHUP reload.
+"""Native TLS (``--certfile``/``--keyfile``): ``wss://`` and ``https://`` on one port, reloads.
 
 Every certificate is made here with ``trustme`` (a throwaway CA per test
 module); clients trust exactly that CA, so a passing handshake proves which
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+
 from tests.rawws import RawWebSocket
 from tests.support import FAST, free_port, spawn, stop, wait_until
 
@@ -138,14 +139,17 @@ def test_https_serves_the_page_and_healthz(server: TLSServer) -> None:
 def test_tls_1_2_or_later_and_http_1_1(server: TLSServer, ca: trustme.CA) -> None:
     modern = client_context(ca)
     modern.set_alpn_protocols(["http/1.1"])
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
-        with modern.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            assert tls.version() in ("TLSv1.2", "TLSv1.3")
-            assert tls.selected_alpn_protocol() == "http/1.1"
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+        modern.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        assert tls.selected_alpn_protocol() == "http/1.1"
 
 
 def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
-    """What the server sends until it closes (a reset ends it too); TimeoutError if it never does."""
+    """What the server sends until it closes (a reset ends it too); TimeoutError if it never
+    does."""
     sock.settimeout(timeout)
     data = b""
     with contextlib.suppress(ConnectionResetError):

@@ -79,7 +79,7 @@ def test_ipv6_and_mapped_addresses(proxies: TrustedProxies) -> None:
 
 def test_a_bad_range_is_one_line_naming_the_flag() -> None:
     assert len(parse_networks(("10.0.0.0/8, 192.168.0.1",))) == 2
-    with pytest.raises(ValueError, match="--trusted-proxy: '10.0.0.0/33'"):
+    with pytest.raises(ValueError, match=r"--trusted-proxy: '10\.0\.0\.0/33'"):
         LimitSettings(trusted_proxies=("10.0.0.0/33",))
 
 
