@@ -239,10 +239,11 @@ def test_the_load_client_speaks_wss_with_ca_or_insecure(tmp_path: Path) -> None:
         pytest.skip("mcp-tornado is not installed")
     from bench.procmon import free_port
 
-    def relay(*trust: str) -> subprocess.CompletedProcess[str]:
+    def relay(*trust: str, scenario: str = "relay") -> subprocess.CompletedProcess[str]:
+        sizes = ["--duration", "1"] if scenario == "relay" else []
         return subprocess.run(
             [
-                sys.executable, "-m", "bench", "relay", "--peers", "20", "--duration", "1",
+                sys.executable, "-m", "bench", scenario, "--peers", "20", *sizes,
                 "--spawn", command.format(port=free_port()), *trust,
                 "--out", str(tmp_path / "r.json"), "--no-progress", "--timeout", "120",
             ],
@@ -255,5 +256,8 @@ def test_the_load_client_speaks_wss_with_ca_or_insecure(tmp_path: Path) -> None:
     assert run["url"].startswith("wss://127.0.0.1:")
     assert run["metrics"]["deliveries"] > 0 and run["metrics"]["lost"] == 0
     assert relay("--insecure").returncode == 0
+    done = relay("--ca", str(cafile), scenario="connect")  # (the storm has its own connect)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads((tmp_path / "r.json").read_text())["runs"][0]["metrics"]["joined"] == 20
     untrusted = relay()  # the system's CAs do not know this one: never ready
     assert untrusted.returncode != 0
