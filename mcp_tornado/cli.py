@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -246,6 +247,10 @@ def _serve(settings: ServeSettings, log_level: str) -> int:
 def _router(settings: RouterSettings) -> int:
     import zmq
 
+    # SIGHUP reloads the workers' certificates; one sent to the whole group must not
+    # kill the router (the default action).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
     from mcp_tornado.router.broker import Router
 
     router = Router(settings)
@@ -262,6 +267,8 @@ def _worker(settings: WorkerSettings) -> int:
     from mcp_tornado.ports import CannotStart
     from mcp_tornado.worker import run_worker
 
+    # Ignored until the worker's own handler (a certificate reload) is installed.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         run_worker(settings)
     except CannotStart as exc:

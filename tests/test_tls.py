@@ -20,11 +20,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import trustme
 
 from tests.rawws import RawWebSocket
-from tests.support import FAST, free_port, spawn, stop, wait_until
+from tests.support import FAST, free_port, healthy, spawn, stop, wait_until
 
 
 def write_pair(ca: trustme.CA, folder: Path) -> tuple[Path, Path]:
@@ -252,3 +253,21 @@ def test_unusable_certificate_files_stop_the_start_with_one_line(
     assert len(lines) == 1 and lines[0].startswith("mcp-tornado: --"), done.stderr
     assert done.stdout == ""
     assert "BEGIN" not in done.stderr  # never the key's contents
+
+
+def test_sighup_to_the_whole_group_of_a_plain_serve_harms_nothing(tmp_path: Path) -> None:
+    """Without a certificate SIGHUP changes nothing; the router and workers ignore it."""
+    log = tmp_path / "serve.log"
+    port = free_port()
+    process = spawn("serve", "--workers", "2", "--port", str(port), *FAST, log=log)
+    try:
+        wait_until(lambda: healthy(port), 20, "serve")
+        children = psutil.Process(process.pid).children()
+        os.killpg(process.pid, signal.SIGHUP)  # serve, router and workers alike
+        wait_until(lambda: log.read_text().count("no certificate to reload") >= 2, 10, "2 lines")
+        time.sleep(0.5)
+        assert process.poll() is None and all(child.is_running() for child in children)
+        assert psutil.Process(process.pid).children() == children  # nothing restarted
+        assert healthy(port)
+    finally:
+        stop(process)
