@@ -63,6 +63,8 @@ class TLSServer:
         self.context = client_context(ca)
         try:
             wait_until(lambda: self.status("/healthz") == 200, 20, "serve over https")
+            # Every worker ready (serve says so once): SIGHUP reaches ready workers only.
+            wait_until(lambda: "open https://" in self.logs(), 20, "every worker ready")
         except BaseException:
             stop(self.process)
             raise
@@ -261,7 +263,7 @@ def test_sighup_to_the_whole_group_of_a_plain_serve_harms_nothing(tmp_path: Path
     port = free_port()
     process = spawn("serve", "--workers", "2", "--port", str(port), *FAST, log=log)
     try:
-        wait_until(lambda: healthy(port), 20, "serve")
+        wait_until(lambda: healthy(port) and "open http://" in log.read_text(), 20, "serve")
         children = psutil.Process(process.pid).children()
         os.killpg(process.pid, signal.SIGHUP)  # serve, router and workers alike
         wait_until(lambda: log.read_text().count("no certificate to reload") >= 2, 10, "2 lines")
