@@ -12,7 +12,8 @@ the chain of trusted proxies goes: the hops are read from the right (the one
 nearest to us) and the first address that is not a trusted proxy is the
 client.  Anything a client wrote to the left of that is ignored.  ``Forwarded``
 (RFC 7239, its ``for=`` parameters) is used when present, else
-``X-Forwarded-For``.  A hop that is not an IP address (``unknown``, an
+``X-Forwarded-For``; a port after a hop (``192.0.2.60:4711``,
+``[2001:db8::1]:4711``) is dropped.  A hop that is not an IP address (``unknown``, an
 obfuscated ``_name``, garbage) ends the walk at the nearest trusted proxy that
 reported it.
 """
@@ -56,19 +57,26 @@ def _address(text: str) -> _Address | None:
     return address
 
 
+def _bare(hop: str) -> str:
+    """A hop without its port: ``[2001:db8::1]:4711`` and ``192.0.2.60:4711`` (some proxies
+    write ports into X-Forwarded-For too) become addresses."""
+    hop = hop.strip().strip('"')
+    if hop.startswith("["):
+        return hop[1 : hop.find("]")] if "]" in hop else ""
+    if hop.count(":") == 1:
+        return hop.partition(":")[0]
+    return hop
+
+
 def _forwarded_for(header: str) -> list[str]:
-    """The ``for=`` values of a ``Forwarded`` header, left to right, as bare addresses."""
+    """The ``for=`` values of a ``Forwarded`` header, left to right."""
     hops: list[str] = []
     for element in header.split(","):
         value = ""  # an element without for= is a hop we know nothing about
         for pair in element.split(";"):
             name, _, raw = pair.partition("=")
             if name.strip().lower() == "for":
-                value = raw.strip().strip('"')
-        if value.startswith("["):  # "[2001:db8::1]:4711"
-            value = value[1 : value.find("]")] if "]" in value else ""
-        elif value.count(":") == 1:  # "192.0.2.60:4711"
-            value = value.partition(":")[0]
+                value = raw
         hops.append(value)
     return hops
 
@@ -103,12 +111,12 @@ class TrustedProxies:
         if forwarded:
             hops = _forwarded_for(forwarded)
         elif x_forwarded_for:
-            hops = [hop.strip() for hop in x_forwarded_for.split(",")]
+            hops = x_forwarded_for.split(",")
         else:
             return peer
         nearest = peer
         for hop in reversed(hops[-MAX_HOPS:]):
-            address = _address(hop)
+            address = _address(_bare(hop))
             if address is None:
                 return nearest
             if not self._trusted(address):

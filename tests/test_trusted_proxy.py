@@ -41,6 +41,8 @@ def test_the_rightmost_untrusted_hop_is_the_client(proxies: TrustedProxies) -> N
     # The client wrote "1.2.3.4" itself; our proxies appended the rest.
     assert proxies.client("10.0.0.1", "1.2.3.4, 203.0.113.7, 10.0.0.9") == "203.0.113.7"
     assert proxies.client("10.0.0.1", " 203.0.113.7 ,10.0.0.2") == "203.0.113.7"
+    assert proxies.client("10.0.0.1", "203.0.113.7:50123") == "203.0.113.7"  # with a port
+    assert proxies.client("10.0.0.1", "[2001:db8:2::9]:443") == "2001:db8:2::9"
     # Only proxies of ours: the farthest one is all we know.
     assert proxies.client("10.0.0.1", "10.0.0.3, 10.0.0.2") == "10.0.0.3"
     # No header: the proxy itself.
