@@ -13,7 +13,7 @@ from typing import Any
 from bench import drivers, plots, report
 from bench.compare import COMPARE_TESTS, also_option, resolve_command, skip_option, tests_option
 from bench.procmon import SpawnedServer, check_loopback
-from bench.wsclient import raise_nofile_limit
+from bench.wsclient import raise_nofile_limit, set_tls_trust
 
 #: mcp-tornado's own default address (``mcp-tornado serve``, ``./serve.sh``).
 DEFAULT_URL = "ws://127.0.0.1:8000/ws/signal/"
@@ -83,10 +83,24 @@ def _common(p: argparse.ArgumentParser) -> None:
         "and fails the run",
     )
     g.add_argument("--procs", type=int, default=1, help="client processes")
+    _tls_options(g)
     g.add_argument("--out", help="write the JSON results here")
     g.add_argument("--plot-dir", help="write PNG plots here (created if missing)")
     g.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     g.add_argument("--timeout", type=float, default=600.0, help="hard limit per run, seconds")
+
+
+def _tls_options(g: argparse._ActionsContainer) -> None:
+    g.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="wss:// targets: trust the CA certificates in this PEM file (default: the system's)",
+    )
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        help="wss:// targets: do not verify the server's certificate",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,10 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="one more mcp-tornado build (e.g. a worktree of an older commit), per --workers "
         "count, as target NAME-Nw, measured beside mcp-tornado Nw with the same runs, "
         "interleaved step by step; COMMAND takes {workers} and {port} like --server-cmd "
-        "and runs in CWD (default: an empty temp dir). Repeatable. See bench/README.md, "
-        "'Before and after'",
+        "and runs in CWD (default: an empty temp dir); one that also takes {certfile} and "
+        "{keyfile} serves TLS and is measured over wss:// (compare makes the certificate). "
+        "Repeatable. See bench/README.md, 'Before and after'",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    _tls_options(p)
 
     p = sub.add_parser(
         "report",
@@ -211,7 +227,8 @@ def url_from_spawn(command: str) -> str | None:
             port = word.split("=", 1)[1]
         elif word.startswith("--host="):
             host = word.split("=", 1)[1]
-    return f"ws://{host}:{port}/ws/signal/" if port else None
+    tls = any(word == "--certfile" or word.startswith("--certfile=") for word in words)
+    return f"{'wss' if tls else 'ws'}://{host}:{port}/ws/signal/" if port else None
 
 
 def default_urls(args: argparse.Namespace) -> list[str]:
@@ -317,6 +334,7 @@ def _each_target(
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     raise_nofile_limit()
+    set_tls_trust(getattr(args, "ca", None), getattr(args, "insecure", False))
     progress = not getattr(args, "no_progress", False)
     cmd = args.command
 

@@ -13,6 +13,10 @@ its runs:
   count, named ``NAME-2w`` etc. (e.g. a worktree of an older commit): started beside
   the ``mcp-tornado 2w`` of this checkout and measured with exactly its runs,
   interleaved run by run, so before and after see the same machine conditions.
+  A COMMAND that takes ``{certfile}`` and ``{keyfile}`` too serves TLS: compare makes
+  a throwaway CA and certificate for 127.0.0.1 (with ``trustme``), passes their
+  paths, measures that target over ``wss://`` and trusts that CA (unless ``--ca`` or
+  ``--insecure`` says otherwise).
 
 Writes ``compare.json``, ``compare.md`` (machine info + results tables, ready to
 paste into bench/README.md) and PNG plots into ``--out-dir``.
@@ -36,6 +40,7 @@ from typing import Any
 
 from bench import drivers, plots, report
 from bench.procmon import SpawnedServer, free_port
+from bench.wsclient import set_tls_trust
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,6 +97,7 @@ class Spec:
     cwd: str | None = None
     workers: int = 0
     beside: str = ""  # an --also target: the mcp target it is measured with (mcp-tornado 2w)
+    tls: bool = False  # started with {certfile}/{keyfile}, measured over wss://
 
 
 #: Targets ``--skip`` knows.
@@ -141,12 +147,19 @@ class Also:
     name: str
     command: str
     cwd: str | None = None
+    tls: bool = False  # COMMAND takes {certfile} and {keyfile}: measured over wss://
+
+
+#: The placeholders of an --also COMMAND: always these, and for a TLS server these too.
+_ALSO_FIELDS = {"workers", "port"}
+_TLS_FIELDS = {"certfile", "keyfile"}
 
 
 def also_option(text: str) -> Also:
     """Parse ``NAME=COMMAND`` or ``NAME@CWD=COMMAND``; COMMAND takes ``{workers}`` and
     ``{port}`` like ``--server-cmd`` (both are required: the bench must know where the
-    server listens and what it is called)."""
+    server listens and what it is called), and for a TLS server ``{certfile}`` and
+    ``{keyfile}``."""
     head, eq, command = text.partition("=")
     name, at, cwd = head.partition("@")
     name, cwd, command = name.strip(), cwd.strip(), command.strip()
@@ -160,12 +173,15 @@ def also_option(text: str) -> Also:
         fields = {f for _, f, _, _ in string.Formatter().parse(command) if f is not None}
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"COMMAND: {exc}: {command!r}") from None
-    if not {"workers", "port"} <= fields <= {"workers", "port", "metrics_port"}:
+    optional = {"metrics_port"}
+    if not (_ALSO_FIELDS <= fields <= _ALSO_FIELDS | optional | _TLS_FIELDS) or (
+        fields & _TLS_FIELDS and not fields >= _TLS_FIELDS
+    ):
         raise argparse.ArgumentTypeError(
-            "COMMAND must use {workers} and {port}, may use {metrics_port}, and no other "
-            f"placeholder: {command!r}"
+            "COMMAND must use {workers} and {port}, may use {metrics_port} (and, for TLS, "
+            f"both {{certfile}} and {{keyfile}}), and no other placeholder: {command!r}"
         )
-    return Also(name, command, cwd or None)
+    return Also(name, command, cwd or None, tls=fields >= _TLS_FIELDS)
 
 
 def _has_modules(*names: str) -> bool:
@@ -204,7 +220,7 @@ def plan_targets(args: argparse.Namespace, notes: list[str]) -> list[Spec]:
         # Run as given (not resolved like --server-cmd: a bare `mcp-tornado` would be
         # this checkout's), in its own cwd: see README, "Before and after".
         for a in also:
-            specs.append(Spec(f"{a.name}-{w}w", "mcp", a.command, a.cwd, w, beside=main))
+            specs.append(Spec(f"{a.name}-{w}w", "mcp", a.command, a.cwd, w, beside=main, tls=a.tls))
     if "baseline" not in skip:
         folder = (
             Path(args.baseline_dir)
@@ -676,16 +692,39 @@ def log_path(out_dir: Path, spec: Spec) -> Path:
     return out_dir / "logs" / f"{spec.name.replace(' ', '_')}.log"
 
 
+def tls_files(out_dir: Path, trust: bool) -> dict[str, str]:
+    """A throwaway CA and a certificate for 127.0.0.1 in ``out_dir/tls``, for TLS targets:
+    the ``{certfile}`` and ``{keyfile}`` of their commands; with ``trust``, the load
+    client (and its processes) trusts that CA."""
+    import trustme  # in the test extras, like everything the bench needs
+
+    folder = out_dir / "tls"
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    certfile, keyfile, cafile = folder / "cert.pem", folder / "key.pem", folder / "ca.pem"
+    certfile.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    keyfile.write_bytes(leaf.private_key_pem.bytes())
+    keyfile.chmod(0o600)
+    ca.cert_pem.write_to_path(str(cafile))
+    if trust:
+        set_tls_trust(str(cafile))
+    return {"certfile": str(certfile), "keyfile": str(keyfile)}
+
+
 def start(
-    spec: Spec, out_dir: Path, stack: contextlib.ExitStack
+    spec: Spec, out_dir: Path, stack: contextlib.ExitStack, tls: dict[str, str] | None = None
 ) -> tuple[SpawnedServer, str | None]:
     """Start one target on a free port; ``stack`` stops it (and drops its temp dir).
 
     Also returns its /metrics URL when its command takes ``{metrics_port}``."""
     port = free_port()
-    url = f"ws://127.0.0.1:{port}/ws/signal/"
+    scheme = "wss" if spec.tls else "ws"
+    url = f"{scheme}://127.0.0.1:{port}/ws/signal/"
     metrics_port = free_port() if "{metrics_port}" in spec.command else None
-    command = spec.command.format(port=port, workers=spec.workers, metrics_port=metrics_port)
+    command = spec.command.format(
+        port=port, workers=spec.workers, metrics_port=metrics_port, **(tls or {})
+    )
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None
     cwd = spec.cwd
     if spec.kind == "baseline" and cwd is not None:
@@ -708,6 +747,9 @@ def main(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     specs = plan_targets(args, notes)
+    tls = None
+    if any(spec.tls for spec in specs):
+        tls = tls_files(out_dir, trust=not (args.ca or args.insecure))
     sz = Sizes.quick() if args.quick else Sizes()
     progress = not args.no_progress
     runs: list[dict[str, Any]] = []
@@ -721,7 +763,9 @@ def main(args: argparse.Namespace) -> int:
             metrics: dict[str, str | None] = {}
             for spec in group:
                 try:
-                    live[spec.name], metrics[spec.name] = start(spec, out_dir, stack)
+                    live[spec.name], metrics[spec.name] = start(
+                        spec, out_dir, stack, tls if spec.tls else None
+                    )
                 except Exception as exc:  # one broken target must not sink the rest
                     notes.append(
                         f"{spec.name} failed to start: {type(exc).__name__}: {exc} "

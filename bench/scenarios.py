@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.runner import WorkerCtx
 from bench.stats import SeqTracker
-from bench.wsclient import Peer, connect_peer, error_kind, room_url
+from bench.wsclient import Peer, connect_peer, error_kind, room_url, tls_context
 
 monotonic_ns = time.monotonic_ns
 
@@ -656,6 +656,7 @@ async def _connect_with(peer: Peer, url: str, timeout: float) -> Peer:
     await ws_connect(
         lambda: peer,
         url,
+        ssl_context=tls_context() if url.startswith("wss:") else None,
         websocket_handshake_timeout=timeout,
         read_buffer_init_size=1024,
         max_redirects=0,

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import resource
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit
@@ -38,6 +41,40 @@ class Tally:
 
 #: This process's tally (each client process sends its own to the main process).
 TALLY = Tally()
+
+
+#: How ``wss://`` servers are verified, for this process and the client processes it
+#: starts: a CA bundle's path, :data:`INSECURE`, or unset (the system's CAs).
+TLS_ENV = "MCP_BENCH_TLS_CA"
+INSECURE = "insecure"
+
+
+def set_tls_trust(ca: str | None = None, insecure: bool = False) -> None:
+    """Trust ``ca`` (a PEM file) for ``wss://`` targets, or verify nothing (``insecure``).
+
+    Set in the environment, so the client processes (started later) inherit it.
+    """
+    if insecure:
+        os.environ[TLS_ENV] = INSECURE
+    elif ca:
+        if not os.path.isfile(ca):
+            raise SystemExit(f"bench: --ca {ca}: no such file")
+        os.environ[TLS_ENV] = os.path.abspath(ca)
+    else:
+        return
+    tls_context.cache_clear()
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one client context of this process (made once: loading CAs is not cheap)."""
+    trust = os.environ.get(TLS_ENV, "")
+    if trust == INSECURE:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=trust or None)
 
 
 class PeerOwner(Protocol):
@@ -168,6 +205,7 @@ async def connect_peer(
     _, listener = await ws_connect(
         factory,
         url,
+        ssl_context=tls_context() if url.startswith("wss:") else None,
         websocket_handshake_timeout=timeout,
         read_buffer_init_size=4096,
         max_redirects=0,

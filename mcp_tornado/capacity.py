@@ -7,6 +7,10 @@ Usage::
     ...
     capacity.give_back(ip)           # exactly once, when that connection ends
 
+    slot = Slot(capacity, None)      # a connection from a trusted proxy: counted in total ...
+    slot.claim(client_ip)            # ... and per address once its request names the client
+    slot.release()                   # gives back whatever it holds, once
+
     check_fd_limit(10_000)           # at start: raise the soft RLIMIT_NOFILE, or fail
 
 Every connection counts, whatever it turns out to be: one still deciding
@@ -14,6 +18,8 @@ between the signaling endpoint and Tornado, a WebSocket handshake, an open
 WebSocket, a request to Tornado (``/healthz``, the browser client).  So
 ``--max-connections`` bounds a worker's file descriptors, and
 ``--max-connections-per-ip`` keeps one address from holding all of them.
+A connection from a ``--trusted-proxy`` is counted per address only once its
+request says whose it is (:meth:`Slot.claim`, for WebSocket upgrades).
 
 :class:`NoBodies` wraps the Tornado application: no endpoint takes a request
 body, so one that announces a body is answered 413 before a byte of it is read,
@@ -30,6 +36,7 @@ from typing import Final
 from tornado import httputil
 from tornado.iostream import IOStream, StreamClosedError
 
+from mcp_tornado.proxies import TrustedProxies
 from mcp_tornado.telemetry import CAPACITY, PER_IP, counters
 
 log = logging.getLogger(__name__)
@@ -67,27 +74,70 @@ class Capacity:
         self.total = 0
         self.by_ip: dict[str, int] = {}
 
-    def take(self, ip: str) -> bytes | None:
-        """Count a new connection from ``ip``; or the HTTP response refusing it (not counted)."""
+    def take(self, ip: str | None) -> bytes | None:
+        """Count a new connection from ``ip``; or the HTTP response refusing it (not counted).
+
+        ``ip`` ``None``: counted in the total only (a proxy's connection, see :class:`Slot`).
+        """
         if self.max_connections and self.total >= self.max_connections:
             counters.refused[CAPACITY] += 1
             return FULL_RESPONSE
-        held = self.by_ip.get(ip, 0)
-        if self.max_per_ip and held >= self.max_per_ip:
+        if ip is not None and not self.take_ip(ip):
             counters.refused[PER_IP] += 1
             return IP_RESPONSE
         self.total += 1
-        self.by_ip[ip] = held + 1
         return None
 
-    def give_back(self, ip: str) -> None:
+    def take_ip(self, ip: str) -> bool:
+        """Count one more connection from ``ip``; ``False`` (not counted) when it is at the cap."""
+        held = self.by_ip.get(ip, 0)
+        if self.max_per_ip and held >= self.max_per_ip:
+            return False
+        self.by_ip[ip] = held + 1
+        return True
+
+    def give_back(self, ip: str | None) -> None:
         """A connection counted by :meth:`take` is gone (call once per connection)."""
         self.total -= 1
+        if ip is None:
+            return
         held = self.by_ip.get(ip, 0) - 1
         if held > 0:
             self.by_ip[ip] = held
         else:
             self.by_ip.pop(ip, None)
+
+
+class Slot:
+    """A connection's place in a :class:`Capacity`: given back once, however it ends.
+
+    ``ip`` is the address it counts against, ``None`` while it counts in the
+    total only (a connection from a trusted proxy, until :meth:`claim`).
+    """
+
+    __slots__ = ("_capacity", "ip")
+
+    def __init__(self, capacity: Capacity | None, ip: str | None) -> None:
+        self._capacity = capacity
+        self.ip = ip
+
+    def claim(self, ip: str) -> bool:
+        """Count this connection against ``ip`` too; ``False`` when ``ip`` is at its cap.
+
+        A slot that already counts against an address keeps it (and says yes).
+        """
+        capacity = self._capacity
+        if capacity is None or self.ip is not None:
+            return True
+        if not capacity.take_ip(ip):
+            return False
+        self.ip = ip
+        return True
+
+    def release(self) -> None:
+        capacity, self._capacity = self._capacity, None
+        if capacity is not None:
+            capacity.give_back(self.ip)
 
 
 def check_fd_limit(max_connections: int) -> str | None:
@@ -124,13 +174,24 @@ class CountedStream(IOStream):
     """A Tornado connection that gives its place back when it closes, and has a deadline.
 
     ``arrived`` is set once a request head has been read (bodies are refused),
-    so the listener's deadline closes only requests still arriving.
+    so the listener's deadline closes only requests still arriving.  ``peer``
+    is the client's TCP address and ``secure`` whether it came over TLS (then
+    the stream is the far end of a local pipe, see :mod:`mcp_tornado.listener`).
     """
 
-    def __init__(self, *args: object, on_close: object = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        *args: object,
+        on_close: object = None,
+        peer: str = "-",
+        secure: bool = False,
+        **kwargs: object,
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.on_close = on_close
         self.arrived = False
+        self.peer = peer
+        self.secure = secure
 
     def close(self, exc_info: object = False) -> None:
         first = not self.closed()
@@ -141,13 +202,23 @@ class CountedStream(IOStream):
 
 
 class _RefuseBodies(httputil.HTTPMessageDelegate):
-    """Passes a request on to the application unless it announces a body."""
+    """Passes a request on to the application unless it announces a body.
 
-    __slots__ = ("_conn", "_delegate")
+    It also tells the request who its client is (the TCP peer, or the address a
+    trusted proxy forwarded) and whether it came over TLS.
+    """
 
-    def __init__(self, delegate: httputil.HTTPMessageDelegate, conn: httputil.HTTPConnection):
+    __slots__ = ("_conn", "_delegate", "_proxies")
+
+    def __init__(
+        self,
+        delegate: httputil.HTTPMessageDelegate,
+        conn: httputil.HTTPConnection,
+        proxies: TrustedProxies | None,
+    ):
         self._delegate = delegate
         self._conn = conn
+        self._proxies = proxies
 
     def headers_received(
         self,
@@ -157,6 +228,16 @@ class _RefuseBodies(httputil.HTTPMessageDelegate):
         stream = getattr(self._conn, "stream", None)
         if isinstance(stream, CountedStream):
             stream.arrived = True
+            context = getattr(self._conn, "context", None)
+            if context is not None:  # read by HTTPServerRequest, made after this call
+                proxies, peer = self._proxies, stream.peer
+                context.remote_ip = (
+                    proxies.client(peer, headers.get("X-Forwarded-For"), headers.get("Forwarded"))
+                    if proxies
+                    else peer
+                )
+                if stream.secure:
+                    context.protocol = "https"
         length = headers.get("Content-Length")
         if "Transfer-Encoding" in headers or (length is not None and length.strip() != "0"):
             # Take the stream from Tornado (it would read the body first), answer, hang up.
@@ -181,15 +262,23 @@ class _RefuseBodies(httputil.HTTPMessageDelegate):
 
 
 class NoBodies(httputil.HTTPServerConnectionDelegate):
-    """The Tornado application, behind a refusal of every request body (HTTP 413, unread)."""
+    """The Tornado application, behind a refusal of every request body (HTTP 413, unread).
 
-    def __init__(self, app: httputil.HTTPServerConnectionDelegate) -> None:
+    With ``proxies``, a request from one of them is logged (and seen by the
+    application) with the client address the proxy forwarded.
+    """
+
+    def __init__(
+        self, app: httputil.HTTPServerConnectionDelegate, proxies: TrustedProxies | None = None
+    ) -> None:
         self.app = app
+        self.proxies = proxies
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
     ) -> httputil.HTTPMessageDelegate:
-        return _RefuseBodies(self.app.start_request(server_conn, request_conn), request_conn)
+        delegate = self.app.start_request(server_conn, request_conn)
+        return _RefuseBodies(delegate, request_conn, self.proxies)
 
     def on_close(self, server_conn: object) -> None:
         self.app.on_close(server_conn)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -214,13 +215,14 @@ def parse_settings(argv: Sequence[str]) -> Settings:
     return _settings(parser, parser.parse_args(argv))
 
 
-def _url(host: str, port: int) -> str:
+def _url(host: str, port: int, tls: bool = False) -> str:
     """The address a browser on this machine opens for a server listening on ``host:port``."""
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
 
 
 def _serve(settings: ServeSettings) -> int:
@@ -239,13 +241,14 @@ def _serve(settings: ServeSettings) -> int:
     # Each child gets its effective settings in its environment, never on its command
     # line; secrets are left out of them and travel each in its own variable.
     worker_env = {SETTINGS_ENV: encode(worker), **secrets_env(worker)}
+    url = _url(host, port, tls=worker.certfile is not None)
     supervisor = Supervisor(
         python_command("router"),
         [python_command("worker")] * settings.workers,
         worker.shutdown_timeout + 2,
         router_env={SETTINGS_ENV: encode(router), **secrets_env(router)},
         worker_env=worker_env,
-        ready_message=f"open {_url(host, port)} ({settings.workers} worker"
+        ready_message=f"open {url} ({settings.workers} worker"
         f"{'s' if settings.workers != 1 else ''}, router {endpoint})",
     )
     try:
@@ -257,6 +260,10 @@ def _serve(settings: ServeSettings) -> int:
 
 def _router(settings: RouterSettings) -> int:
     import zmq
+
+    # SIGHUP reloads the workers' certificates; one sent to the whole group must not
+    # kill the router (the default action).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     from mcp_tornado.router.broker import Router
 
@@ -282,6 +289,8 @@ def _worker(settings: WorkerSettings) -> int:
     from mcp_tornado.ports import CannotStart
     from mcp_tornado.worker import run_worker
 
+    # Ignored until the worker's own handler (a certificate reload) is installed.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         run_worker(settings)
     except CannotStart as exc:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    connection = Connection(endpoint, deadline)  # an asyncio.Protocol
+    connection = Connection(endpoint, deadline, slot)  # an asyncio.Protocol
     loop.connect_accepted_socket(lambda: connection, sock)
 
 A :class:`Connection` reads the HTTP request head, asks its :class:`Endpoint`
@@ -30,11 +30,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Protocol, cast
 
 from mcp_tornado import handshake, telemetry
 from mcp_tornado.access_log import log_access
+from mcp_tornado.capacity import Slot
 from mcp_tornado.websocket import (
     BinaryMessage,
     CloseReceived,
@@ -111,10 +111,11 @@ class Connection(asyncio.Protocol):
         "_endpoint",
         "_handler",
         "_http",
-        "_release",
         "_timer",
         "_ws",
+        "client_ip",
         "last_pong",
+        "slot",
         "transport",
     )
 
@@ -122,11 +123,13 @@ class Connection(asyncio.Protocol):
         self,
         endpoint: Endpoint,
         deadline: float | None,
-        release: Callable[[], None] | None = None,
+        slot: Slot | None = None,
     ) -> None:
         self._endpoint = endpoint
-        # Gives the connection's place in the worker's capacity back (once).
-        self._release = release
+        # The connection's place in the worker's capacity: given back (once) when it ends.
+        self.slot = slot
+        # The client's address when a trusted proxy forwarded it (set by the endpoint).
+        self.client_ip: str | None = None
         self.transport: asyncio.Transport | None = None  # None once lost
         self._handler: Handler | None = None  # set once upgraded
         self._ws: ServerProtocol | None = None  # set once upgraded
@@ -269,6 +272,13 @@ class Connection(asyncio.Protocol):
         transport.close()
 
     def remote_ip(self) -> str:
+        """The client's address: forwarded by a trusted proxy, else the TCP peer's."""
+        if self.client_ip is not None:
+            return self.client_ip
+        return self.peer_ip()
+
+    def peer_ip(self) -> str:
+        """The TCP peer's address (a reverse proxy's, behind one)."""
         peer = self.transport.get_extra_info("peername") if self.transport else None
         return str(peer[0]) if peer else "-"
 
@@ -276,9 +286,9 @@ class Connection(asyncio.Protocol):
 
     def release(self) -> None:
         """Give this connection's place in the worker's capacity back (at once, for a refusal)."""
-        release, self._release = self._release, None
-        if release is not None:
-            release()
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            slot.release()
 
     def send_text(self, data: bytes) -> None:
         """Queue a text frame holding ``data`` (UTF-8 already) for the end of this loop turn."""

@@ -49,6 +49,9 @@ class Upgrade(NamedTuple):
     query: dict[str, list[bytes]]  # as Tornado's ``request.query_arguments``
     host: str
     origin: str | None
+    # What a reverse proxy said about the client (believed only from a trusted one).
+    forwarded_for: str | None = None  # X-Forwarded-For
+    forwarded: str | None = None  # Forwarded (RFC 7239)
 
 
 class Rejection(NamedTuple):
@@ -65,6 +68,7 @@ _REASONS: Final = {
     404: "Not Found",
     421: "Misdirected Request",
     426: "Upgrade Required",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
@@ -116,7 +120,15 @@ def parse_upgrade(head: bytes) -> Upgrade | Rejection:
     if not _valid_key(key):
         return Rejection(400, "Sec-WebSocket-Key must be the base64 of 16 bytes")
     origin = headers.get("origin", headers.get("sec-websocket-origin"))
-    return Upgrade(key, parse_qs_bytes(query, keep_blank_values=True), host, origin)
+    query_arguments = parse_qs_bytes(query, keep_blank_values=True)
+    return Upgrade(
+        key,
+        query_arguments,
+        host,
+        origin,
+        headers.get("x-forwarded-for"),
+        headers.get("forwarded"),
+    )
 
 
 def _valid_key(key: str) -> bool:

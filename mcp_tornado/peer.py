@@ -23,8 +23,10 @@ import msgspec
 
 from mcp_tornado import handshake, protocol, telemetry
 from mcp_tornado.admission import Gatekeeper, Refusal
+from mcp_tornado.capacity import TOO_MANY_FROM_IP
 from mcp_tornado.connection import REFUSED_CLOSE_WAIT, Connection, WriteScheduler
 from mcp_tornado.origins import HostPolicy
+from mcp_tornado.proxies import TrustedProxies
 from mcp_tornado.ratelimit import CLOSE, DROP_AND_WARN, TokenBucket
 from mcp_tornado.telemetry import counters
 from mcp_tornado.websocket import MAX_FRAGMENTS
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 MAX_HELD = 1000  # messages held for a fence; more are refused as undelivered
 
 _CROSS_ORIGIN = handshake.Rejection(403, "Cross origin websockets not allowed")
+_TOO_MANY_FROM_CLIENT = handshake.Rejection(429, TOO_MANY_FROM_IP, (("Retry-After", "5"),))
 _UNKNOWN_HOST = handshake.Rejection(
     421, "Host not allowed: reach this server by a name in --allowed-host"
 )
@@ -68,14 +71,21 @@ class SignalEndpoint:
         "max_backlog",
         "max_fragments",
         "max_message_size",
+        "proxies",
         "writes",
     )
 
     def __init__(
-        self, hub: Hub, gate: Gatekeeper, max_message_size: int, hosts: HostPolicy | None = None
+        self,
+        hub: Hub,
+        gate: Gatekeeper,
+        max_message_size: int,
+        hosts: HostPolicy | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self.hub = hub
         self.gate = gate
+        self.proxies = proxies  # whose X-Forwarded-For/Forwarded names the client
         # None: the defaults of a server whose --host is a wildcard (IPs and localhost)
         self.hosts = hosts if hosts is not None else HostPolicy((), "", gate.limits.allowed_origins)
         self.max_message_size = max_message_size
@@ -87,6 +97,15 @@ class SignalEndpoint:
         self, connection: Connection, request: handshake.Upgrade
     ) -> Peer | handshake.Rejection:
         # (--max-connections is enforced at accept, for every connection: capacity.py)
+        proxies = self.proxies
+        if proxies:  # behind a trusted proxy: the client it names counts, from now on
+            peer = connection.peer_ip()
+            if proxies.trusts(peer):
+                client = proxies.client(peer, request.forwarded_for, request.forwarded)
+                connection.client_ip = client
+                slot = connection.slot
+                if slot is not None and not slot.claim(client):
+                    return _TOO_MANY_FROM_CLIENT
         gate = self.gate
         if not self.hosts.allows(request.host):  # DNS rebinding: a name that is not ours
             counters.refused[telemetry.HOST] += 1

@@ -35,8 +35,9 @@ from typing import Annotated, Any, ClassVar, Final, TypeVar
 
 import msgspec
 
-from mcp_tornado import curve, ice, tokens
+from mcp_tornado import curve, ice, tls, tokens
 from mcp_tornado.origins import HostPolicy, OriginPolicy
+from mcp_tornado.proxies import parse_networks
 
 ENV_PREFIX: Final = "MCP_TORNADO_"  # of every setting's environment variable
 SETTINGS_ENV: Final = "MCP_TORNADO_SETTINGS"  # a child's settings, JSON, set by ``serve``
@@ -293,7 +294,8 @@ class LimitSettings(Settings, frozen=True):
         Flag(
             "--max-connections-per-ip",
             "connections per worker from one client address, of every kind; more get "
-            "HTTP 429, 0: unlimited (behind a reverse proxy, every client is its address)",
+            "HTTP 429, 0: unlimited (WebSockets through a --trusted-proxy count per "
+            "forwarded client address)",
             low=0,
             off=True,
         ),
@@ -336,6 +338,16 @@ class LimitSettings(Settings, frozen=True):
             metavar="HOST",
         ),
     ] = ()
+    trusted_proxies: Annotated[
+        tuple[str, ...],
+        Flag(
+            "--trusted-proxy",
+            "a reverse proxy (address or CIDR range) whose X-Forwarded-For/Forwarded header "
+            "names the client (repeat, or comma-separate)",
+            shown_default="none: the TCP peer is the client",
+            metavar="CIDR",
+        ),
+    ] = ()
     token_secret: Annotated[
         bytes | None,
         Flag(
@@ -364,6 +376,10 @@ class LimitSettings(Settings, frozen=True):
             HostPolicy(self.allowed_hosts, allowed_origins=self.allowed_origins)
         except ValueError as exc:
             raise ValueError(f"--allowed-host: {exc}") from None
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"--trusted-proxy: {exc}") from None
         if self.token_secret is not None:
             tokens.check_secret(self.token_secret)
 
@@ -467,9 +483,32 @@ class WorkerSettings(Settings, frozen=True):
     shutdown_timeout: Annotated[
         float, Flag("--shutdown-timeout", "seconds a graceful shutdown may take", low=0)
     ] = 10.0
+    certfile: Annotated[
+        Path | None,
+        Flag(
+            "--certfile",
+            "serve https:// and wss:// with this certificate chain (PEM, leaf first; "
+            "reloaded on SIGHUP)",
+            shown_default="plain http:// and ws://",
+            metavar="PATH",
+        ),
+    ] = None
+    keyfile: Annotated[
+        Path | None,
+        Flag(
+            "--keyfile",
+            "the certificate's private key (PEM, unencrypted; only its path is passed on)",
+            shown_default="none",
+            metavar="PATH",
+        ),
+    ] = None
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     ice: IceSettings = msgspec.field(default_factory=IceSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        tls.check_pair(self.certfile, self.keyfile)
 
 
 class RouterSettings(Settings, frozen=True):

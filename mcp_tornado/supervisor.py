@@ -4,6 +4,8 @@ The supervisor is deliberately dumb: it does not speak ZeroMQ or know about
 rooms.  It restarts any child that exits (with exponential backoff while a
 child keeps dying soon after start), and on SIGTERM/SIGINT it stops the
 workers first (each closes its clients with 1001 and drains), then the router.
+SIGHUP is passed on to the workers that are ready (they reload their TLS
+certificate).
 Children get ``PR_SET_PDEATHSIG`` so that a supervisor killed with SIGKILL does
 not leave orphans serving the port.
 
@@ -147,6 +149,12 @@ class Supervisor:
         )
         self.stop()
 
+    def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
+        # To the workers that run their own handler by now (ready): reload the TLS certificate.
+        for worker in self.workers:
+            if worker.ready and worker.running() and worker.process is not None:
+                worker.process.send_signal(signal.SIGHUP)
+
     def stop(self) -> None:
         self._stopping = True
 
@@ -155,6 +163,7 @@ class Supervisor:
         try:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+            signal.signal(signal.SIGHUP, self._on_hangup)
         except ValueError:  # not the main thread: stopped with stop()
             pass
         self._status_r, self._status_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

@@ -12,7 +12,9 @@ a :class:`~mcp_tornado.peer.Peer`, and every other request (the browser
 client, ``/healthz``, ``/readyz``) to Tornado (:mod:`mcp_tornado.web`).  Peers reach the
 router through the worker's :class:`~mcp_tornado.hub.Hub` and its
 :class:`~mcp_tornado.router_link.RouterLink`.
-On SIGTERM a worker stops accepting, keeps relaying for a quarter second so
+With ``--certfile``/``--keyfile`` the port speaks TLS only (``https://`` and
+``wss://``); SIGHUP reloads the certificate for new connections, open ones
+carry on.  On SIGTERM a worker stops accepting, keeps relaying for a quarter second so
 messages in flight arrive, closes every client with 1001 (going away), lets
 queued messages drain to the router, and exits within ``shutdown_timeout``
 seconds.
@@ -26,7 +28,6 @@ import logging
 import signal
 import socket
 import time
-from typing import Any
 
 import uvloop
 from tornado.httpserver import HTTPServer
@@ -34,15 +35,17 @@ from tornado.ioloop import PeriodicCallback
 
 from mcp_tornado import ports, protocol, supervisor, telemetry
 from mcp_tornado.admission import Gatekeeper, http_server_options
-from mcp_tornado.capacity import Capacity, NoBodies
+from mcp_tornado.capacity import Capacity, NoBodies, Slot
 from mcp_tornado.connection import Connection
 from mcp_tornado.hub import Hub
 from mcp_tornado.ice import IceServers
-from mcp_tornado.listener import Listener, Slot
+from mcp_tornado.listener import Listener
 from mcp_tornado.origins import HostPolicy
 from mcp_tornado.peer import SignalEndpoint
+from mcp_tornado.proxies import TrustedProxies
 from mcp_tornado.router_link import RouterLink
 from mcp_tornado.settings import WorkerSettings
+from mcp_tornado.tls import Certificate
 from mcp_tornado.web import make_app
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,7 @@ async def serve_worker(config: WorkerSettings, stop: asyncio.Event) -> None:
     contacted): restarting such a worker could not help.
     """
     loop = asyncio.get_running_loop()
+    certificate = _certificate(config)
     # Claim and bind the port first, listen only later: a bound socket that does not
     # listen holds the port without being handed connections.
     claim = ports.claim(config.host, config.port, config.link.endpoint)
@@ -107,7 +111,7 @@ async def serve_worker(config: WorkerSettings, stop: asyncio.Event) -> None:
         raise
     claim.answer_in(loop)
     try:
-        await _serve(config, stop, sockets, claim)
+        await _serve(config, stop, sockets, claim, certificate)
     finally:
         for sock in sockets:
             sock.close()
@@ -119,6 +123,7 @@ async def _serve(
     stop: asyncio.Event,
     sockets: list[socket.socket],
     claim: ports.PortClaim,
+    certificate: Certificate | None,
 ) -> None:
     hub = Hub(Gatekeeper(config.limits), IceServers(config.ice))
     limits = config.limits
@@ -158,20 +163,30 @@ async def _serve(
         ready.cancel()
         link.close()
         return
+    limits = config.limits
+    proxies = TrustedProxies(limits.trusted_proxies) or None
     # No endpoint takes a body: one announced is answered 413 before it is read.
-    server = HTTPServer(NoBodies(app), xheaders=False, **http_server_options(config.limits))
-    hosts = HostPolicy(config.limits.allowed_hosts, config.host, config.limits.allowed_origins)
-    endpoint = SignalEndpoint(hub, hub.gate, config.max_message_size, hosts)
+    server = HTTPServer(NoBodies(app, proxies), xheaders=False, **http_server_options(limits))
+    hosts = HostPolicy(limits.allowed_hosts, config.host, limits.allowed_origins)
+    endpoint = SignalEndpoint(hub, hub.gate, config.max_message_size, hosts, proxies)
     loop = asyncio.get_running_loop()
+    # SIGHUP (serve forwards it): reload the certificate; never the default, which kills.
+    loop.add_signal_handler(signal.SIGHUP, certificate.reload if certificate else _no_reload)
 
-    def on_signal(sock: socket.socket, address: Any, deadline: float | None, slot: Slot) -> None:
-        connection = Connection(endpoint, deadline, slot.release)
-        opening = asyncio.ensure_future(loop.connect_accepted_socket(lambda: connection, sock))
-        opening.add_done_callback(lambda done: _opened(done, sock, slot))
+    def make_connection(deadline: float | None, slot: Slot) -> Connection:
+        return Connection(endpoint, deadline, slot)
 
     for sock in sockets:
         sock.listen(_LISTEN_BACKLOG)
-    listener = Listener(sockets, server, on_signal, limits.handshake_timeout, capacity)
+    listener = Listener(
+        sockets,
+        server,
+        make_connection,
+        limits.handshake_timeout,
+        capacity,
+        certificate,
+        proxies,
+    )
     listener.start()
     supervisor.report("ready")  # serve says where to go once every worker is ready
     log.log(
@@ -207,15 +222,21 @@ async def _serve(
     link.close()
 
 
-def _opened(opening: asyncio.Future[Any], sock: socket.socket, slot: Slot) -> None:
-    if opening.cancelled() or opening.exception() is not None:
-        log.warning(
-            "could not open a connection: %r",
-            opening,
-            extra={"event": "open_failed"},
-        )
-        sock.close()
-        slot.release()
+def _no_reload() -> None:
+    log.info(
+        "worker: SIGHUP, but there is no certificate to reload (no --certfile)",
+        extra={"event": "tls_reload_skipped"},
+    )
+
+
+def _certificate(config: WorkerSettings) -> Certificate | None:
+    """The worker's TLS certificate, if it has one (the files were checked at start)."""
+    if config.certfile is None or config.keyfile is None:
+        return None
+    try:
+        return Certificate(config.certfile, config.keyfile)
+    except ValueError as exc:  # changed since the check: restarting will not help
+        raise ports.CannotStart(str(exc)) from None
 
 
 def run_worker(config: WorkerSettings) -> None:

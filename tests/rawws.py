@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import struct
 import time
 from typing import Any, Final, NamedTuple
@@ -133,13 +134,16 @@ class RawWebSocket:
         headers: dict[str, str] | None = None,
         rcvbuf: int | None = None,
         timeout: float = 5.0,
+        tls: ssl.SSLContext | None = None,
     ) -> RawWebSocket:
-        """Open a connection; check ``.status`` (101 means upgraded)."""
+        """Open a connection (``wss://`` with ``tls``); check ``.status`` (101 means upgraded)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:  # before connect, so the window is negotiated small
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.settimeout(timeout)
         sock.connect(("127.0.0.1", port))
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
         sock.sendall(upgrade_request(port, path, headers))
         head, _, rest = read_head(sock).partition(b"\r\n\r\n")
         status_line = head.split(b"\r\n", 1)[0].split()

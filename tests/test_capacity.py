@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from mcp_tornado import tokens
+from mcp_tornado.capacity import Capacity, Slot
 from tests.rawws import CONTINUATION, TEXT, RawWebSocket, encode_frame, read_head, upgrade_request
 from tests.support import Cluster, running_cluster, spawn, stop, wait_until
 
@@ -307,3 +308,21 @@ def test_serve_passes_the_per_address_cap_on(tmp_path: Path) -> None:
         "--max-connections-per-ip must be 0 (off) or positive"
         in (tmp_path / "serve.log").read_text()
     )
+
+
+def test_a_slot_from_a_trusted_proxy_counts_per_address_once_claimed() -> None:
+    capacity = Capacity(max_connections=3, max_per_ip=1)
+    assert capacity.take(None) is None  # a proxy's connection: in the total only
+    slot = Slot(capacity, None)
+    assert capacity.total == 1 and capacity.by_ip == {}
+    assert slot.claim("203.0.113.7") and capacity.by_ip == {"203.0.113.7": 1}
+    assert slot.claim("198.51.100.1")  # already counted: keeps its address
+    assert capacity.by_ip == {"203.0.113.7": 1}
+    assert capacity.take(None) is None
+    other = Slot(capacity, None)
+    assert not other.claim("203.0.113.7")  # that client is at its cap
+    assert other.ip is None
+    other.release()
+    slot.release()
+    slot.release()  # once only
+    assert capacity.total == 0 and capacity.by_ip == {}

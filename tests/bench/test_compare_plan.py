@@ -40,6 +40,14 @@ def test_also_option_name_command_and_optional_cwd() -> None:
     assert also_option(f"v1.2_rc-3={cmd}") == Also("v1.2_rc-3", cmd, None)
 
 
+def test_also_option_tls_takes_certfile_and_keyfile() -> None:
+    cmd = f"{OLD} --certfile {{certfile}} --keyfile {{keyfile}}"
+    assert also_option(f"tls={cmd}") == Also("tls", cmd, None, tls=True)
+    assert not also_option(f"before={OLD}").tls
+    with pytest.raises(argparse.ArgumentTypeError):  # both, or neither
+        also_option(f"tls={OLD} --certfile {{certfile}}")
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -219,3 +219,45 @@ def test_compare_quick(tmp_path: Path) -> None:
     # the two builds take turns, step by step
     assert targets[:4] == ["mcp-tornado 2w", "again-2w", "again-2w", "mcp-tornado 2w"]
     assert (tmp_path / "compare_relay_w1_cdf.png").stat().st_size > 5000
+
+
+def test_the_load_client_speaks_wss_with_ca_or_insecure(tmp_path: Path) -> None:
+    """A relay over wss:// to mcp-tornado with a certificate; without trust it cannot connect."""
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    certfile, keyfile, cafile = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    certfile.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    keyfile.write_bytes(leaf.private_key_pem.bytes())
+    ca.cert_pem.write_to_path(str(cafile))
+    command = resolve_command(
+        "mcp-tornado serve --workers 1 --host 127.0.0.1 --port {port} --rate-limit 0 "
+        f"--max-connections-per-ip 0 --certfile {certfile} --keyfile {keyfile}"
+    )
+    if command is None:
+        pytest.skip("mcp-tornado is not installed")
+    from bench.procmon import free_port
+
+    def relay(*trust: str, scenario: str = "relay") -> subprocess.CompletedProcess[str]:
+        sizes = ["--duration", "1"] if scenario == "relay" else []
+        return subprocess.run(
+            [
+                sys.executable, "-m", "bench", scenario, "--peers", "20", *sizes,
+                "--spawn", command.format(port=free_port()), *trust,
+                "--out", str(tmp_path / "r.json"), "--no-progress", "--timeout", "120",
+            ],
+            capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+
+    done = relay("--ca", str(cafile))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run = json.loads((tmp_path / "r.json").read_text())["runs"][0]
+    assert run["url"].startswith("wss://127.0.0.1:")
+    assert run["metrics"]["deliveries"] > 0 and run["metrics"]["lost"] == 0
+    assert relay("--insecure").returncode == 0
+    done = relay("--ca", str(cafile), scenario="connect")  # (the storm has its own connect)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads((tmp_path / "r.json").read_text())["runs"][0]["metrics"]["joined"] == 20
+    untrusted = relay()  # the system's CAs do not know this one: never ready
+    assert untrusted.returncode != 0

@@ -178,6 +178,9 @@ def test_url_from_spawn_command() -> None:
     )
     assert url_from_spawn("server --host=127.0.0.2 --port=1") == "ws://127.0.0.2:1/ws/signal/"
     assert url_from_spawn("server") is None
+    assert url_from_spawn("mcp-tornado serve --port 1 --certfile c.pem --keyfile k.pem") == (
+        "wss://127.0.0.1:1/ws/signal/"
+    )
 
 
 def test_report_rerenders_compare_json(tmp_path: Path) -> None:
@@ -254,6 +257,8 @@ def test_cli_scenario_options_and_defaults() -> None:
         "plot_dir": None,
         "no_progress": False,
         "timeout": 600.0,
+        "ca": None,
+        "insecure": False,
     }
     assert opts(["relay"]) == {
         **common,

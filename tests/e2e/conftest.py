@@ -19,6 +19,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -143,12 +144,14 @@ class Server:
     base_url: str
     host: str
     port: int
+    tls: bool = False
 
     def page_url(self, room: str) -> str:
         return f"{self.base_url}/?room={room}"
 
     def ws_url(self, room: str) -> str:
-        return f"ws://{self.host}:{self.port}/ws/signal/?room={room}"
+        scheme = "wss" if self.tls else "ws"
+        return f"{scheme}://{self.host}:{self.port}/ws/signal/?room={room}"
 
 
 class ServerProcess:
@@ -165,8 +168,10 @@ class ServerProcess:
         workers: int = 2,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.name = name
+        self.tls = tls  # the client side of --certfile/--keyfile in extra_args: https://
         self.extra_args = list(extra_args)
         self.env = dict(env) if env is not None else None
         self.host = "127.0.0.1"
@@ -178,7 +183,13 @@ class ServerProcess:
 
     @property
     def info(self) -> Server:
-        return Server(base_url=f"http://{self.host}:{self.port}", host=self.host, port=self.port)
+        scheme = "https" if self.tls is not None else "http"
+        return Server(
+            base_url=f"{scheme}://{self.host}:{self.port}",
+            host=self.host,
+            port=self.port,
+            tls=self.tls is not None,
+        )
 
     def start(self, timeout: float = 30.0) -> Server:
         ARTIFACTS.mkdir(exist_ok=True)
@@ -209,7 +220,7 @@ class ServerProcess:
                 self.stop()
                 pytest.fail(f"server exited with {self.proc.returncode}; see {self.log_path}")
             try:
-                with urllib.request.urlopen(readiness, timeout=1) as resp:
+                with urllib.request.urlopen(readiness, timeout=1, context=self.tls) as resp:
                     if resp.status == 200:
                         return self.info
             except (urllib.error.URLError, ConnectionError, TimeoutError):
