@@ -108,7 +108,7 @@ describe("SignalingClient", () => {
     h.client.subscribe((s) => seen.push(s.status));
     h.client.start();
     expect(h.client.getState().status).toBe("connecting");
-    expect(h.ws().url).toBe("ws://example.test/ws/signal/?room=r1");
+    expect(h.ws().url).toBe("ws://example.test/ws/signal/?room=r1&resumable=1");
     h.ws().open();
     h.ws().receive({ type: "joined", room: "r1", peers: 1, initiator: false });
     await settle();
@@ -139,7 +139,7 @@ describe("SignalingClient", () => {
     await settle();
     const bpc = b.pc();
     expect(bpc.calls.slice(0, 3)).toEqual(["createDataChannel:chat", "createOffer", "setLocalDescription:offer"]);
-    expect(b.ws().sentOfType("offer")).toEqual([{ type: "offer", sdp: "v=0 offer" }]);
+    expect(b.ws().sentOfType("offer")).toEqual([{ type: "offer", sdp: "v=0 offer", pc: expect.any(String) }]);
     expect(bpc.config).toEqual({ iceServers: [] });
 
     // A answers B's offer, in the documented shape.
@@ -147,7 +147,7 @@ describe("SignalingClient", () => {
     await settle();
     const apc = FakePeerConnection.created.find((p) => p !== bpc) ?? a.pc();
     expect(apc.calls).toEqual(["setRemoteDescription:offer", "createAnswer", "setLocalDescription:answer"]);
-    expect(a.ws().sentOfType("answer")).toEqual([{ type: "answer", sdp: "v=0 answer" }]);
+    expect(a.ws().sentOfType("answer")).toEqual([{ type: "answer", sdp: "v=0 answer", pc: expect.any(String) }]);
     expect(a.ws().sentOfType("offer")).toHaveLength(0);
 
     b.ws().receive(a.ws().sentOfType("answer")[0]);
@@ -178,6 +178,7 @@ describe("SignalingClient", () => {
       {
         type: "candidate",
         candidate: { candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host", sdpMid: "0", sdpMLineIndex: 0 },
+        pc: h.ws().sentOfType("offer")[0]!.pc,
       },
     ]);
   });
@@ -358,7 +359,7 @@ describe("SignalingClient", () => {
     expect(h.client.getState().status).toBe("peer-connecting");
   });
 
-  it("data channel closing while connected shows peer left", async () => {
+  it("data channel closing while the peer is still in the room is not a departure", async () => {
     const h = setup();
     h.client.start();
     h.ws().open();
@@ -367,11 +368,13 @@ describe("SignalingClient", () => {
     const ch = h.pc().channels[0]!;
     ch.fireOpen();
     ch.fireClose();
-    expect(h.client.getState().status).toBe("peer-left");
-    // The server's leave/peer-left that follow do not announce it again.
+    expect(h.client.getState().status).toBe("ice-restarting");
+    expect(h.client.getState().messages.filter((m) => m.text === "Peer left the room")).toHaveLength(0);
+    // Only the server's leave/peer-left means the peer left, and it is announced once.
     h.ws().receive({ type: "leave" });
     h.ws().receive({ type: "peer-left", room: "r1", peers: 1 });
     await settle();
+    expect(h.client.getState().status).toBe("peer-left");
     expect(h.client.getState().messages.filter((m) => m.text === "Peer left the room")).toHaveLength(1);
   });
 
@@ -386,10 +389,15 @@ describe("SignalingClient", () => {
 
     h.ws().serverClose(1006);
     await settle();
+    // The DataChannel does not need the server: the chat goes on meanwhile.
+    expect(h.client.getState().status).toBe("server-reconnecting");
+    expect(h.client.getState().canSend).toBe(true);
+    expect(pc.closed).toBe(false);
+    expect(h.timers.pendingDelays()).toEqual([100]);
+    // The peer really goes away during the outage: no open channel, plain reconnecting.
+    pc.channels[0]!.fireClose();
     expect(h.client.getState().status).toBe("reconnecting");
     expect(h.client.getState().canSend).toBe(false);
-    expect(pc.closed).toBe(true);
-    expect(h.timers.delays).toEqual([100]);
 
     h.timers.runAll();
     expect(h.sockets).toHaveLength(2);
@@ -406,7 +414,8 @@ describe("SignalingClient", () => {
     h.timers.runAll();
     h.ws().serverClose(1006);
     await settle();
-    expect(h.timers.delays).toEqual([100, 200, 400, 800, 1000]);
+    // (The first timer was the peer connection's connect timeout, cleared when the channel opened.)
+    expect(h.timers.delays).toEqual([15_000, 100, 200, 400, 800, 1000]);
 
     h.timers.runAll();
     h.ws().open();
