@@ -120,12 +120,13 @@ export class FakePeerConnection implements PeerConnectionLike {
     this.calls.push(options?.iceRestart || this.restartPending ? "createOffer:iceRestart" : "createOffer");
     this.offers += 1;
     const restart = options?.iceRestart || this.restartPending ? " ice-restart" : "";
-    return { type: "offer", sdp: this.offers === 1 ? "v=0 offer" : `v=0 offer${this.offers}${restart}` };
+    return { type: "offer", sdp: `v=0 offer${this.offers === 1 ? "" : this.offers}${restart}` };
   }
   async createAnswer(): Promise<SessionDescription> {
     this.calls.push("createAnswer");
     if (this.signalingState !== "have-remote-offer") throw new Error("no remote offer");
-    return { type: "answer", sdp: "v=0 answer" };
+    // The answer to an ICE-restart offer carries new ICE credentials too.
+    return { type: "answer", sdp: this.remoteDescription?.sdp?.includes("ice-restart") ? "v=0 answer ice-restart" : "v=0 answer" };
   }
   async setLocalDescription(desc: SessionDescription): Promise<void> {
     this.calls.push(`setLocalDescription:${desc.type}`);
