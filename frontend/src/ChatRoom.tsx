@@ -69,7 +69,7 @@ export function ChatRoom({ room, token, onLeave, onRefused }: Props) {
   };
 
   let statusText = STATUS_TEXT[status];
-  if (status === "reconnecting" && state && state.attempt > 1) statusText += ` (attempt ${state.attempt})`;
+  if ((status === "reconnecting" || status === "server-reconnecting") && state && state.attempt > 1) statusText += ` (attempt ${state.attempt})`;
 
   return (
     <section className="card chat" aria-labelledby={`${id}-title`}>
@@ -85,7 +85,12 @@ export function ChatRoom({ room, token, onLeave, onRefused }: Props) {
         <span className="dot" aria-hidden="true" />
         {statusText}
       </p>
-      {status === "reconnecting" && (
+      {state?.route && (
+        <p className={`route route-${state.route}`} data-route={state.route}>
+          {state.route === "relay" ? "Via relay server" : "Direct connection"}
+        </p>
+      )}
+      {(status === "reconnecting" || status === "server-reconnecting") && (
         <p className="retry">
           <button type="button" className="secondary" onClick={() => client?.retryNow()}>
             Retry now

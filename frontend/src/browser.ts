@@ -1,4 +1,4 @@
-import { configuredIceServers } from "./config";
+import { configuredConnectTimeoutMs, configuredIceServers } from "./config";
 import {
   SignalingClient,
   signalUrl,
@@ -12,6 +12,7 @@ export function createBrowserClient(room: string, token: string | null = null): 
     url: signalUrl(window.location, room, token),
     room,
     iceServers: configuredIceServers(),
+    connectTimeoutMs: configuredConnectTimeoutMs(),
     createSocket: (url) => new WebSocket(url) as unknown as SocketLike,
     createPeerConnection: (config) => new RTCPeerConnection(config) as unknown as PeerConnectionLike,
     // Add ?debug to the page URL to log signaling to the console.

@@ -1,4 +1,4 @@
-import type { IceServer } from "./signaling";
+import type { IceServer } from "./signalingSocket";
 
 /**
  * ICE servers for RTCPeerConnection. Empty by default (host candidates only,
@@ -28,7 +28,7 @@ export function parseIceServers(raw: unknown): IceServer[] {
 
 declare global {
   interface Window {
-    MCP_TORNADO_CONFIG?: { iceServers?: unknown };
+    MCP_TORNADO_CONFIG?: { iceServers?: unknown; connectTimeoutMs?: unknown };
   }
 }
 
@@ -36,4 +36,14 @@ export function configuredIceServers(): IceServer[] {
   const runtime = typeof window !== "undefined" ? window.MCP_TORNADO_CONFIG?.iceServers : undefined;
   if (runtime !== undefined) return parseIceServers(runtime);
   return parseIceServers(import.meta.env.VITE_ICE_SERVERS as string | undefined);
+}
+
+/**
+ * How long a peer connection may take to come up before the client retries it
+ * and tells the user what may be wrong (default 15 s). Set at run time with
+ * `window.MCP_TORNADO_CONFIG = {connectTimeoutMs: 20000}`.
+ */
+export function configuredConnectTimeoutMs(): number | undefined {
+  const raw = typeof window !== "undefined" ? window.MCP_TORNADO_CONFIG?.connectTimeoutMs : undefined;
+  return typeof raw === "number" && Number.isFinite(raw) && raw > 0 ? raw : undefined;
 }

@@ -121,4 +121,5 @@ def test_page_has_no_hardcoded_socket_url(server: Server, new_page: PageFactory,
     page.on("websocket", lambda ws: urls.append(ws.url))
     page.goto(server.page_url(room))
     expect_status(page, "waiting")
-    assert urls == [server.ws_url(room)]
+    # The client opts in to resume (see the README's "Protocol").
+    assert urls == [server.ws_url(room) + "&resumable=1"]
