@@ -214,6 +214,21 @@ export class PeerSession {
     this.events.onLinkChange(this);
   }
 
+  /**
+   * After our signaling socket came back (resumed): what we sent while it was
+   * down was lost. Send our pending offer again, or restart ICE if the link
+   * went down meanwhile.
+   */
+  resync(): void {
+    if (!this.usable) return;
+    const local = this.pc.localDescription;
+    if (this.pc.signalingState === "have-local-offer" && local?.type === "offer") {
+      this.events.signal({ type: "offer", sdp: local.sdp ?? "", pc: this.id });
+    } else if (this.remoteSet && (!this.open || linkDown(this.pc.connectionState))) {
+      this.restartIce();
+    }
+  }
+
   /** An offer or answer from the other side, for this session. */
   async handleDescription(desc: SessionDescription, fromId: string | null): Promise<void> {
     if (this.closed) return;

@@ -525,14 +525,8 @@ export class SignalingClient {
     this.refresh({ error: null });
     const s = this.session;
     if (this.partner !== "present" && this.partner !== "away") return;
-    if (s && s.usable) {
-      // Candidates or an ICE restart may have been lost while we were away.
-      if (!s.open || s.pc.connectionState === "failed" || s.pc.connectionState === "disconnected") {
-        if (s.hasRemoteDescription) s.restartIce();
-      }
-    } else if (!this.polite && !this.chatSession()) {
-      this.startFreshSession();
-    }
+    if (s && s.usable) s.resync();
+    else if (!this.polite && !this.chatSession()) this.startFreshSession();
   }
 
   private onPartnerLeft(): void {

@@ -425,6 +425,31 @@ describe("signaling lost", () => {
     expect(a.texts("system")).toEqual(["Connected to peer", "Connection to the server lost"]);
   });
 
+  it("ICE fails while signaling is down: the lost restart offer is sent again once resumed", async () => {
+    const wire = await connectedPair(timers);
+    const { a, b } = wire;
+    b.ws.serverClose(1006);
+    await settle();
+    b.pc.setConnectionState("failed");
+    await settle();
+    expect(b.pc.signalingState).toBe("have-local-offer"); // its offer went nowhere
+    expect(b.status).toBe("server-reconnecting");
+    timers.advance(100);
+    expect(b.ws.url).toBe("ws://example.test/ws/signal/?room=r1&resume=tb1");
+    b.ws.open();
+    b.ws.receive({ type: "resumed", room: "r1", peers: 2, initiator: true, resume: "tb2" });
+    await settle();
+    expect(b.ws.sentOfType("offer")).toHaveLength(1);
+    expect(b.ws.sentOfType("offer")[0]!.sdp).toContain("ice-restart");
+    await wire.pump();
+    expect(b.pc.signalingState).toBe("stable");
+    expect(a.pc.iceGeneration).toBe(1);
+    b.pc.setConnectionState("connected");
+    await settle();
+    expect(b.status).toBe("connected");
+    expect(b.pcs).toHaveLength(1);
+  });
+
   it("the partner leaves for good after its grace: only then 'Peer left'", async () => {
     const wire = await connectedPair(timers);
     const { b } = wire;
