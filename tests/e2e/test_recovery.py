@@ -17,11 +17,11 @@ from typing import Any
 
 import psutil
 import pytest
-from websockets.sync.client import connect
 from playwright.sync_api import Page, expect
+from websockets.sync.client import connect
 
 from .conftest import ARTIFACTS, PageFactory, Server, ServerFactory, ServerProcess
-from .pages import connect_pair, expect_message, expect_status, message_input, send_with_enter
+from .pages import expect_message, expect_status, message_input, send_with_enter
 from .test_accessibility import axe_violations
 
 # Runs before the app: wraps RTCPeerConnection so a test can force failures, and
@@ -44,7 +44,7 @@ WRAP_PEER_CONNECTION = """
       return this.__forced ?? nativeState.call(this);
     }
     restartIce() {
-      this.__forced = null;
+      if (!window.__stickyFailure) this.__forced = null;
       this.__restarts += 1;
       return super.restartIce();
     }
@@ -53,7 +53,8 @@ WRAP_PEER_CONNECTION = """
     }
     setRemoteDescription(desc) {
       if (dropCandidates() && desc && desc.sdp) {
-        const sdp = desc.sdp.split("\\r\\n").filter((l) => !l.startsWith("a=candidate")).join("\\r\\n");
+        const lines = desc.sdp.split("\\r\\n");
+        const sdp = lines.filter((l) => !l.startsWith("a=candidate")).join("\\r\\n");
         desc = { type: desc.type, sdp };
       }
       return super.setRemoteDescription(desc);
@@ -66,12 +67,21 @@ WRAP_PEER_CONNECTION = """
     pc.__forced = "failed";
     pc.dispatchEvent(new Event("connectionstatechange"));
   };
+  // Ends a sticky failure: ICE reports "connected" again.
+  window.__heal = () => {
+    window.__stickyFailure = false;
+    const pc = pcs[pcs.length - 1];
+    pc.__forced = null;
+    pc.dispatchEvent(new Event("connectionstatechange"));
+  };
   window.__statuses = [];
   new MutationObserver(() => {
     const el = document.querySelector("[data-status]");
     const s = el && el.getAttribute("data-status");
     if (s && window.__statuses[window.__statuses.length - 1] !== s) window.__statuses.push(s);
-  }).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ["data-status"] });
+  }).observe(document, {
+    subtree: true, childList: true, attributes: true, attributeFilter: ["data-status"],
+  });
 })();
 """
 
@@ -154,6 +164,24 @@ def test_forced_ice_failure_recovers_without_peer_left(
     send_with_enter(a, "after the ICE restart")
     expect_message(b, "peer", "after the ICE restart")
     expect(a.locator("[data-route]")).to_have_attribute("data-route", "direct")
+    expect(a.locator("[data-route]")).to_have_text("Direct connection")
+
+
+def test_reconnecting_to_peer_state_is_shown_and_accessible(
+    server: Server, new_page: PageFactory, room: str
+) -> None:
+    a, b = recovery_pair(server, new_page, room)
+    # ICE stays "failed" through the restart: the page keeps showing the repair.
+    a.evaluate("window.__stickyFailure = true; window.__forceFailed()")
+    expect_status(a, "ice-restarting")
+    expect(a.get_by_role("status")).to_have_text("Reconnecting to peer…")
+    expect_status(b, "connected")
+    ARTIFACTS.mkdir(exist_ok=True)
+    a.screenshot(path=str(ARTIFACTS / "reconnecting-to-peer.png"))
+    assert axe_violations(a) == []
+    a.evaluate("window.__heal()")
+    expect_status(a, "connected")
+    never_left(a, b)
 
 
 def test_closed_peer_connection_is_replaced_without_peer_left(
