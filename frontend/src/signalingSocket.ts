@@ -72,6 +72,8 @@ export const FATAL_CLOSE_CODES: Readonly<Record<number, string>> = {
   4400: "Invalid room name",
   4401: "Invalid or expired room token",
   4409: "Room is full",
+  // Our slot was resumed by a newer connection with our token: never fight it.
+  4411: "This chat continued on another connection",
   4429: "Too many messages",
 };
 

@@ -537,7 +537,7 @@ describe("SignalingClient refusals", () => {
     expect(h.timers.pending.size).toBe(0);
   });
 
-  it.each([4400, 4401, 4429])("close %i alone is fatal too", async (code) => {
+  it.each([4400, 4401, 4411, 4429])("close %i alone is fatal too", async (code) => {
     const h = setup();
     h.client.start();
     h.ws().open();

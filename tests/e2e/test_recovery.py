@@ -74,6 +74,17 @@ WRAP_PEER_CONNECTION = """
     pc.__forced = null;
     pc.dispatchEvent(new Event("connectionstatechange"));
   };
+  // Signaling sockets that closed under the page (not by the page itself).
+  window.__socketDrops = 0;
+  const NativeSocket = window.WebSocket;
+  window.WebSocket = class extends NativeSocket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("close", (ev) => {
+        if (ev.code !== 1000) window.__socketDrops += 1;
+      });
+    }
+  };
   window.__statuses = [];
   new MutationObserver(() => {
     const el = document.querySelector("[data-status]");
@@ -280,17 +291,33 @@ def joined_frame(server: Server) -> dict[str, Any]:
         return frame
 
 
-def worker_with_a_client(port: int) -> int:
-    """The pid of a worker process holding an established connection on the port."""
-    for conn in psutil.net_connections("tcp"):
-        if (
-            conn.pid
+def workers_with_clients(port: int) -> list[int]:
+    """Pids of the processes holding established connections on the server's port."""
+    return sorted(
+        {
+            int(conn.pid)
+            for conn in psutil.net_connections("tcp")
+            if conn.pid
             and conn.laddr
             and conn.laddr.port == port
             and conn.status == psutil.CONN_ESTABLISHED
-        ):
-            return int(conn.pid)
-    raise AssertionError("no worker holds a client connection")
+        }
+    )
+
+
+def socket_drops(*pages: Page) -> int:
+    return sum(int(page.evaluate("window.__socketDrops")) for page in pages)
+
+
+def kill_a_page_worker(port: int, a: Page, b: Page) -> None:
+    """kill -9 a worker that holds a page's signaling socket (not just an idle HTTP one)."""
+    for pid in workers_with_clients(port):
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(50):
+            if socket_drops(a, b):
+                return
+            a.wait_for_timeout(100)
+    raise AssertionError("no page lost its signaling socket")
 
 
 def test_chat_survives_kill_9_of_a_worker(
@@ -305,8 +332,7 @@ def test_chat_survives_kill_9_of_a_worker(
     send_with_enter(a, "before the kill")
     expect_message(b, "peer", "before the kill")
 
-    victim = worker_with_a_client(server.port)
-    os.kill(victim, signal.SIGKILL)
+    kill_a_page_worker(server.port, a, b)
     # Whichever page was on that worker resumes; both chat on meanwhile.
     send_with_enter(a, "while a worker died, from A")
     expect_message(b, "peer", "while a worker died, from A")
@@ -314,6 +340,8 @@ def test_chat_survives_kill_9_of_a_worker(
     expect_message(a, "peer", "while a worker died, from B")
     expect_status(a, "connected", timeout=30_000)
     expect_status(b, "connected", timeout=30_000)
+    seen = statuses(a) + statuses(b)
+    assert "server-reconnecting" in seen, seen
     # The session was resumed, not rejoined: same peer connection, and signaling works.
     for page in (a, b):
         assert page.evaluate("window.__pcs.length") == 1
