@@ -244,8 +244,9 @@ export class PeerSession {
       this.opts.log("ignoring answer in state", pc.signalingState);
       return;
     }
-    if (offerCollision) {
-      // Polite side: take our own offer back, then answer theirs.
+    if (offerCollision && pc.signalingState === "have-local-offer") {
+      // Polite side: take our own offer back, then answer theirs. (If our offer
+      // is still being created, makeOffer drops it once it sees the remote offer.)
       this.opts.log("offer collision: polite side rolls back");
       await pc.setLocalDescription({ type: "rollback" });
       if (this.closed) return;

@@ -565,6 +565,18 @@ export class SignalingClient {
       s = this.newSession();
     }
     if (this.partner !== "away") this.partner = "present";
+    if (kind === "offer" && from === null && s.hasRemoteDescription) {
+      // Untagged renegotiation (an older client): if our connection cannot take
+      // it (e.g. it comes from a new connection with new DTLS keys), start afresh.
+      try {
+        await s.handleDescription(desc, from);
+      } catch (err) {
+        this.log("offer did not fit the current connection; answering on a new one", err);
+        await this.newSession().handleDescription(desc, from);
+      }
+      this.refresh();
+      return;
+    }
     await s.handleDescription(desc, from);
     this.refresh();
   }

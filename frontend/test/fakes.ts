@@ -95,6 +95,8 @@ export class FakePeerConnection implements PeerConnectionLike {
   added: IceCandidateInit[] = [];
   /** If set, setRemoteDescription waits for this promise (to test queueing). */
   remoteGate: Promise<void> | null = null;
+  /** If set, the next setRemoteDescription fails with it (a description the connection cannot take). */
+  rejectNextRemote: Error | null = null;
   /** Offers made so far (each with its own sdp, so crossing offers can be told apart). */
   offers = 0;
   /** ICE credentials generation: bumped by an offer or answer that restarts ICE. */
@@ -148,6 +150,9 @@ export class FakePeerConnection implements PeerConnectionLike {
     this.calls.push(`setRemoteDescription:${desc.type}`);
     if (this.remoteGate) await this.remoteGate;
     if (this.closed) throw new Error("InvalidStateError: closed");
+    const reject = this.rejectNextRemote;
+    this.rejectNextRemote = null;
+    if (reject) throw reject;
     // No implicit rollback: the client must roll back its own offer first.
     if (desc.type === "offer" && this.signalingState !== "stable") {
       throw new Error(`InvalidStateError: remote offer in ${this.signalingState}`);

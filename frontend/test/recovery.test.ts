@@ -197,6 +197,31 @@ describe("perfect negotiation", () => {
   });
 });
 
+describe("older peers (untagged messages)", () => {
+  it("an untagged offer the current connection cannot take is answered on a new one", async () => {
+    const a = new Side("A", timers);
+    a.client.start();
+    a.ws.open();
+    a.ws.receive({ type: "joined", room: "r1", peers: 1, initiator: false });
+    a.ws.receive({ type: "peer-joined", room: "r1", peers: 2 });
+    a.ws.receive({ type: "offer", sdp: "v=0 old client" });
+    await settle();
+    const first = a.pc;
+    first.remoteOpensChannel().fireOpen();
+    expect(a.status).toBe("connected");
+    first.rejectNextRemote = new Error("InvalidAccessError: DTLS fingerprint changed");
+    a.ws.receive({ type: "offer", sdp: "v=0 old client, new connection" });
+    await settle();
+    expect(a.pcs).toHaveLength(2);
+    expect(a.pc.remoteDescription).toEqual({ type: "offer", sdp: "v=0 old client, new connection" });
+    expect(a.ws.sentOfType("answer")).toHaveLength(2);
+    expect(a.client.getState().error).toBeNull();
+    // The old channel carries the chat until the new one opens.
+    expect(a.status).toBe("connected");
+    expect(first.closed).toBe(false);
+  });
+});
+
 describe("a network failure is not a departure", () => {
   it("ICE failure on one side: ICE restart through signaling, same connection, back to connected", async () => {
     const wire = await connectedPair(timers);

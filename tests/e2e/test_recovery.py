@@ -195,12 +195,14 @@ def test_reconnecting_to_peer_state_is_shown_and_accessible(
     never_left(a, b)
 
 
+@pytest.mark.parametrize("closing", ["offerer", "answerer"])
 def test_closed_peer_connection_is_replaced_without_peer_left(
-    server: Server, new_page: PageFactory, room: str
+    server: Server, new_page: PageFactory, room: str, closing: str
 ) -> None:
     a, b = recovery_pair(server, new_page, room)
     # One tab's connection is closed under it (as if its network stack gave up).
-    b.evaluate("window.__pcs[window.__pcs.length - 1].close()")
+    # B joined second: it made the offer.
+    (b if closing == "offerer" else a).evaluate("window.__pcs[window.__pcs.length - 1].close()")
     expect_status(a, "connected", timeout=30_000)
     expect_status(b, "connected", timeout=30_000)
     for page in (a, b):
