@@ -68,8 +68,10 @@ export function ChatRoom({ room, token, onLeave, onRefused }: Props) {
     if (client?.send(draft)) setDraft("");
   };
 
+  // The signaling socket is down (the chat may still run peer to peer).
+  const offline = status === "reconnecting" || status === "server-reconnecting";
   let statusText = STATUS_TEXT[status];
-  if ((status === "reconnecting" || status === "server-reconnecting") && state && state.attempt > 1) statusText += ` (attempt ${state.attempt})`;
+  if (offline && state && state.attempt > 1) statusText += ` (attempt ${state.attempt})`;
 
   return (
     <section className="card chat" aria-labelledby={`${id}-title`}>
@@ -90,7 +92,7 @@ export function ChatRoom({ room, token, onLeave, onRefused }: Props) {
           {state.route === "relay" ? "Via relay server" : "Direct connection"}
         </p>
       )}
-      {(status === "reconnecting" || status === "server-reconnecting") && (
+      {offline && (
         <p className="retry">
           <button type="button" className="secondary" onClick={() => client?.retryNow()}>
             Retry now

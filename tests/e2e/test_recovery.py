@@ -278,7 +278,7 @@ def test_server_killed_and_restarted_chat_goes_on(
     # Signaling works again: the fresh join negotiated a new connection (make before
     # break), and an ICE restart goes through.
     for page in (a, b):
-        page.wait_for_function("window.__pcs.length === 2", timeout=30_000)
+        page.wait_for_function("window.__pcs.length >= 2", timeout=30_000)
     force_ice_failure_and_recover(a, b)
     send_with_enter(b, "after the restart")
     expect_message(a, "peer", "after the restart")
