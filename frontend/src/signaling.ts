@@ -69,6 +69,8 @@ export interface SocketLike {
 
 export interface DataChannelLike {
   readonly label: string;
+  /** Sub-protocol announced by the side that created the channel ("" if none). */
+  readonly protocol?: string;
   readonly readyState: string;
   send(data: string): void;
   close(): void;
@@ -98,7 +100,7 @@ export interface PeerConnectionLike {
   setLocalDescription(desc: SessionDescription): Promise<void>;
   setRemoteDescription(desc: SessionDescription): Promise<void>;
   addIceCandidate(candidate: IceCandidateInit): Promise<void>;
-  createDataChannel(label: string, options?: { ordered?: boolean }): DataChannelLike;
+  createDataChannel(label: string, options?: { ordered?: boolean; protocol?: string }): DataChannelLike;
   close(): void;
   onicecandidate:
     | ((ev: { candidate: (IceCandidateInit & { toJSON?: () => IceCandidateInit }) | null }) => void)
@@ -142,6 +144,24 @@ export interface ClientOptions {
   now?: () => number;
   /** Called for diagnostics; defaults to no-op. */
   log?: (...args: unknown[]) => void;
+  /** The chat layer above the DataChannel (chat.ts); see ChannelListener. */
+  channel?: ChannelListener;
+}
+
+/**
+ * Hands the chat DataChannel's raw text to the chat layer (chat.ts), which
+ * sends its own raw text with SignalingClient.sendRaw. Without a listener,
+ * text frames become "peer" messages here (the original behaviour).
+ */
+export interface ChannelListener {
+  /** Announced as the DataChannel's sub-protocol when we create the channel. */
+  protocol: string;
+  /** The chat channel opened; `protocol` as its creator announced it, `created` if we did. */
+  opened(protocol: string, created: boolean): void;
+  /** A text frame, untouched. */
+  received(text: string): void;
+  /** The chat channel closed (or was dropped with its peer connection). */
+  closed(): void;
 }
 
 export const CLOSE_ROOM_FULL = 4409;
@@ -324,6 +344,19 @@ export class SignalingClient {
       return false;
     }
     this.addMessage("me", body);
+    return true;
+  }
+
+  /** Send raw text over the open chat DataChannel (for the chat layer). False if not open. */
+  sendRaw(text: string): boolean {
+    const ch = this.session?.channel;
+    if (!ch || ch.readyState !== "open") return false;
+    try {
+      ch.send(text);
+    } catch (err) {
+      this.log("send failed", err);
+      return false;
+    }
     return true;
   }
 
@@ -593,19 +626,22 @@ export class SignalingClient {
     return session;
   }
 
-  private attachChannel(session: PeerSession, ch: DataChannelLike): void {
+  private attachChannel(session: PeerSession, ch: DataChannelLike, created = false): void {
     session.channel = ch;
     let opened = false;
+    const listener = this.opts.channel;
     ch.onopen = () => {
       // Chromium may hand over an already-open channel and still fire "open".
       if (this.session !== session || opened) return;
       opened = true;
+      listener?.opened(ch.protocol ?? "", created);
       this.update({ status: "connected", canSend: true, error: null });
       this.addMessage("system", "Connected to peer");
     };
     ch.onclose = () => {
       if (this.session !== session) return;
       session.channel = null;
+      if (opened) listener?.closed();
       if (this.state.status === "connected") {
         this.update({ status: "peer-left", canSend: false });
         this.addMessage("system", "Peer left the room");
@@ -614,7 +650,8 @@ export class SignalingClient {
     ch.onmessage = (ev) => {
       if (this.session !== session) return;
       const text = typeof ev.data === "string" ? ev.data : "";
-      if (text) this.addMessage("peer", text);
+      if (listener) listener.received(text);
+      else if (text) this.addMessage("peer", text);
     };
     if (ch.readyState === "open") ch.onopen(undefined);
   }
@@ -622,8 +659,9 @@ export class SignalingClient {
   private async startAsInitiator(): Promise<void> {
     this.update({ status: "peer-connecting" });
     const session = this.newSession();
-    const ch = session.pc.createDataChannel(DATA_CHANNEL_LABEL, { ordered: true });
-    this.attachChannel(session, ch);
+    const protocol = this.opts.channel?.protocol;
+    const ch = session.pc.createDataChannel(DATA_CHANNEL_LABEL, { ordered: true, ...(protocol ? { protocol } : {}) });
+    this.attachChannel(session, ch, true);
     const offer = await session.pc.createOffer();
     if (this.session !== session) return;
     await session.pc.setLocalDescription(offer);
@@ -706,6 +744,7 @@ export class SignalingClient {
     this.session = null;
     if (!s) return;
     if (s.channel) {
+      this.opts.channel?.closed(); // the chat layer ignores a channel that never opened
       s.channel.onopen = null;
       s.channel.onclose = null;
       s.channel.onmessage = null;

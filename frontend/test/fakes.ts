@@ -53,6 +53,7 @@ export class FakeSocket implements SocketLike {
 
 export class FakeChannel implements DataChannelLike {
   readyState = "connecting";
+  protocol = "";
   sent: string[] = [];
   onopen: ((ev: unknown) => void) | null = null;
   onclose: ((ev: unknown) => void) | null = null;
@@ -131,9 +132,10 @@ export class FakePeerConnection implements PeerConnectionLike {
     this.calls.push(`addIceCandidate:${c.candidate}`);
     this.added.push(c);
   }
-  createDataChannel(label: string): FakeChannel {
+  createDataChannel(label: string, options?: { protocol?: string }): FakeChannel {
     this.calls.push(`createDataChannel:${label}`);
     const ch = new FakeChannel(label);
+    ch.protocol = options?.protocol ?? "";
     this.channels.push(ch);
     return ch;
   }
@@ -147,8 +149,9 @@ export class FakePeerConnection implements PeerConnectionLike {
       candidate: candidate === null ? null : { candidate, sdpMid: "0", sdpMLineIndex: 0 },
     });
   }
-  remoteOpensChannel(label = "chat"): FakeChannel {
+  remoteOpensChannel(label = "chat", protocol = ""): FakeChannel {
     const ch = new FakeChannel(label);
+    ch.protocol = protocol;
     this.channels.push(ch);
     this.ondatachannel?.({ channel: ch });
     return ch;
