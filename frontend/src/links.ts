@@ -13,18 +13,19 @@ export type Segment = { kind: "text"; text: string } | { kind: "link"; text: str
 // Scheme, then anything up to whitespace, quotes or angle brackets.
 const CANDIDATE = /\bhttps?:\/\/[^\s<>"'`]+/giu;
 // Punctuation that ends a sentence more often than a URL.
-const TRAILING = /[.,;:!?'"»”’)\]}]+$/u;
+const TRAILING = new Set([...".,;:!?'\"»”’)]}"]);
 
 function trimTrailing(url: string): string {
-  let out = url.replace(TRAILING, "");
+  // A loop from the end, not a regex: linear on any input.
+  let end = url.length;
+  while (end > 0 && TRAILING.has(url[end - 1]!)) end -= 1;
+  let out = url.slice(0, end);
   // Keep a closing parenthesis that balances one inside the URL (Wikipedia links).
-  const tail = url.slice(out.length);
-  let opens = (out.match(/\(/g) ?? []).length - (out.match(/\)/g) ?? []).length;
-  for (const ch of tail) {
-    if (ch === ")" && opens > 0) {
-      out += ch;
-      opens -= 1;
-    } else break;
+  let opens = 0;
+  for (const ch of out) opens += ch === "(" ? 1 : ch === ")" ? -1 : 0;
+  while (opens > 0 && url[out.length] === ")") {
+    out += ")";
+    opens -= 1;
   }
   return out;
 }

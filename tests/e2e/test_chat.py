@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 from .conftest import ARTIFACTS, REPO_ROOT, PageFactory, Server
 from .pages import (
     connect_pair,
+    expect_cannot_send,
     expect_message,
     expect_status,
     message_input,
@@ -70,7 +71,7 @@ def test_peer_closes_tab_then_new_peer_joins(
 
     b.context.close()
     expect_status(a, "peer-left", timeout=10_000)
-    expect(message_input(a)).to_be_disabled()
+    expect_cannot_send(a)
 
     d = new_page(server.page_url(room))
     expect_status(d, "connected")
