@@ -216,15 +216,16 @@ export function ChatRoom({ room, token, onLeave, onRejoin, onRefused }: Props) {
   }, [entries, scrollToBottom]);
 
   useEffect(() => {
-    // The visible height changed (an on-screen keyboard opened): stay at the bottom.
-    const vv = window.visualViewport;
-    if (!vv) return;
-    const onResize = () => {
-      if (atBottom.current) scrollToBottom();
-    };
-    vv.addEventListener("resize", onResize);
-    return () => vv.removeEventListener("resize", onResize);
-  }, [scrollToBottom]);
+    // The list got shorter (an on-screen keyboard opened, the message box grew
+    // a line, the window shrank): a reader at the bottom stays there.
+    const el = logRef.current;
+    if (!el || typeof ResizeObserver === "undefined") return;
+    const observer = new ResizeObserver(() => {
+      if (atBottom.current) el.scrollTop = el.scrollHeight;
+    });
+    observer.observe(el);
+    return () => observer.disconnect();
+  }, []);
 
   const onScroll = () => {
     const el = logRef.current;
