@@ -94,9 +94,7 @@ def stalled_page(new_page: PageFactory, url: str, width: int) -> Page:
     return page
 
 
-def closing_page(
-    new_page: PageFactory, url: str, width: int, frame: str | None, code: int
-) -> Page:
+def closing_page(new_page: PageFactory, url: str, width: int, frame: str | None, code: int) -> Page:
     """A page whose server sends `frame` (if any), then closes the socket with `code`."""
 
     def close(ws: Any) -> None:

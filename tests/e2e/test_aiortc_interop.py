@@ -12,7 +12,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
 
 from .conftest import REPO_ROOT, PageFactory, Server, missing
 from .pages import expect_cannot_send, expect_message, expect_status, send_with_enter

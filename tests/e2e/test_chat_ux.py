@@ -7,7 +7,7 @@ DataChannels it sees (``window.__channels``) so a test can close one.
 
 from __future__ import annotations
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import FloatRect, Locator, Page, expect
 
 from .conftest import ARTIFACTS, PageFactory, Server
 from .pages import (
@@ -55,10 +55,12 @@ def faulty_page(new_page: PageFactory, url: str, **kwargs: object) -> Page:
 
 
 def mine(page: Page, text: str) -> Locator:
-    return page.get_by_role("log", name="Chat messages").locator('li[data-from="me"]', has_text=text)
+    return page.get_by_role("log", name="Chat messages").locator(
+        'li[data-from="me"]', has_text=text
+    )
 
 
-def box_of(page: Page, locator: Locator) -> dict[str, float]:
+def box_of(locator: Locator) -> FloatRect:
     box = locator.bounding_box()
     assert box is not None
     return box
@@ -76,7 +78,7 @@ def test_phone_composer_stays_visible_also_above_a_keyboard(
     expect_message(b, "peer", "message 11:")
     for page in (a, b):
         for part in (message_input(page), send_button(page)):
-            box = box_of(page, part)
+            box = box_of(part)
             assert box["y"] >= 0 and box["y"] + box["height"] <= 667, box
         # The page itself never scrolls: the message list does.
         assert page.evaluate("document.documentElement.scrollHeight <= innerHeight + 1")
@@ -86,14 +88,15 @@ def test_phone_composer_stays_visible_also_above_a_keyboard(
     # An on-screen keyboard takes the lower 300 px: only the visual viewport shrinks.
     b.evaluate(
         """() => {
-          Object.defineProperty(window.visualViewport, "height", {get: () => 367, configurable: true});
-          window.visualViewport.dispatchEvent(new Event("resize"));
+          const vv = window.visualViewport;
+          Object.defineProperty(vv, "height", {get: () => 367, configurable: true});
+          vv.dispatchEvent(new Event("resize"));
         }"""
     )
     message_input(b).focus()
     expect(b.locator(".app")).to_have_css("height", "367px")
     for part in (message_input(b), send_button(b)):
-        box = box_of(b, part)
+        box = box_of(part)
         assert box["y"] >= 0 and box["y"] + box["height"] <= 367, box
     # Still at the newest message.
     expect(b.get_by_role("log").locator("li", has_text="message 11:")).to_be_in_viewport()
@@ -134,7 +137,8 @@ def test_list_follows_only_a_reader_at_the_bottom(
 def live_regions_saying(page: Page, text: str) -> int:
     """How many live regions would announce `text` (aria-hidden parts are not read)."""
     count: int = page.evaluate(
-        """(text) => [...document.querySelectorAll('[aria-live],[role=status],[role=log],[role=alert]')]
+        """(text) => [...document.querySelectorAll(
+                '[aria-live],[role=status],[role=log],[role=alert]')]
               .filter((el) => {
                 const clone = el.cloneNode(true);
                 clone.querySelectorAll('[aria-hidden=true]').forEach((n) => n.remove());
@@ -202,7 +206,9 @@ def test_back_and_forward_stay_in_the_app(server: Server, new_page: PageFactory,
     expect_status(page, "connected")
 
 
-def test_delivery_marks_failures_and_retry(server: Server, new_page: PageFactory, room: str) -> None:
+def test_delivery_marks_failures_and_retry(
+    server: Server, new_page: PageFactory, room: str
+) -> None:
     a = faulty_page(new_page, server.page_url(room))
     expect_status(a, "waiting")
     b = faulty_page(new_page, server.page_url(room))
@@ -255,7 +261,9 @@ def test_typing_indicator(server: Server, new_page: PageFactory, room: str) -> N
     expect(typing).to_have_text("")
 
 
-def test_multiline_links_and_right_to_left(server: Server, new_page: PageFactory, room: str) -> None:
+def test_multiline_links_and_right_to_left(
+    server: Server, new_page: PageFactory, room: str
+) -> None:
     a, b = connect_pair(server, new_page, room)
     box = message_input(a)
     box.press_sequentially("first line")
@@ -287,16 +295,21 @@ def test_unread_count_in_title_and_copy_invite(
     b.evaluate(
         """() => {
           window.__visibility = "visible";
-          Object.defineProperty(document, "visibilityState", {get: () => window.__visibility, configurable: true});
-          Object.defineProperty(document, "hidden", {get: () => window.__visibility === "hidden", configurable: true});
+          const own = (get) => ({get, configurable: true});
+          Object.defineProperty(document, "visibilityState", own(() => window.__visibility));
+          Object.defineProperty(document, "hidden", own(() => window.__visibility === "hidden"));
         }"""
     )
     expect(b).to_have_title("mcp-tornado chat")
-    b.evaluate("window.__visibility = 'hidden'; document.dispatchEvent(new Event('visibilitychange'))")
+    b.evaluate(
+        "window.__visibility = 'hidden'; document.dispatchEvent(new Event('visibilitychange'))"
+    )
     send_with_enter(a, "one")
     send_with_enter(a, "two")
     expect(b).to_have_title("(2) mcp-tornado chat")
-    b.evaluate("window.__visibility = 'visible'; document.dispatchEvent(new Event('visibilitychange'))")
+    b.evaluate(
+        "window.__visibility = 'visible'; document.dispatchEvent(new Event('visibilitychange'))"
+    )
     expect(b).to_have_title("mcp-tornado chat")
 
     a.context.grant_permissions(["clipboard-read", "clipboard-write"])
