@@ -194,8 +194,15 @@ export function ChatRoom({ room, token, onLeave, onRejoin, onRefused }: Props) {
   }, [status, room, state?.error, onRefused]);
 
   useEffect(() => {
-    // On joining, and whenever the chat opens: the message box is where the user types.
+    // On joining: the message box is where the user types (usable at once).
     inputRef.current?.focus();
+  }, []);
+
+  useEffect(() => {
+    // The chat opened or closed: bring focus back only if it was lost (a
+    // control that went away); never pull it from where the user put it.
+    const active = document.activeElement;
+    if (active === null || active === document.body) inputRef.current?.focus();
   }, [canSend]);
 
   const scrollToBottom = useCallback(() => {

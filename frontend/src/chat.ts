@@ -167,10 +167,10 @@ export class ChatModel {
    * announced; `created` is true on the side that created it.
    */
   channelOpened(protocol: string, created: boolean): void {
+    // peerUpgraded is reset when a channel closes, not here: the peer's hello
+    // may be handed over before this side's own "open".
     this.open = true;
     this.weAreTyping = false;
-    this.update({ peerUpgraded: false, peerTyping: false });
-    this.clearTypingTimer();
     if (!created && protocol === CHAT_PROTOCOL) {
       this.sendRaw(envelope({ type: "hello", v: 1 }));
       this.update({ peerUpgraded: true });
@@ -179,13 +179,14 @@ export class ChatModel {
 
   /** The channel closed: whatever the peer has not acknowledged has failed. */
   channelClosed(): void {
-    if (!this.open) return;
     this.open = false;
+    this.weAreTyping = false;
     this.clearTypingTimer();
     const failed = new Set(this.ackTimers.keys());
     for (const h of this.ackTimers.values()) this.timers.clearTimeout(h);
     this.ackTimers.clear();
-    this.update({ peerTyping: false });
+    // The next channel may lead to another client: plain until it says hello.
+    if (this.state.peerTyping || this.state.peerUpgraded) this.update({ peerTyping: false, peerUpgraded: false });
     if (failed.size > 0) this.setDelivery(failed, "failed");
   }
 

@@ -172,6 +172,15 @@ describe("ChatRoom", () => {
     expect(screen.getAllByRole("status")).toHaveLength(1);
   });
 
+  it("does not pull focus from where the user put it when the connection changes", async () => {
+    await connected();
+    const copy = screen.getByRole("button", { name: "Copy invite link" });
+    copy.focus();
+    act(() => latest().receive({ type: "peer-left", room: "lobby", peers: 1 }));
+    await flush();
+    expect(document.activeElement).toBe(copy);
+  });
+
   it("counts unread messages in the tab title while hidden", async () => {
     const ch = await connected();
     let state: DocumentVisibilityState = "hidden";

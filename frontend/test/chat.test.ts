@@ -145,6 +145,18 @@ describe("envelope peers", () => {
     expect(mine(h).map((e) => e.delivery)).toEqual(["delivered", "delivered", "failed"]);
   });
 
+  it("keeps a hello that arrives before this side's open; a new channel starts plain", () => {
+    const h = setup();
+    h.chat.receive(env({ type: "hello", v: 1 }));
+    h.chat.channelOpened(CHAT_PROTOCOL, true);
+    expect(h.chat.getState().peerUpgraded).toBe(true);
+    h.chat.channelClosed();
+    h.chat.channelOpened(CHAT_PROTOCOL, true); // perhaps an older client this time
+    expect(h.chat.getState().peerUpgraded).toBe(false);
+    h.chat.send("plain");
+    expect(h.wire).toEqual(["plain"]);
+  });
+
   it("ignores acks for unknown ids", () => {
     const h = setup();
     h.chat.channelOpened(CHAT_PROTOCOL, false);

@@ -133,6 +133,9 @@ def test_no_axe_violations_in_any_state(
     message_input(b).press_sequentially("typing")
     expect(a.get_by_test_id("typing")).to_have_text("Peer is typing…")
     states["connected, peer typing"] = axe_violations(a)
+    a.emulate_media(color_scheme="dark")
+    states["connected, dark"] = axe_violations(a)
+    a.emulate_media(color_scheme="light")
 
     for i in range(15):
         send_with_enter(b, f"filler {i}")

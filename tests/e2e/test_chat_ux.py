@@ -15,6 +15,7 @@ from .pages import (
     expect_message,
     expect_status,
     message_input,
+    page_room_name,
     send_button,
     send_with_enter,
 )
@@ -316,3 +317,22 @@ def test_unread_count_in_title_and_copy_invite(
     a.get_by_role("button", name="Copy invite link").click()
     expect(a.get_by_test_id("copied")).to_have_text("Invite link copied")
     assert a.evaluate("navigator.clipboard.readText()") == server.page_url(room)
+
+
+def test_room_names_are_counted_like_the_server(server: Server, new_page: PageFactory) -> None:
+    page = new_page(server.base_url + "/")
+    field = page.get_by_label("Room name")
+    # 64 emoji are 128 UTF-16 units but 64 characters to the server: accepted, not cut.
+    field.fill("🎉" * 65)
+    hint = page.get_by_test_id("room-hint")
+    expect(hint).to_have_text("Too long: 65 characters, the most is 64.")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    expect(field).to_have_value("🎉" * 65)
+    field.press("Enter")
+    expect(field).to_be_visible()
+    assert "room=" not in page.url
+    field.press("Backspace")
+    expect(page.get_by_test_id("room-count")).to_have_text("64 of 64 characters")
+    field.press("Enter")
+    expect(page_room_name(page)).to_have_text("🎉" * 64)
+    expect_status(page, "waiting")  # the server agreed
