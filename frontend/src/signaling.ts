@@ -660,7 +660,8 @@ export class SignalingClient {
     this.update({ status: "peer-connecting" });
     const session = this.newSession();
     const protocol = this.opts.channel?.protocol;
-    const ch = session.pc.createDataChannel(DATA_CHANNEL_LABEL, { ordered: true, ...(protocol ? { protocol } : {}) });
+    const options = protocol ? { ordered: true, protocol } : { ordered: true };
+    const ch = session.pc.createDataChannel(DATA_CHANNEL_LABEL, options);
     this.attachChannel(session, ch, true);
     const offer = await session.pc.createOffer();
     if (this.session !== session) return;
@@ -744,7 +745,7 @@ export class SignalingClient {
     this.session = null;
     if (!s) return;
     if (s.channel) {
-      this.opts.channel?.closed(); // the chat layer ignores a channel that never opened
+      this.opts.channel?.closed(); // harmless for a channel that never opened
       s.channel.onopen = null;
       s.channel.onclose = null;
       s.channel.onmessage = null;
