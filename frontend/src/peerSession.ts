@@ -25,6 +25,8 @@ import type { IceServer, Json, Timers } from "./signalingSocket";
 
 export interface DataChannelLike {
   readonly label: string;
+  /** Sub-protocol announced by the side that created the channel ("" if none). */
+  readonly protocol?: string;
   readonly readyState: string;
   send(data: string): void;
   close(): void;
@@ -60,7 +62,7 @@ export interface PeerConnectionLike {
   setLocalDescription(desc: SessionDescription): Promise<void>;
   setRemoteDescription(desc: SessionDescription): Promise<void>;
   addIceCandidate(candidate: IceCandidateInit): Promise<void>;
-  createDataChannel(label: string, options?: { ordered?: boolean }): DataChannelLike;
+  createDataChannel(label: string, options?: { ordered?: boolean; protocol?: string }): DataChannelLike;
   /** Ask for an ICE restart; fires negotiationneeded (absent in old browsers). */
   restartIce?(): void;
   getStats?(): Promise<StatsReportLike>;
@@ -82,6 +84,8 @@ export const DATA_CHANNEL_LABEL = "chat";
 
 export interface PeerSessionOptions {
   polite: boolean;
+  /** Announced as the sub-protocol of the DataChannel we create ("" for none). */
+  channelProtocol: string;
   iceServers: IceServer[];
   createPeerConnection: PeerConnectionFactory;
   timers: Timers;
@@ -120,6 +124,8 @@ export class PeerSession {
   remoteId: string | null = null;
   readonly pc: PeerConnectionLike;
   channel: DataChannelLike | null = null;
+  /** True when this side created the DataChannel (createChannel), false when the peer did. */
+  createdChannel = false;
   /** True once the DataChannel has been open (the pair has chatted). */
   everOpen = false;
   /** True while ICE is being restarted after the link went down. */
@@ -184,7 +190,10 @@ export class PeerSession {
 
   /** The offering side creates the DataChannel; negotiationneeded then sends the offer. */
   createChannel(): void {
-    this.attachChannel(this.pc.createDataChannel(DATA_CHANNEL_LABEL, { ordered: true }));
+    const protocol = this.opts.channelProtocol;
+    const options = protocol ? { ordered: true, protocol } : { ordered: true };
+    this.createdChannel = true;
+    this.attachChannel(this.pc.createDataChannel(DATA_CHANNEL_LABEL, options));
   }
 
   send(text: string): boolean {

@@ -14,6 +14,12 @@
  * connection) while the server says the peer is still there; a lost signaling
  * socket does not touch a working DataChannel.
  *
+ * The chat itself (chat.ts) sits above the DataChannel: the facade tells it,
+ * through `ClientOptions.channel` (a `ChannelListener`), when a chat channel
+ * is open (again: after a repair or a make-before-break handover the channel
+ * may be a new one) and when there is none, hands it every text frame, and
+ * sends its raw text with `sendRaw`.
+ *
  * Everything that touches the outside world (WebSocket, RTCPeerConnection,
  * timers) is injected, so the whole flow is unit tested with fakes.
  *
@@ -93,19 +99,11 @@ export const STATUS_TEXT: Record<Status, string> = {
   disconnected: "Disconnected",
 };
 
-export interface ChatMessage {
-  id: number;
-  from: "me" | "peer" | "system";
-  text: string;
-  at: number;
-}
-
 export interface ClientState {
   status: Status;
   room: string;
   /** Last error from the server or from WebRTC, shown to the user. */
   error: string | null;
-  messages: readonly ChatMessage[];
   /** True when the chat DataChannel is open and messages can be sent. */
   canSend: boolean;
   /** Reconnect attempt number while the signaling socket is down (1-based). */
@@ -133,9 +131,30 @@ export interface ClientOptions {
   handoverMs?: number;
   timers?: Timers;
   random?: () => number;
-  now?: () => number;
   /** Called for diagnostics; defaults to no-op. */
   log?: (...args: unknown[]) => void;
+  /** The chat layer above the DataChannel (chat.ts); see ChannelListener. */
+  channel: ChannelListener;
+}
+
+/**
+ * Hands the chat DataChannel's raw text to the chat layer (chat.ts), which
+ * sends its own raw text with SignalingClient.sendRaw.
+ *
+ * "The chat channel" is whichever DataChannel carries the chat now. An ICE
+ * restart keeps it (nothing is called); when a new connection replaces the
+ * old one (make before break), `opened` is called again for the new channel
+ * without `closed` in between; `closed` means no channel is open any more.
+ */
+export interface ChannelListener {
+  /** Announced as the DataChannel's sub-protocol when we create the channel. */
+  protocol: string;
+  /** A chat channel opened; `protocol` as its creator announced it, `created` if we did. */
+  opened(protocol: string, created: boolean): void;
+  /** A text frame from the peer, untouched. */
+  received(text: string): void;
+  /** No chat channel is open any more (closed, or dropped with its peer connection). */
+  closed(): void;
 }
 
 const DEFAULT_PEER_BACKOFF: BackoffOptions = { initialMs: 1_000, maxMs: 30_000, factor: 2, jitter: 0.2 };
@@ -172,23 +191,6 @@ export function signalUrl(
   if (token) url += `&token=${encodeURIComponent(token)}`;
   return url;
 }
-
-/** Letters, marks, numbers, punctuation, symbols and spaces (the server's rule). */
-const ROOM_CHARS = /^[\p{L}\p{M}\p{N}\p{P}\p{S} ]+$/u;
-export const MAX_ROOM_LENGTH = 64;
-
-/**
- * Room names as the server accepts them: trimmed, 1-64 characters, no control
- * or invisible characters. Returns null if invalid.
- */
-export function normaliseRoom(raw: string | null | undefined): string | null {
-  if (raw == null) return null;
-  const room = raw.trim();
-  const length = [...room].length;
-  if (length === 0 || length > MAX_ROOM_LENGTH || !ROOM_CHARS.test(room)) return null;
-  return room;
-}
-
 
 function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -241,7 +243,6 @@ export class SignalingClient {
   private readonly opts: ClientOptions;
   private readonly timers: Timers;
   private readonly random: () => number;
-  private readonly now: () => number;
   private readonly log: (...args: unknown[]) => void;
   private readonly peerBackoff: BackoffOptions;
   private readonly socket: SignalingSocket;
@@ -269,13 +270,12 @@ export class SignalingClient {
   private signalingDown = false;
   /** The current session's DataChannel closed while the partner is still in the room. */
   private linkLost = false;
-  /** "Connected to peer" is said once per pairing, not after every repair. */
-  private announced = false;
+  /** The session whose DataChannel the chat layer was last told is open. */
+  private listenedSession: PeerSession | null = null;
   private peerAttempts = 0;
   private peerRetryTimer: unknown = null;
   private stopped = false;
   private refusal: Refusal | null = null;
-  private nextMessageId = 1;
   /** Incoming signaling messages are handled strictly one after another. */
   private chain: Promise<void> = Promise.resolve();
 
@@ -286,7 +286,6 @@ export class SignalingClient {
       clearTimeout: (h) => globalThis.clearTimeout(h as ReturnType<typeof globalThis.setTimeout>),
     };
     this.random = opts.random ?? Math.random;
-    this.now = opts.now ?? Date.now;
     this.log = opts.log ?? (() => undefined);
     this.peerBackoff = { ...DEFAULT_PEER_BACKOFF, ...opts.peerBackoff };
     this.iceServers = opts.iceServers ?? [];
@@ -310,7 +309,6 @@ export class SignalingClient {
       status: "idle",
       room: opts.room,
       error: null,
-      messages: [],
       canSend: false,
       attempt: 0,
       route: null,
@@ -335,13 +333,10 @@ export class SignalingClient {
     this.socket.start();
   }
 
-  /** Send a chat message over the DataChannel. Returns false if not possible. */
-  send(text: string): boolean {
-    const body = text.trim();
+  /** Send raw text over the chat DataChannel (for the chat layer). False if none is open. */
+  sendRaw(text: string): boolean {
     const session = this.chatSession();
-    if (!body || !session || !session.send(body)) return false;
-    this.addMessage("me", body);
-    return true;
+    return session !== null && session.send(text);
   }
 
   /** While reconnecting, skip the rest of the backoff delay and retry now. */
@@ -369,6 +364,8 @@ export class SignalingClient {
   /** Derive status, canSend and route from the facts, and publish them. */
   private refresh(patch: Partial<ClientState> = {}): void {
     const chat = this.chatSession();
+    // The chat layer learns first, so it can send by the time the view sees canSend.
+    this.tellChannel(chat);
     let status: Status;
     if (this.refusal) status = this.refusal.status;
     else if (this.stopped) status = "disconnected";
@@ -397,9 +394,12 @@ export class SignalingClient {
     return null;
   }
 
-  private addMessage(from: ChatMessage["from"], text: string): void {
-    const msg: ChatMessage = { id: this.nextMessageId++, from, text, at: this.now() };
-    this.update({ messages: [...this.state.messages, msg] });
+  /** Tell the chat layer when the channel carrying the chat changed, opened or is gone. */
+  private tellChannel(chat: PeerSession | null): void {
+    if (chat === this.listenedSession) return;
+    this.listenedSession = chat;
+    if (chat) this.opts.channel.opened(chat.channel?.protocol ?? "", chat.createdChannel);
+    else this.opts.channel.closed();
   }
 
   // -- signaling socket -------------------------------------------------------
@@ -423,9 +423,6 @@ export class SignalingClient {
 
   private onSignalingDown(attempt: number): void {
     if (this.stopped) return;
-    if (!this.signalingDown && (this.session || this.previous)) {
-      this.addMessage("system", "Connection to the server lost");
-    }
     this.signalingDown = true;
     // The peer connection stays: the DataChannel does not need the server.
     this.refresh({ attempt });
@@ -507,7 +504,6 @@ export class SignalingClient {
     this.earlyCandidates = [];
     this.clearPeerRetry();
     this.peerAttempts = 0;
-    if (!this.previous) this.announced = false;
     this.partner = msg.initiator === true ? "present" : "none";
     this.refresh({ room, error: null });
     if (msg.initiator === true) this.startFreshSession();
@@ -530,18 +526,11 @@ export class SignalingClient {
   }
 
   private onPartnerLeft(): void {
-    const wasPartner =
-      this.partner === "present" ||
-      this.partner === "away" ||
-      this.session !== null ||
-      this.previous !== null;
     this.closeSessions();
     this.earlyCandidates = [];
     this.linkLost = false;
-    this.announced = false;
     this.clearPeerRetry();
     this.peerAttempts = 0;
-    if (wasPartner && this.partner !== "left") this.addMessage("system", "Peer left the room");
     this.partner = "left";
     this.refresh();
   }
@@ -606,6 +595,7 @@ export class SignalingClient {
       {
         id: randomId(this.random),
         polite: this.polite,
+        channelProtocol: this.opts.channel.protocol,
         iceServers: this.iceServers,
         createPeerConnection: this.opts.createPeerConnection,
         timers: this.timers,
@@ -617,7 +607,7 @@ export class SignalingClient {
         signal: (m) => this.signal(m),
         onOpen: (s) => this.onSessionOpen(s),
         onClose: (s) => this.onSessionClose(s),
-        onText: (_s, text) => this.addMessage("peer", text),
+        onText: (_s, text) => this.opts.channel.received(text),
         onLinkChange: () => this.refresh(),
         onTimeout: (s) => this.onSessionTimeout(s),
         onRoute: () => this.refresh(),
@@ -679,8 +669,6 @@ export class SignalingClient {
         this.refresh();
       }, this.opts.handoverMs ?? 3_000);
     }
-    if (!this.announced && !this.previous) this.addMessage("system", "Connected to peer");
-    this.announced = true;
     this.refresh({ error: null });
   }
 

@@ -52,7 +52,9 @@ describe("App", () => {
     expect(screen.getByTestId("room-name").textContent).toBe("team room");
     expect(screen.getByRole("status").textContent).toContain("Connecting");
     expect(window.location.search).toBe("?room=team+room");
-    expect((screen.getByLabelText("Message") as HTMLInputElement).disabled).toBe(true);
+    // The message box takes focus at once (it stays usable; Send waits for the peer).
+    expect(document.activeElement).toBe(screen.getByLabelText("Message"));
+    expect((screen.getByRole("button", { name: "Send" }) as HTMLButtonElement).disabled).toBe(true);
   });
 
   it("rejects an empty room name", () => {

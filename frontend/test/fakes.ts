@@ -1,4 +1,5 @@
 import type {
+  ChannelListener,
   DataChannelLike,
   IceCandidateInit,
   PeerConnectionLike,
@@ -7,6 +8,24 @@ import type {
   StatsReportLike,
   Timers,
 } from "../src/signaling";
+
+/** Records what SignalingClient tells the chat layer above the DataChannel. */
+export class FakeChat implements ChannelListener {
+  /** "opened:<protocol>:<created>" and "closed", in order. */
+  readonly events: string[] = [];
+  /** Text frames handed over, in order. */
+  readonly texts: string[] = [];
+  constructor(readonly protocol = "") {}
+  opened(protocol: string, created: boolean): void {
+    this.events.push(`opened:${protocol}:${created}`);
+  }
+  received(text: string): void {
+    this.texts.push(text);
+  }
+  closed(): void {
+    this.events.push("closed");
+  }
+}
 
 export class FakeSocket implements SocketLike {
   readyState = 0;
@@ -54,6 +73,7 @@ export class FakeSocket implements SocketLike {
 
 export class FakeChannel implements DataChannelLike {
   readyState = "connecting";
+  protocol = "";
   sent: string[] = [];
   onopen: ((ev: unknown) => void) | null = null;
   onclose: ((ev: unknown) => void) | null = null;
@@ -169,9 +189,10 @@ export class FakePeerConnection implements PeerConnectionLike {
     this.calls.push(`addIceCandidate:${c.candidate}`);
     this.added.push(c);
   }
-  createDataChannel(label: string): FakeChannel {
+  createDataChannel(label: string, options?: { protocol?: string }): FakeChannel {
     this.calls.push(`createDataChannel:${label}`);
     const ch = new FakeChannel(label);
+    ch.protocol = options?.protocol ?? "";
     this.channels.push(ch);
     this.needNegotiation();
     return ch;
@@ -202,8 +223,9 @@ export class FakePeerConnection implements PeerConnectionLike {
       candidate: candidate === null ? null : { candidate, sdpMid: "0", sdpMLineIndex: 0 },
     });
   }
-  remoteOpensChannel(label = "chat"): FakeChannel {
+  remoteOpensChannel(label = "chat", protocol = ""): FakeChannel {
     const ch = new FakeChannel(label);
+    ch.protocol = protocol;
     this.channels.push(ch);
     this.ondatachannel?.({ channel: ch });
     return ch;

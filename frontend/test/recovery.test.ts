@@ -6,11 +6,17 @@
  */
 import { beforeEach, describe, expect, it } from "vitest";
 import { NO_TURN_ADVICE, SignalingClient, TURN_FAILED_ADVICE, type ClientOptions } from "../src/signaling";
-import { FakePeerConnection, FakeSocket, FakeTimers, settle } from "./fakes";
+import { FakeChat, FakePeerConnection, FakeSocket, FakeTimers, settle } from "./fakes";
+
+const PROTOCOL = "mcp-chat.v1";
 
 class Side {
   readonly sockets: FakeSocket[] = [];
   readonly pcs: FakePeerConnection[] = [];
+  /** What the chat layer was told: channel opened / closed, text received. */
+  readonly chat = new FakeChat(PROTOCOL);
+  /** Every status the client went through, in order. */
+  readonly statuses: string[] = [];
   readonly client: SignalingClient;
   constructor(
     readonly name: string,
@@ -34,7 +40,11 @@ class Side {
       random: () => 0,
       backoff: { initialMs: 100, maxMs: 1000, factor: 2, jitter: 0.2 },
       peerBackoff: { initialMs: 1000, maxMs: 8000, factor: 2, jitter: 0 },
+      channel: this.chat,
       ...extra,
+    });
+    this.client.subscribe((s) => {
+      if (this.statuses[this.statuses.length - 1] !== s.status) this.statuses.push(s.status);
     });
   }
   get ws(): FakeSocket {
@@ -45,12 +55,6 @@ class Side {
   }
   get status(): string {
     return this.client.getState().status;
-  }
-  texts(from: "me" | "peer" | "system"): string[] {
-    return this.client
-      .getState()
-      .messages.filter((m) => m.from === from)
-      .map((m) => m.text);
   }
 }
 
@@ -97,7 +101,7 @@ class Wire {
     const answerer = offerer === this.b ? this.a : this.b;
     const ch = offerer.pc.channels[offerer.pc.channels.length - 1]!;
     ch.fireOpen();
-    answerer.pc.remoteOpensChannel().fireOpen();
+    answerer.pc.remoteOpensChannel("chat", ch.protocol).fireOpen();
   }
 }
 
@@ -181,8 +185,11 @@ describe("perfect negotiation", () => {
     // Same peer connections throughout; nobody "left".
     expect(a.pcs).toHaveLength(1);
     expect(b.pcs).toHaveLength(1);
-    expect(a.texts("system")).not.toContain("Peer left the room");
-    expect(b.texts("system")).not.toContain("Peer left the room");
+    // The chat channel was never lost: the chat layer heard of it once.
+    expect(a.chat.events).toEqual([`opened:${PROTOCOL}:false`]);
+    expect(b.chat.events).toEqual([`opened:${PROTOCOL}:true`]);
+    expect(a.statuses).not.toContain("peer-left");
+    expect(b.statuses).not.toContain("peer-left");
   });
 
   it("a renegotiation offer from the polite side is answered on the same connection", async () => {
@@ -236,7 +243,8 @@ describe("a network failure is not a departure", () => {
     b.pc.setConnectionState("connected");
     await settle();
     expect(b.status).toBe("connected");
-    expect(b.texts("system")).toEqual(["Connected to peer"]);
+    expect(b.statuses.slice(-3)).toEqual(["connected", "ice-restarting", "connected"]);
+    expect(b.chat.events).toEqual([`opened:${PROTOCOL}:true`]);
   });
 
   it("disconnected heals by itself within the grace; past it, ICE restarts", async () => {
@@ -279,8 +287,12 @@ describe("a network failure is not a departure", () => {
     expect(a.status).toBe("connected");
     expect(b.status).toBe("connected");
     expect(oldB.closed).toBe(true);
-    expect(a.texts("system")).not.toContain("Peer left the room");
-    expect(b.client.send("after the repair")).toBe(true);
+    expect(a.statuses).not.toContain("peer-left");
+    // The chat layer: channel gone (unacknowledged messages fail), then a new one.
+    expect(a.chat.events).toEqual(["opened:mcp-chat.v1:false", "closed", "opened:mcp-chat.v1:false"]);
+    expect(b.chat.events).toEqual(["opened:mcp-chat.v1:true", "closed", "opened:mcp-chat.v1:true"]);
+    expect(b.client.sendRaw("after the repair")).toBe(true);
+    expect(b.pc.channels[0]!.sent).toEqual(["after the repair"]);
   });
 });
 
@@ -360,10 +372,10 @@ describe("signaling lost", () => {
     expect(a.client.getState().canSend).toBe(true);
     expect(pcA.closed).toBe(false);
     // The DataChannel needs no server.
-    expect(a.client.send("during the outage")).toBe(true);
+    expect(a.client.sendRaw("during the outage")).toBe(true);
     expect(pcA.channels[0]!.sent).toEqual(["during the outage"]);
     pcA.channels[0]!.fireMessage("reply during the outage");
-    expect(a.texts("peer")).toEqual(["reply during the outage"]);
+    expect(a.chat.texts).toEqual(["reply during the outage"]);
     // The server tells B that A is away, not gone.
     b.ws.receive({ type: "peer-reconnecting", room: "r1" });
     await settle();
@@ -386,8 +398,10 @@ describe("signaling lost", () => {
     expect(b.status).toBe("connected");
     expect(a.pcs).toHaveLength(1);
     expect(b.pcs).toHaveLength(1);
-    expect(a.texts("system")).not.toContain("Peer left the room");
-    expect(b.texts("system")).not.toContain("Peer left the room");
+    expect(a.statuses).not.toContain("peer-left");
+    expect(b.statuses).not.toContain("peer-left");
+    expect(a.chat.events).toEqual([`opened:${PROTOCOL}:false`]);
+    expect(b.chat.events).toEqual([`opened:${PROTOCOL}:true`]);
     // Signaling works again on the kept connection: an ICE restart goes through.
     b.pc.restartIce();
     await wire.pump();
@@ -432,22 +446,36 @@ describe("signaling lost", () => {
     await settle();
     expect(b.pcs).toHaveLength(2);
     expect(b.status).toBe("connected");
-    expect(b.client.send("over the old channel")).toBe(true);
+    expect(b.client.sendRaw("over the old channel")).toBe(true);
     expect(oldB.channels[0]!.sent).toEqual(["over the old channel"]);
     await wire.pump();
     expect(a.pcs).toHaveLength(2);
     wire.link();
     await settle();
-    // New channel in use at once; the old one lingers for the handover, then closes.
-    expect(b.client.send("over the new channel")).toBe(true);
+    // New channel in use at once (the chat layer hears of it, with no "closed"
+    // in between); the old one lingers for the handover, then closes.
+    expect(b.chat.events).toEqual([`opened:${PROTOCOL}:true`, `opened:${PROTOCOL}:true`]);
+    expect(a.chat.events).toEqual([`opened:${PROTOCOL}:false`, `opened:${PROTOCOL}:false`]);
+    expect(b.client.sendRaw("over the new channel")).toBe(true);
     expect(b.pc.channels[0]!.sent).toEqual(["over the new channel"]);
+    // What is still on its way over the old channel reaches the chat layer.
+    oldA.channels[0]!.fireMessage("late over the old channel");
+    expect(a.chat.texts).toEqual(["late over the old channel"]);
     expect(oldA.closed).toBe(false);
     timers.advance(3000);
     expect(oldA.closed).toBe(true);
     expect(oldB.closed).toBe(true);
     expect(a.status).toBe("connected");
     expect(b.status).toBe("connected");
-    expect(a.texts("system")).toEqual(["Connected to peer", "Connection to the server lost"]);
+    expect(a.chat.events).toEqual([`opened:${PROTOCOL}:false`, `opened:${PROTOCOL}:false`]);
+    expect(a.statuses).toEqual([
+      "connecting",
+      "waiting",
+      "peer-connecting",
+      "connected",
+      "server-reconnecting",
+      "connected",
+    ]);
   });
 
   it("ICE fails while signaling is down: the lost restart offer is sent again once resumed", async () => {
@@ -486,7 +514,8 @@ describe("signaling lost", () => {
     await settle();
     expect(b.status).toBe("peer-left");
     expect(b.pc.closed).toBe(true);
-    expect(b.texts("system").filter((t) => t === "Peer left the room")).toHaveLength(1);
+    expect(b.statuses.slice(-3)).toEqual(["connected", "peer-reconnecting", "peer-left"]);
+    expect(b.chat.events).toEqual([`opened:${PROTOCOL}:true`, "closed"]);
   });
 });
 

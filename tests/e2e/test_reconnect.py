@@ -5,7 +5,7 @@ from __future__ import annotations
 from playwright.sync_api import Page, expect
 
 from .conftest import ARTIFACTS, PageFactory, ServerProcess
-from .pages import connect_pair, expect_message, expect_status, message_input, send_with_enter
+from .pages import connect_pair, expect_cannot_send, expect_message, expect_status, send_with_enter
 
 
 def retry_now(page: Page) -> None:
@@ -25,7 +25,7 @@ def test_server_restart_reconnects(
 
     own_server.stop()
     expect_status(a, "reconnecting", timeout=10_000)
-    expect(message_input(a)).to_be_disabled()
+    expect_cannot_send(a)
     expect(a.get_by_role("status")).to_contain_text("reconnecting")
     expect(a.get_by_role("button", name="Retry now")).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
