@@ -297,16 +297,18 @@ export function ChatRoom({ room, token, onLeave, onRejoin, onRefused }: Props) {
       <p className="copied" aria-live="polite" data-testid="copied">
         {copied}
       </p>
-      {/* The one live region for connection changes. */}
-      <p className={`status status-${status}`} role="status" aria-live="polite" data-status={status}>
-        <span className="dot" aria-hidden="true" />
-        {statusText}
-      </p>
-      {state?.route && (
-        <p className={`route route-${state.route}`} data-route={state.route}>
-          {state.route === "relay" ? "Via relay server" : "Direct connection"}
+      <div className="status-row">
+        {/* The one live region for connection changes (the route badge beside it is not live). */}
+        <p className={`status status-${status}`} role="status" aria-live="polite" data-status={status}>
+          <span className="dot" aria-hidden="true" />
+          {statusText}
         </p>
-      )}
+        {state?.route && (
+          <p className={`route route-${state.route}`} data-route={state.route}>
+            {state.route === "relay" ? "Via relay server" : "Direct connection"}
+          </p>
+        )}
+      </div>
       {offline && (
         <p className="retry">
           <button type="button" className="secondary" onClick={() => client?.retryNow()}>

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -108,13 +109,27 @@ def closing_page(new_page: PageFactory, url: str, width: int, frame: str | None,
     return page
 
 
+def scripted_page(new_page: PageFactory, url: str, width: int, frames: list[str]) -> Page:
+    """A page whose server sends `frames` and then stays silent (the socket stays open)."""
+
+    def script(ws: Any) -> None:
+        for frame in frames:
+            ws.send(frame)
+
+    page = new_page(width=width, bypass_csp=True)
+    page.route_web_socket("**/ws/signal/**", script)
+    page.goto(url)
+    return page
+
+
 @pytest.mark.parametrize("width", [1000, 375], ids=["desktop", "phone"])
 def test_no_axe_violations_in_any_state(
     server: Server, new_page: PageFactory, room: str, width: int
 ) -> None:
     """Joining, waiting, connected (with delivered and failed messages), peer typing,
-    new-messages button, peer left, disconnected, reconnecting, room full, refused,
-    rate limited, and a room name that is too long."""
+    new-messages button, peer left, disconnected, reconnecting, peer reconnecting,
+    room full, refused, rate limited, and a room name that is too long.
+    (Reconnecting to peer and server-reconnecting: tests/e2e/test_recovery.py.)"""
     states: dict[str, list[dict[str, Any]]] = {}
 
     joining = stalled_page(new_page, server.page_url(room + "-stalled"), width)
@@ -177,6 +192,20 @@ def test_no_axe_violations_in_any_state(
     expect_status(retrying, "reconnecting")
     expect(retrying.get_by_role("button", name="Retry now")).to_be_visible()
     states["reconnecting"] = axe_violations(retrying)
+
+    away_room = room + "-away"
+    away = scripted_page(
+        new_page,
+        server.page_url(away_room),
+        width,
+        [
+            json.dumps({"type": "joined", "room": away_room, "peers": 2, "initiator": False}),
+            json.dumps({"type": "peer-reconnecting", "room": away_room}),
+        ],
+    )
+    expect_status(away, "peer-reconnecting")
+    expect(away.get_by_role("status")).to_have_text("Peer reconnecting…")
+    states["peer reconnecting"] = axe_violations(away)
 
     long_name = new_page(server.base_url + "/", width=width, bypass_csp=True)
     long_name.get_by_label("Room name").fill("🎉" * 65)

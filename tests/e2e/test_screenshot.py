@@ -1,4 +1,5 @@
-"""The README's screenshot (docs/screenshot.png): two peers chatting in the finished client.
+"""The README's screenshot (docs/screenshot.png): two peers chatting in the finished client,
+with delivery marks, a link, right-to-left text, the typing line and the route badge.
 
 Always saved as test-artifacts/screenshot.png; ``MCP_E2E_UPDATE_SCREENSHOT=1``
 also copies it to docs/screenshot.png:
@@ -39,6 +40,8 @@ def test_readme_screenshot(server: Server, new_page: PageFactory) -> None:
     expect(a.locator('li[data-from="me"][data-delivery="delivered"]')).to_have_count(2)
     message_input(b).press_sequentially("See you")
     expect(a.get_by_test_id("typing")).to_have_text("Peer is typing…")
+    # The route badge (from getStats()) is part of the picture: loopback is direct.
+    expect(a.locator("[data-route]")).to_have_text("Direct connection")
     a.locator(":focus").blur()
 
     ARTIFACTS.mkdir(exist_ok=True)
