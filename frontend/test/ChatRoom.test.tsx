@@ -117,6 +117,47 @@ describe("ChatRoom", () => {
     expect(typing.textContent).toBe("");
   });
 
+  it("chats on while the server is away: route badge, Retry now, one note, one status line", async () => {
+    window.history.replaceState(null, "", "/?room=lobby");
+    render(<App />);
+    await flush();
+    act(() => {
+      latest().open();
+      latest().receive({ type: "joined", room: "lobby", peers: 1, initiator: false });
+      latest().receive({ type: "peer-joined", room: "lobby", peers: 2 });
+      latest().receive({ type: "offer", sdp: "v=0 offer" });
+    });
+    await flush();
+    const pc = FakePeerConnection.created.at(-1)!;
+    pc.selectedTypes = ["host", "relay"];
+    let ch: FakeChannel | null = null;
+    act(() => {
+      pc.setConnectionState("connected");
+      ch = pc.remoteOpensChannel("chat", CHAT_PROTOCOL);
+      ch.fireOpen();
+    });
+    await flush();
+    expect(screen.getByText("Via relay server")).toBeTruthy();
+    expect(screen.queryByRole("button", { name: "Retry now" })).toBeNull();
+
+    act(() => latest().serverClose(1006));
+    await flush();
+    const status = screen.getByRole("status");
+    expect(status.getAttribute("data-status")).toBe("server-reconnecting");
+    expect(status.textContent).toBe("Connected — server connection lost, reconnecting…");
+    expect(screen.getAllByRole("status")).toHaveLength(1);
+    expect(screen.getByRole("button", { name: "Retry now" })).toBeTruthy();
+    expect(screen.getByText("Via relay server")).toBeTruthy();
+    // The DataChannel needs no server: sending still works.
+    fireEvent.change(box(), { target: { value: "still here" } });
+    fireEvent.keyDown(box(), { key: "Enter" });
+    await flush();
+    const sent = ch!.sent.map((raw) => JSON.parse(raw) as Record<string, unknown>);
+    expect(sent.some((m) => m.type === "msg" && m.text === "still here")).toBe(true);
+    const notes = [...log().querySelectorAll('li[data-from="system"]')].map((li) => li.textContent);
+    expect(notes).toEqual(["Connected to peer", "Connection to the server lost"]);
+  });
+
   it("a failed message has a Retry button that resends it", async () => {
     const ch = await connected();
     fireEvent.change(box(), { target: { value: "lost?" } });
