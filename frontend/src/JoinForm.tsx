@@ -1,15 +1,22 @@
 import { useEffect, useId, useRef, useState, type FormEvent } from "react";
-import { normaliseRoom } from "./signaling";
+import { countCharacters, roomNameProblem } from "./roomName";
 
 interface Props {
   initialRoom: string;
   error: string | null;
+  /** Longest room name the server accepts, in characters (code points). */
+  maxLength: number;
   onJoin: (room: string) => void;
 }
 
-export function JoinForm({ initialRoom, error, onJoin }: Props) {
+/**
+ * The room form. Characters are counted as the server counts them (code
+ * points: an emoji is one), and a name that is too long is refused with a
+ * message rather than cut.
+ */
+export function JoinForm({ initialRoom, error, maxLength, onJoin }: Props) {
   const [room, setRoom] = useState(initialRoom);
-  const [invalid, setInvalid] = useState(false);
+  const [problem, setProblem] = useState<string | null>(null);
   const inputRef = useRef<HTMLInputElement>(null);
   const id = useId();
 
@@ -20,17 +27,23 @@ export function JoinForm({ initialRoom, error, onJoin }: Props) {
     inputRef.current?.select();
   }, [error]);
 
+  const length = countCharacters(room.trim());
+  const tooLong = length > maxLength;
+
   const submit = (e: FormEvent) => {
     e.preventDefault();
-    const value = normaliseRoom(room);
-    if (!value) {
-      setInvalid(true);
+    const why = roomNameProblem(room, maxLength);
+    if (why !== null) {
+      setProblem(why);
       inputRef.current?.focus();
       return;
     }
-    setInvalid(false);
-    onJoin(value);
+    setProblem(null);
+    onJoin(room.trim());
   };
+
+  // Shown at once while typing when too long; other problems after a Join attempt.
+  const shown = tooLong ? roomNameProblem(room, maxLength) : problem;
 
   return (
     <section className="card join" aria-labelledby={`${id}-title`}>
@@ -49,18 +62,21 @@ export function JoinForm({ initialRoom, error, onJoin }: Props) {
             name="room"
             type="text"
             autoComplete="off"
-            maxLength={64}
             value={room}
-            aria-invalid={invalid}
-            aria-describedby={`${id}-hint`}
-            onChange={(e) => setRoom(e.target.value)}
+            aria-invalid={shown !== null}
+            aria-describedby={`${id}-hint ${id}-count`}
+            onChange={(e) => {
+              setRoom(e.target.value);
+              setProblem(null);
+            }}
           />
           <button type="submit">Join</button>
         </div>
-        <p id={`${id}-hint`} className={invalid ? "hint hint-error" : "hint"}>
-          {invalid
-            ? "Enter a room name: 1–64 letters, digits, punctuation or spaces."
-            : "Two people in the same room can chat. Share the page link to invite someone."}
+        <p id={`${id}-hint`} className={shown ? "hint hint-error" : "hint"} data-testid="room-hint">
+          {shown ?? "Two people in the same room can chat. Share the page link to invite someone."}
+        </p>
+        <p id={`${id}-count`} className={tooLong ? "count hint-error" : "count"} data-testid="room-count">
+          {length} of {maxLength} characters
         </p>
       </form>
     </section>

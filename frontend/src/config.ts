@@ -1,4 +1,5 @@
-import type { IceServer } from "./signaling";
+import { DEFAULT_MAX_ROOM_LENGTH } from "./roomName";
+import type { IceServer } from "./signalingSocket";
 
 /**
  * ICE servers for RTCPeerConnection. Empty by default (host candidates only,
@@ -28,7 +29,7 @@ export function parseIceServers(raw: unknown): IceServer[] {
 
 declare global {
   interface Window {
-    MCP_TORNADO_CONFIG?: { iceServers?: unknown };
+    MCP_TORNADO_CONFIG?: { iceServers?: unknown; connectTimeoutMs?: unknown; maxRoomLength?: unknown };
   }
 }
 
@@ -36,4 +37,27 @@ export function configuredIceServers(): IceServer[] {
   const runtime = typeof window !== "undefined" ? window.MCP_TORNADO_CONFIG?.iceServers : undefined;
   if (runtime !== undefined) return parseIceServers(runtime);
   return parseIceServers(import.meta.env.VITE_ICE_SERVERS as string | undefined);
+}
+
+/**
+ * How long a peer connection may take to come up before the client retries it
+ * and tells the user what may be wrong (default 15 s). Set at run time with
+ * `window.MCP_TORNADO_CONFIG = {connectTimeoutMs: 20000}`.
+ */
+export function configuredConnectTimeoutMs(): number | undefined {
+  const raw = typeof window !== "undefined" ? window.MCP_TORNADO_CONFIG?.connectTimeoutMs : undefined;
+  return typeof raw === "number" && Number.isFinite(raw) && raw > 0 ? raw : undefined;
+}
+
+/**
+ * The longest room name the server accepts: its --max-room-length (64 by
+ * default). A server started with another value tells the client with
+ * `window.MCP_TORNADO_CONFIG = {maxRoomLength: N}` (or VITE_MAX_ROOM_LENGTH at
+ * build time); the server still checks, and its refusal is shown.
+ */
+export function configuredMaxRoomLength(): number {
+  const runtime = typeof window !== "undefined" ? window.MCP_TORNADO_CONFIG?.maxRoomLength : undefined;
+  const raw = runtime ?? (import.meta.env.VITE_MAX_ROOM_LENGTH as string | undefined);
+  const n = typeof raw === "number" ? raw : typeof raw === "string" ? Number(raw) : NaN;
+  return Number.isInteger(n) && n >= 1 ? n : DEFAULT_MAX_ROOM_LENGTH;
 }

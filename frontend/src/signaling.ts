@@ -1,14 +1,72 @@
 /**
- * Framework-free signaling + DataChannel chat state machine for mcp-tornado.
+ * The browser client's connection state machine for mcp-tornado: the facade
+ * the React views use (`SignalingClient`, `ClientState`, `STATUS_TEXT`).
+ *
+ * It composes two parts and decides between them:
+ * - `SignalingSocket` (signalingSocket.ts): the WebSocket, reconnect with
+ *   jittered backoff, opt-in resume of the server-side session;
+ * - `PeerSession` (peerSession.ts): one RTCPeerConnection + `chat`
+ *   DataChannel with perfect negotiation, ICE restart, connect timeout, stats.
+ *
+ * The rules (frontend/README.md, "Connection state machine", has the whole
+ * picture): only the server's `leave` / `peer-left` means the peer left; a
+ * failed or dropped peer-to-peer link is repaired (ICE restart, else a fresh
+ * connection) while the server says the peer is still there; a lost signaling
+ * socket does not touch a working DataChannel.
+ *
+ * The chat itself (chat.ts) sits above the DataChannel: the facade tells it,
+ * through `ClientOptions.channel` (a `ChannelListener`), when a chat channel
+ * is open (again: after a repair or a make-before-break handover the channel
+ * may be a new one) and when there is none, hands it every text frame, and
+ * sends its raw text with `sendRaw`.
  *
  * Everything that touches the outside world (WebSocket, RTCPeerConnection,
- * timers) is injected, so the whole flow can be unit tested with fakes.
+ * timers) is injected, so the whole flow is unit tested with fakes.
  *
- * Wire protocol: see the "Protocol" section of the top-level README.md. In short, the server tells each client
- * `joined` (with `initiator`), `peer-joined`, `leave` / `peer-left`, and
- * forwards offer/answer/candidate messages to the other peer of the room.
- * Exactly one side makes the offer: the one that joined second (initiator).
+ * Wire protocol: the "Protocol" section of the top-level README.md.
  */
+
+import { parseIceServers } from "./config";
+import {
+  PeerSession,
+  type IceCandidateInit,
+  type PeerConnectionFactory,
+  type Route,
+  type SessionDescription,
+} from "./peerSession";
+import {
+  DEFAULT_BACKOFF,
+  SignalingSocket,
+  backoffDelay,
+  type BackoffOptions,
+  type IceServer,
+  type Json,
+  type Refusal,
+  type SocketFactory,
+  type Timers,
+} from "./signalingSocket";
+
+export {
+  selectedRoute,
+  type DataChannelLike,
+  type IceCandidateInit,
+  type PeerConnectionFactory,
+  type PeerConnectionLike,
+  type Route,
+  type SessionDescription,
+  type StatsReportLike,
+} from "./peerSession";
+export {
+  CLOSE_INVALID_RESUME,
+  CLOSE_ROOM_FULL,
+  CLOSE_TRY_AGAIN_LATER,
+  FATAL_CLOSE_CODES,
+  type BackoffOptions,
+  type IceServer,
+  type SocketFactory,
+  type SocketLike,
+  type Timers,
+} from "./signalingSocket";
 
 export type Status =
   | "idle"
@@ -16,8 +74,11 @@ export type Status =
   | "waiting" // in the room, alone
   | "peer-connecting" // a peer is there, WebRTC negotiation in progress
   | "connected" // DataChannel open
+  | "ice-restarting" // the peer-to-peer link dropped while the peer is still in the room: repairing it
+  | "peer-reconnecting" // the server says the peer's signaling socket is away (it may resume)
+  | "server-reconnecting" // our socket dropped but the DataChannel is open: chat on, reconnecting
   | "peer-left" // the other peer went away; waiting for a new one
-  | "reconnecting" // socket dropped, retrying with backoff
+  | "reconnecting" // socket dropped, no chat open, retrying with backoff
   | "room-full" // server refused: room has two peers already
   | "refused" // server refused for good: bad room name, bad/expired token, rate limit
   | "disconnected"; // user left (or gave up)
@@ -28,6 +89,9 @@ export const STATUS_TEXT: Record<Status, string> = {
   waiting: "Waiting for a peer",
   "peer-connecting": "Connecting to peer…",
   connected: "Connected",
+  "ice-restarting": "Reconnecting to peer…",
+  "peer-reconnecting": "Peer reconnecting…",
+  "server-reconnecting": "Connected — server connection lost, reconnecting…",
   "peer-left": "Peer left — waiting for a new peer",
   reconnecting: "Connection lost — reconnecting…",
   "room-full": "Room is full",
@@ -35,98 +99,17 @@ export const STATUS_TEXT: Record<Status, string> = {
   disconnected: "Disconnected",
 };
 
-export interface ChatMessage {
-  id: number;
-  from: "me" | "peer" | "system";
-  text: string;
-  at: number;
-}
-
 export interface ClientState {
   status: Status;
   room: string;
   /** Last error from the server or from WebRTC, shown to the user. */
   error: string | null;
-  messages: readonly ChatMessage[];
   /** True when the chat DataChannel is open and messages can be sent. */
   canSend: boolean;
-  /** Reconnect attempt number while status is "reconnecting" (1-based). */
+  /** Reconnect attempt number while the signaling socket is down (1-based). */
   attempt: number;
-}
-
-// ---------------------------------------------------------------------------
-// Minimal structural interfaces of the browser objects we use.
-
-export interface SocketLike {
-  readonly readyState: number;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  onopen: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
-  onclose: ((ev: { code: number; reason?: string; wasClean?: boolean }) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
-}
-
-export interface DataChannelLike {
-  readonly label: string;
-  readonly readyState: string;
-  send(data: string): void;
-  close(): void;
-  onopen: ((ev: unknown) => void) | null;
-  onclose: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
-}
-
-export interface SessionDescription {
-  type: "offer" | "answer" | "pranswer" | "rollback";
-  sdp?: string;
-}
-
-export interface IceCandidateInit {
-  candidate?: string;
-  sdpMid?: string | null;
-  sdpMLineIndex?: number | null;
-  usernameFragment?: string | null;
-}
-
-export interface PeerConnectionLike {
-  readonly connectionState: string;
-  readonly signalingState: string;
-  readonly localDescription: SessionDescription | null;
-  createOffer(): Promise<SessionDescription>;
-  createAnswer(): Promise<SessionDescription>;
-  setLocalDescription(desc: SessionDescription): Promise<void>;
-  setRemoteDescription(desc: SessionDescription): Promise<void>;
-  addIceCandidate(candidate: IceCandidateInit): Promise<void>;
-  createDataChannel(label: string, options?: { ordered?: boolean }): DataChannelLike;
-  close(): void;
-  onicecandidate:
-    | ((ev: { candidate: (IceCandidateInit & { toJSON?: () => IceCandidateInit }) | null }) => void)
-    | null;
-  ondatachannel: ((ev: { channel: DataChannelLike }) => void) | null;
-  onconnectionstatechange: ((ev: unknown) => void) | null;
-}
-
-export interface IceServer {
-  urls: string | string[];
-  username?: string;
-  credential?: string;
-}
-
-export type SocketFactory = (url: string) => SocketLike;
-export type PeerConnectionFactory = (config: { iceServers: IceServer[] }) => PeerConnectionLike;
-
-export interface Timers {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-export interface BackoffOptions {
-  initialMs: number;
-  maxMs: number;
-  factor: number;
-  /** 0..1: fraction of the delay that is randomised (spread reconnect storms). */
-  jitter: number;
+  /** How the open chat runs (from getStats()): "direct", "relay", or null (unknown / not connected). */
+  route: Route | null;
 }
 
 export interface ClientOptions {
@@ -135,36 +118,67 @@ export interface ClientOptions {
   room: string;
   createSocket: SocketFactory;
   createPeerConnection: PeerConnectionFactory;
+  /** The client's own ICE servers: used when the server sends none. */
   iceServers?: IceServer[];
   backoff?: Partial<BackoffOptions>;
+  /** Backoff between attempts to bring up a peer connection that timed out. */
+  peerBackoff?: Partial<BackoffOptions>;
+  /** A peer connection that is not up within this time is retried (default 15 s). */
+  connectTimeoutMs?: number;
+  /** How long "disconnected" may last before an ICE restart (default 4 s). */
+  disconnectGraceMs?: number;
+  /** How long an old DataChannel stays open after its replacement opened (default 3 s). */
+  handoverMs?: number;
   timers?: Timers;
   random?: () => number;
-  now?: () => number;
   /** Called for diagnostics; defaults to no-op. */
   log?: (...args: unknown[]) => void;
+  /** The chat layer above the DataChannel (chat.ts); see ChannelListener. */
+  channel: ChannelListener;
 }
 
-export const CLOSE_ROOM_FULL = 4409;
-export const CLOSE_TRY_AGAIN_LATER = 1013;
-
 /**
- * Close codes after which retrying cannot help: the user has to change
- * something (another room, a new link/token). Every other close, including
- * 1013 (try again later), 1001 (going away) and 4008 (too slow), is retried.
+ * Hands the chat DataChannel's raw text to the chat layer (chat.ts), which
+ * sends its own raw text with SignalingClient.sendRaw.
+ *
+ * "The chat channel" is whichever DataChannel carries the chat now. An ICE
+ * restart keeps it (nothing is called); when a new connection replaces the
+ * old one (make before break), `opened` is called again for the new channel
+ * without `closed` in between; `closed` means no channel is open any more.
  */
-export const FATAL_CLOSE_CODES: Readonly<Record<number, string>> = {
-  4400: "Invalid room name",
-  4401: "Invalid or expired room token",
-  4409: "Room is full",
-  4429: "Too many messages",
-};
+export interface ChannelListener {
+  /** Announced as the DataChannel's sub-protocol when we create the channel. */
+  protocol: string;
+  /** A chat channel opened; `protocol` as its creator announced it, `created` if we did. */
+  opened(protocol: string, created: boolean): void;
+  /** A text frame from the peer, untouched. */
+  received(text: string): void;
+  /** No chat channel is open any more (closed, or dropped with its peer connection). */
+  closed(): void;
+}
 
-/** Error codes after which the server closes the socket for good. */
-const FATAL_ERROR_CODES = new Set(["room_full", "invalid_room", "invalid_token", "token_expired"]);
-export const DATA_CHANNEL_LABEL = "chat";
-const SOCKET_OPEN = 1;
+const DEFAULT_PEER_BACKOFF: BackoffOptions = { initialMs: 1_000, maxMs: 30_000, factor: 2, jitter: 0.2 };
 
-const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 10_000, factor: 2, jitter: 0.2 };
+/** What the server last told us about the other seat of the room. */
+type Partner = "none" | "present" | "away" | "left";
+
+export const NO_TURN_ADVICE =
+  "Could not connect to your peer. If you are both behind strict NATs or firewalls, a TURN relay " +
+  "server is needed and none is configured: ask the server's operator to set one up. Still trying…";
+export const TURN_FAILED_ADVICE =
+  "Could not connect to your peer, not even through the relay server. Check your network. Still trying…";
+
+function hasTurn(servers: readonly IceServer[]): boolean {
+  return servers.some((s) =>
+    (Array.isArray(s.urls) ? s.urls : [s.urls]).some((u) => u.startsWith("turn:") || u.startsWith("turns:")),
+  );
+}
+
+function randomId(random: () => number): string {
+  const c = globalThis.crypto as { randomUUID?: () => string } | undefined;
+  if (c && typeof c.randomUUID === "function") return c.randomUUID();
+  return `${Date.now().toString(36)}-${Math.floor(random() * 1e12).toString(36)}`;
+}
 
 /** Build the signaling URL from the page's own location (never hard-coded). */
 export function signalUrl(
@@ -177,24 +191,6 @@ export function signalUrl(
   if (token) url += `&token=${encodeURIComponent(token)}`;
   return url;
 }
-
-/** Letters, marks, numbers, punctuation, symbols and spaces (the server's rule). */
-const ROOM_CHARS = /^[\p{L}\p{M}\p{N}\p{P}\p{S} ]+$/u;
-export const MAX_ROOM_LENGTH = 64;
-
-/**
- * Room names as the server accepts them: trimmed, 1-64 characters, no control
- * or invisible characters. Returns null if invalid.
- */
-export function normaliseRoom(raw: string | null | undefined): string | null {
-  if (raw == null) return null;
-  const room = raw.trim();
-  const length = [...room].length;
-  if (length === 0 || length > MAX_ROOM_LENGTH || !ROOM_CHARS.test(room)) return null;
-  return room;
-}
-
-type Json = Record<string, unknown>;
 
 function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -243,54 +239,79 @@ export function extractCandidate(msg: Json): IceCandidateInit | null {
 
 type Listener = (state: ClientState) => void;
 
-interface PeerSession {
-  pc: PeerConnectionLike;
-  channel: DataChannelLike | null;
-  remoteSet: boolean;
-  pending: IceCandidateInit[];
-}
-
 export class SignalingClient {
   private readonly opts: ClientOptions;
-  private readonly backoff: BackoffOptions;
   private readonly timers: Timers;
   private readonly random: () => number;
-  private readonly now: () => number;
   private readonly log: (...args: unknown[]) => void;
+  private readonly peerBackoff: BackoffOptions;
+  private readonly socket: SignalingSocket;
 
   private state: ClientState;
   private listeners = new Set<Listener>();
 
-  private socket: SocketLike | null = null;
+  /** The peer connection being negotiated or in use. */
   private session: PeerSession | null = null;
+  /**
+   * An older session whose DataChannel is still open while `session` is being
+   * negotiated (after a fresh join): the chat goes on over it until the new one
+   * opens, then it is closed (make before break).
+   */
+  private previous: PeerSession | null = null;
+  private handoverTimer: unknown = null;
   /** Candidates that arrived before any peer connection existed. */
   private earlyCandidates: IceCandidateInit[] = [];
-  private retryTimer: unknown = null;
-  private attempts = 0;
+  /** Our role from the last joined/resumed: the initiator is the impolite side. */
+  private polite = true;
+  private partner: Partner = "none";
+  /** ICE servers from the server's joined/resumed, else the client's own. */
+  private iceServers: IceServer[];
+  private joinedOnce = false;
+  private signalingDown = false;
+  /** The current session's DataChannel closed while the partner is still in the room. */
+  private linkLost = false;
+  /** The session whose DataChannel the chat layer was last told is open. */
+  private listenedSession: PeerSession | null = null;
+  private peerAttempts = 0;
+  private peerRetryTimer: unknown = null;
   private stopped = false;
-  /** Set when the server refused us for good (room full, bad token...). */
-  private refusal: { status: "room-full" | "refused"; message: string } | null = null;
-  private nextMessageId = 1;
+  private refusal: Refusal | null = null;
   /** Incoming signaling messages are handled strictly one after another. */
   private chain: Promise<void> = Promise.resolve();
 
   constructor(opts: ClientOptions) {
     this.opts = opts;
-    this.backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
     this.timers = opts.timers ?? {
       setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
       clearTimeout: (h) => globalThis.clearTimeout(h as ReturnType<typeof globalThis.setTimeout>),
     };
     this.random = opts.random ?? Math.random;
-    this.now = opts.now ?? Date.now;
     this.log = opts.log ?? (() => undefined);
+    this.peerBackoff = { ...DEFAULT_PEER_BACKOFF, ...opts.peerBackoff };
+    this.iceServers = opts.iceServers ?? [];
+    this.socket = new SignalingSocket(
+      {
+        url: opts.url,
+        createSocket: opts.createSocket,
+        timers: this.timers,
+        random: this.random,
+        backoff: { ...DEFAULT_BACKOFF, ...opts.backoff },
+        log: this.log,
+      },
+      {
+        onMessage: (msg) => this.enqueue(msg),
+        onRefused: (refusal) => this.onRefused(refusal),
+        onDown: (attempt) => this.onSignalingDown(attempt),
+        onResumeRefused: () => this.log("resume refused: joining afresh"),
+      },
+    );
     this.state = {
       status: "idle",
       room: opts.room,
       error: null,
-      messages: [],
       canSend: false,
       attempt: 0,
+      route: null,
     };
   }
 
@@ -307,57 +328,30 @@ export class SignalingClient {
 
   /** Open the signaling socket and join the room. */
   start(): void {
-    if (this.socket || this.stopped) return;
+    if (this.stopped || this.state.status !== "idle") return;
     this.update({ status: "connecting", error: null });
-    this.openSocket();
+    this.socket.start();
   }
 
-  /** Send a chat message over the DataChannel. Returns false if not possible. */
-  send(text: string): boolean {
-    const body = text.trim();
-    const ch = this.session?.channel;
-    if (!body || !ch || ch.readyState !== "open") return false;
-    try {
-      ch.send(body);
-    } catch (err) {
-      this.log("send failed", err);
-      return false;
-    }
-    this.addMessage("me", body);
-    return true;
+  /** Send raw text over the chat DataChannel (for the chat layer). False if none is open. */
+  sendRaw(text: string): boolean {
+    const session = this.chatSession();
+    return session !== null && session.send(text);
   }
 
   /** While reconnecting, skip the rest of the backoff delay and retry now. */
   retryNow(): void {
-    if (this.stopped || this.retryTimer === null) return;
-    this.cancelRetry();
-    this.openSocket();
+    if (this.stopped) return;
+    this.socket.retryNow();
   }
 
   /** Leave the room: tell the peer, close the peer connection and the socket. */
   leave(): void {
     if (this.stopped) return;
     this.stopped = true;
-    this.cancelRetry();
-    this.closePeer();
-    const ws = this.socket;
-    this.socket = null;
-    if (ws) {
-      this.detachSocket(ws);
-      if (ws.readyState === SOCKET_OPEN) {
-        try {
-          ws.send(JSON.stringify({ type: "leave" }));
-        } catch {
-          /* ignore */
-        }
-      }
-      try {
-        ws.close(1000, "leave");
-      } catch {
-        /* ignore */
-      }
-    }
-    this.update({ status: this.refusal?.status ?? "disconnected", canSend: false, attempt: 0 });
+    this.closeSessions();
+    this.socket.leave();
+    this.refresh();
   }
 
   // -- state ----------------------------------------------------------------
@@ -367,123 +361,75 @@ export class SignalingClient {
     for (const l of [...this.listeners]) l(this.state);
   }
 
-  private addMessage(from: ChatMessage["from"], text: string): void {
-    const msg: ChatMessage = { id: this.nextMessageId++, from, text, at: this.now() };
-    this.update({ messages: [...this.state.messages, msg] });
+  /** Derive status, canSend and route from the facts, and publish them. */
+  private refresh(patch: Partial<ClientState> = {}): void {
+    const chat = this.chatSession();
+    // The chat layer learns first, so it can send by the time the view sees canSend.
+    this.tellChannel(chat);
+    let status: Status;
+    if (this.refusal) status = this.refusal.status;
+    else if (this.stopped) status = "disconnected";
+    else if (this.signalingDown) status = chat ? "server-reconnecting" : "reconnecting";
+    else if (!this.joinedOnce) status = "connecting";
+    else if (this.partner === "away") status = "peer-reconnecting";
+    else if (this.session?.restarting || (this.linkLost && !chat)) status = "ice-restarting";
+    else if (chat) status = "connected";
+    else if (this.partner === "present") status = "peer-connecting";
+    else if (this.partner === "left") status = "peer-left";
+    else status = "waiting";
+    const live = !this.stopped && !this.refusal;
+    this.update({
+      status,
+      canSend: live && chat !== null,
+      route: live ? (chat?.route ?? null) : null,
+      ...(status === "reconnecting" || status === "server-reconnecting" ? {} : { attempt: 0 }),
+      ...patch,
+    });
   }
 
-  // -- socket ---------------------------------------------------------------
-
-  private openSocket(): void {
-    let ws: SocketLike;
-    try {
-      ws = this.opts.createSocket(this.opts.url);
-    } catch (err) {
-      this.log("socket create failed", err);
-      this.scheduleReconnect();
-      return;
-    }
-    this.socket = ws;
-    ws.onopen = () => {
-      this.log("socket open");
-    };
-    ws.onmessage = (ev) => {
-      if (this.socket !== ws) return;
-      let msg: unknown;
-      try {
-        msg = JSON.parse(String(ev.data));
-      } catch {
-        this.log("ignoring non-JSON frame", ev.data);
-        return;
-      }
-      if (!isObject(msg) || typeof msg.type !== "string") return;
-      if (msg.type === "error" && typeof msg.code === "string" && FATAL_ERROR_CODES.has(msg.code)) {
-        // At once, not queued: a refusal is followed by the close, and the
-        // close must find the server's reason already recorded.
-        this.onError(msg);
-        return;
-      }
-      const m = msg;
-      this.chain = this.chain
-        .then(() => this.handle(m))
-        .catch((err: unknown) => {
-          this.log("signaling error", err);
-          this.update({ error: `Signaling error: ${errorText(err)}` });
-        });
-    };
-    ws.onerror = () => {
-      /* a close event always follows */
-    };
-    ws.onclose = (ev) => {
-      if (this.socket !== ws) return;
-      this.socket = null;
-      this.detachSocket(ws);
-      this.onSocketClosed(ev.code);
-    };
+  /** The session whose DataChannel carries the chat now (the new one once open). */
+  private chatSession(): PeerSession | null {
+    if (this.session?.open) return this.session;
+    if (this.previous?.open) return this.previous;
+    return null;
   }
 
-  private detachSocket(ws: SocketLike): void {
-    ws.onopen = null;
-    ws.onmessage = null;
-    ws.onerror = null;
-    ws.onclose = null;
+  /** Tell the chat layer when the channel carrying the chat changed, opened or is gone. */
+  private tellChannel(chat: PeerSession | null): void {
+    if (chat === this.listenedSession) return;
+    this.listenedSession = chat;
+    if (chat) this.opts.channel.opened(chat.channel?.protocol ?? "", chat.createdChannel);
+    else this.opts.channel.closed();
   }
 
-  private onSocketClosed(code: number): void {
+  // -- signaling socket -------------------------------------------------------
+
+  private enqueue(msg: Json): void {
+    this.chain = this.chain
+      .then(() => this.handle(msg))
+      .catch((err: unknown) => {
+        this.log("signaling error", err);
+        this.update({ error: `Signaling error: ${errorText(err)}` });
+      });
+  }
+
+  private onRefused(refusal: Refusal): void {
     if (this.stopped) return;
-    const fatal = FATAL_CLOSE_CODES[code];
-    if (this.refusal || fatal !== undefined) {
-      const refusal = this.refusal ?? {
-        status: code === CLOSE_ROOM_FULL ? ("room-full" as const) : ("refused" as const),
-        message: fatal ?? "Refused by the server",
-      };
-      this.refusal = refusal;
-      this.stopped = true;
-      this.closePeer();
-      this.update({ status: refusal.status, canSend: false, error: refusal.message });
-      return;
-    }
-    // Unexpected drop (including 1013 "try again later" and 1001 going away):
-    // the server has told our peer we left, so drop the peer connection too and
-    // rejoin; whoever is in the room then gets peer-joined and we make the offer.
-    const hadPeer = this.session !== null;
-    this.closePeer();
-    if (hadPeer) this.addMessage("system", "Connection to the server lost");
-    this.scheduleReconnect();
+    this.refusal = refusal;
+    this.stopped = true;
+    this.closeSessions();
+    this.refresh({ error: refusal.message });
   }
 
-  private scheduleReconnect(): void {
+  private onSignalingDown(attempt: number): void {
     if (this.stopped) return;
-    this.cancelRetry();
-    this.attempts += 1;
-    const base = Math.min(
-      this.backoff.maxMs,
-      this.backoff.initialMs * this.backoff.factor ** (this.attempts - 1),
-    );
-    const delay = Math.round(base * (1 - this.backoff.jitter * this.random()));
-    this.update({ status: "reconnecting", canSend: false, attempt: this.attempts });
-    this.log(`reconnect attempt ${this.attempts} in ${delay}ms`);
-    this.retryTimer = this.timers.setTimeout(() => {
-      this.retryTimer = null;
-      if (this.stopped) return;
-      this.openSocket();
-    }, delay);
-  }
-
-  private cancelRetry(): void {
-    if (this.retryTimer !== null) {
-      this.timers.clearTimeout(this.retryTimer);
-      this.retryTimer = null;
-    }
+    this.signalingDown = true;
+    // The peer connection stays: the DataChannel does not need the server.
+    this.refresh({ attempt });
   }
 
   private signal(msg: Json): void {
-    const ws = this.socket;
-    if (!ws || ws.readyState !== SOCKET_OPEN) {
-      this.log("cannot signal, socket not open", msg.type);
-      return;
-    }
-    ws.send(JSON.stringify(msg));
+    this.socket.send(msg);
   }
 
   // -- protocol -------------------------------------------------------------
@@ -491,49 +437,44 @@ export class SignalingClient {
   private async handle(msg: Json): Promise<void> {
     if (this.stopped) return;
     switch (msg.type) {
-      case "joined": {
-        this.attempts = 0;
-        const room = typeof msg.room === "string" ? msg.room : this.state.room;
-        this.update({ room, error: null, attempt: 0 });
-        if (msg.initiator === true) {
-          await this.startAsInitiator();
-        } else {
-          this.update({ status: "waiting" });
-        }
+      case "joined":
+        this.onJoined(msg);
         return;
-      }
-      case "peer-joined": {
-        // A newcomer is the initiator and will send the offer: drop any stale
-        // session so the offer lands on a fresh RTCPeerConnection.
-        this.closePeer();
+      case "resumed":
+        this.onResumed(msg);
+        return;
+      case "peer-joined":
+        // A newcomer (or our partner, back without resume) will offer: its
+        // offer lands on a fresh RTCPeerConnection.
+        this.retireSession();
         this.earlyCandidates = [];
-        this.update({ status: "peer-connecting", error: null });
+        this.partner = "present";
+        this.linkLost = false;
+        this.refresh({ error: null });
         return;
-      }
       case "leave":
-      case "peer-left": {
-        // Announce once, even if the DataChannel already reported the loss.
-        const wasPeer =
-          this.state.status !== "peer-left" &&
-          (this.session !== null || this.state.status === "connected" || this.state.status === "peer-connecting");
-        this.closePeer();
-        this.earlyCandidates = [];
-        if (wasPeer) this.addMessage("system", "Peer left the room");
-        this.update({ status: "peer-left", canSend: false });
+      case "peer-left":
+        this.onPartnerLeft();
         return;
-      }
+      case "peer-reconnecting":
+        if (this.partner !== "left") this.partner = "away";
+        this.refresh();
+        return;
+      case "peer-resumed":
+        this.partner = "present";
+        this.refresh();
+        return;
       case "offer":
-        await this.onOffer(msg);
-        return;
       case "answer":
-        await this.onAnswer(msg);
+        await this.onDescription(msg, msg.type);
         return;
       case "candidate":
         await this.onCandidate(msg);
         return;
-      case "error":
-        this.onError(msg);
+      case "error": {
+        this.update({ error: typeof msg.message === "string" ? msg.message : "Server error" });
         return;
+      }
       case "info":
         this.log("server info", msg);
         return;
@@ -542,188 +483,236 @@ export class SignalingClient {
     }
   }
 
-  private onError(msg: Json): void {
-    if (this.stopped) return;
-    const text = typeof msg.message === "string" ? msg.message : "Server error";
-    if (typeof msg.code === "string" && FATAL_ERROR_CODES.has(msg.code)) {
-      const status = msg.code === "room_full" ? "room-full" : "refused";
-      this.refusal = { status, message: text };
-      this.closePeer();
-      this.update({ status, error: text, canSend: false });
-      // The server closes the socket (4409, 4400, 4401); close from our side too.
-      const ws = this.socket;
-      if (ws) {
-        try {
-          ws.close(1000, "refused");
-        } catch {
-          /* ignore */
-        }
-      }
-    } else {
-      this.update({ error: text });
+  private takeIceServers(msg: Json): void {
+    if (Array.isArray(msg.iceServers)) {
+      const fromServer = parseIceServers(msg.iceServers);
+      if (fromServer.length > 0) this.iceServers = fromServer;
     }
   }
 
-  private newSession(): PeerSession {
-    this.closePeer();
-    const pc = this.opts.createPeerConnection({ iceServers: this.opts.iceServers ?? [] });
-    const session: PeerSession = { pc, channel: null, remoteSet: false, pending: [...this.earlyCandidates] };
+  /** A fresh join (first one, after a drop without resume, or after a refused resume). */
+  private onJoined(msg: Json): void {
+    const room = typeof msg.room === "string" ? msg.room : this.state.room;
+    this.takeIceServers(msg);
+    this.joinedOnce = true;
+    this.signalingDown = false;
+    this.linkLost = false;
+    this.polite = msg.initiator !== true;
+    // Whoever is in the room now is a new pairing as far as the server knows:
+    // negotiate a new connection, but keep an open DataChannel until it is replaced.
+    this.retireSession();
     this.earlyCandidates = [];
-    this.session = session;
-    pc.onicecandidate = (ev) => {
-      if (this.session !== session || !ev.candidate) return;
-      const c = typeof ev.candidate.toJSON === "function" ? ev.candidate.toJSON() : ev.candidate;
-      if (!c.candidate) return; // end-of-candidates marker
-      this.signal({
-        type: "candidate",
-        candidate: { candidate: c.candidate, sdpMid: c.sdpMid ?? null, sdpMLineIndex: c.sdpMLineIndex ?? null },
-      });
-    };
-    pc.ondatachannel = (ev) => {
-      if (this.session !== session) return;
-      if (ev.channel.label !== DATA_CHANNEL_LABEL) return;
-      this.attachChannel(session, ev.channel);
-    };
-    pc.onconnectionstatechange = () => {
-      if (this.session !== session) return;
-      if (pc.connectionState === "failed") {
-        this.update({ error: "Peer connection failed" });
-      }
-    };
-    return session;
+    this.clearPeerRetry();
+    this.peerAttempts = 0;
+    this.partner = msg.initiator === true ? "present" : "none";
+    this.refresh({ room, error: null });
+    if (msg.initiator === true) this.startFreshSession();
   }
 
-  private attachChannel(session: PeerSession, ch: DataChannelLike): void {
-    session.channel = ch;
-    let opened = false;
-    ch.onopen = () => {
-      // Chromium may hand over an already-open channel and still fire "open".
-      if (this.session !== session || opened) return;
-      opened = true;
-      this.update({ status: "connected", canSend: true, error: null });
-      this.addMessage("system", "Connected to peer");
-    };
-    ch.onclose = () => {
-      if (this.session !== session) return;
-      session.channel = null;
-      if (this.state.status === "connected") {
-        this.update({ status: "peer-left", canSend: false });
-        this.addMessage("system", "Peer left the room");
-      }
-    };
-    ch.onmessage = (ev) => {
-      if (this.session !== session) return;
-      const text = typeof ev.data === "string" ? ev.data : "";
-      if (text) this.addMessage("peer", text);
-    };
-    if (ch.readyState === "open") ch.onopen(undefined);
+  /** Our server-side session is back: same partner, same peer connection. */
+  private onResumed(msg: Json): void {
+    this.takeIceServers(msg);
+    this.joinedOnce = true;
+    this.signalingDown = false;
+    if (typeof msg.initiator === "boolean") this.polite = !msg.initiator;
+    const peers = typeof msg.peers === "number" ? msg.peers : 1;
+    if (peers >= 2 && this.partner !== "away") this.partner = "present";
+    if (peers < 2 && this.partner !== "left") this.partner = "none";
+    this.refresh({ error: null });
+    const s = this.session;
+    if (this.partner !== "present" && this.partner !== "away") return;
+    if (s && s.usable) s.resync();
+    else if (!this.polite && !this.chatSession()) this.startFreshSession();
   }
 
-  private async startAsInitiator(): Promise<void> {
-    this.update({ status: "peer-connecting" });
-    const session = this.newSession();
-    const ch = session.pc.createDataChannel(DATA_CHANNEL_LABEL, { ordered: true });
-    this.attachChannel(session, ch);
-    const offer = await session.pc.createOffer();
-    if (this.session !== session) return;
-    await session.pc.setLocalDescription(offer);
-    if (this.session !== session) return;
-    const local = session.pc.localDescription ?? offer;
-    this.signal({ type: "offer", sdp: local.sdp ?? "" });
+  private onPartnerLeft(): void {
+    this.closeSessions();
+    this.earlyCandidates = [];
+    this.linkLost = false;
+    this.clearPeerRetry();
+    this.peerAttempts = 0;
+    this.partner = "left";
+    this.refresh();
   }
 
-  private async onOffer(msg: Json): Promise<void> {
-    const desc = extractDescription(msg, "offer");
+  private async onDescription(msg: Json, kind: "offer" | "answer"): Promise<void> {
+    const desc = extractDescription(msg, kind);
     if (!desc) {
-      this.log("offer without sdp", msg);
+      this.log(`${kind} without sdp`, msg);
       return;
     }
-    // Answerer side: always answer on a fresh connection (a new offer means a
-    // new peer or a restarted one; in-session renegotiation is not used here).
-    const session = this.newSession();
-    this.update({ status: "peer-connecting" });
-    await session.pc.setRemoteDescription(desc);
-    if (this.session !== session) return;
-    session.remoteSet = true;
-    await this.flushCandidates(session);
-    if (this.session !== session) return;
-    const answer = await session.pc.createAnswer();
-    if (this.session !== session) return;
-    await session.pc.setLocalDescription(answer);
-    if (this.session !== session) return;
-    const local = session.pc.localDescription ?? answer;
-    this.signal({ type: "answer", sdp: local.sdp ?? "" });
-  }
-
-  private async onAnswer(msg: Json): Promise<void> {
-    const desc = extractDescription(msg, "answer");
-    const session = this.session;
-    if (!desc || !session) return;
-    if (session.pc.signalingState !== "have-local-offer") {
-      this.log("ignoring answer in state", session.pc.signalingState);
+    const from = typeof msg.pc === "string" ? msg.pc : null;
+    let s = this.session;
+    const ours = s !== null && (from === null || s.remoteId === null || s.remoteId === from);
+    if (kind === "answer") {
+      if (!s || !ours) {
+        this.log("ignoring an answer for another peer connection");
+        return;
+      }
+    } else if (!s || !ours || !s.usable) {
+      // An offer for a connection we do not have: the other side started afresh.
+      s = this.newSession();
+    }
+    if (this.partner !== "away") this.partner = "present";
+    if (kind === "offer" && from === null && s.hasRemoteDescription) {
+      // Untagged renegotiation (an older client): if our connection cannot take
+      // it (e.g. it comes from a new connection with new DTLS keys), start afresh.
+      try {
+        await s.handleDescription(desc, from);
+      } catch (err) {
+        this.log("offer did not fit the current connection; answering on a new one", err);
+        await this.newSession().handleDescription(desc, from);
+      }
+      this.refresh();
       return;
     }
-    await session.pc.setRemoteDescription(desc);
-    if (this.session !== session) return;
-    session.remoteSet = true;
-    await this.flushCandidates(session);
+    await s.handleDescription(desc, from);
+    this.refresh();
   }
 
   private async onCandidate(msg: Json): Promise<void> {
     const cand = extractCandidate(msg);
     if (!cand) return;
-    const session = this.session;
-    if (!session) {
+    const from = typeof msg.pc === "string" ? msg.pc : null;
+    const s = this.session;
+    if (!s) {
       this.earlyCandidates.push(cand);
       return;
     }
-    if (!session.remoteSet) {
-      session.pending.push(cand);
+    if (from !== null && s.remoteId !== null && s.remoteId !== from) {
+      if (this.previous && this.previous.remoteId === from) await this.previous.handleCandidate(cand);
+      else this.log("ignoring a candidate for another peer connection");
       return;
     }
-    await this.addCandidate(session, cand);
+    await s.handleCandidate(cand);
   }
 
-  private async flushCandidates(session: PeerSession): Promise<void> {
-    const queued = session.pending.splice(0);
-    for (const c of queued) {
-      if (this.session !== session) return;
-      await this.addCandidate(session, c);
-    }
+  // -- peer sessions ----------------------------------------------------------
+
+  private newSession(): PeerSession {
+    this.retireSession();
+    const session = new PeerSession(
+      {
+        id: randomId(this.random),
+        polite: this.polite,
+        channelProtocol: this.opts.channel.protocol,
+        iceServers: this.iceServers,
+        createPeerConnection: this.opts.createPeerConnection,
+        timers: this.timers,
+        connectTimeoutMs: this.opts.connectTimeoutMs ?? 15_000,
+        disconnectGraceMs: this.opts.disconnectGraceMs ?? 4_000,
+        log: this.log,
+      },
+      {
+        signal: (m) => this.signal(m),
+        onOpen: (s) => this.onSessionOpen(s),
+        onClose: (s) => this.onSessionClose(s),
+        onText: (_s, text) => this.opts.channel.received(text),
+        onLinkChange: () => this.refresh(),
+        onTimeout: (s) => this.onSessionTimeout(s),
+        onRoute: () => this.refresh(),
+      },
+      this.earlyCandidates,
+    );
+    this.earlyCandidates = [];
+    this.session = session;
+    return session;
   }
 
-  private async addCandidate(session: PeerSession, c: IceCandidateInit): Promise<void> {
-    try {
-      await session.pc.addIceCandidate(c);
-    } catch (err) {
-      // A bad candidate must not kill the session; others may still work.
-      this.log("addIceCandidate failed", err);
-    }
+  /** As the offering side: a new connection and DataChannel (negotiationneeded sends the offer). */
+  private startFreshSession(): void {
+    const s = this.newSession();
+    s.createChannel();
+    this.refresh();
   }
 
-  private closePeer(): void {
+  /** The current session makes way for a new one; an open DataChannel is kept until then. */
+  private retireSession(): void {
     const s = this.session;
     this.session = null;
     if (!s) return;
-    if (s.channel) {
-      s.channel.onopen = null;
-      s.channel.onclose = null;
-      s.channel.onmessage = null;
-      try {
-        s.channel.close();
-      } catch {
-        /* ignore */
-      }
+    if (s.open) {
+      this.dropPrevious();
+      this.previous = s;
+    } else {
+      s.close();
     }
-    s.pc.onicecandidate = null;
-    s.pc.ondatachannel = null;
-    s.pc.onconnectionstatechange = null;
-    try {
-      s.pc.close();
-    } catch {
-      /* ignore */
+  }
+
+  private dropPrevious(): void {
+    if (this.handoverTimer !== null) {
+      this.timers.clearTimeout(this.handoverTimer);
+      this.handoverTimer = null;
     }
-    if (this.state.canSend) this.update({ canSend: false });
+    this.previous?.close();
+    this.previous = null;
+  }
+
+  private closeSessions(): void {
+    this.clearPeerRetry();
+    this.dropPrevious();
+    this.session?.close();
+    this.session = null;
+  }
+
+  private onSessionOpen(s: PeerSession): void {
+    if (s !== this.session) return;
+    this.linkLost = false;
+    this.peerAttempts = 0;
+    this.clearPeerRetry();
+    if (this.previous && this.handoverTimer === null) {
+      // Both sides switch to the new channel at once; the old one lingers a
+      // moment for messages already on their way over it.
+      this.handoverTimer = this.timers.setTimeout(() => {
+        this.handoverTimer = null;
+        this.dropPrevious();
+        this.refresh();
+      }, this.opts.handoverMs ?? 3_000);
+    }
+    this.refresh({ error: null });
+  }
+
+  private onSessionClose(s: PeerSession): void {
+    if (s === this.previous) {
+      this.dropPrevious();
+      this.refresh();
+      return;
+    }
+    if (s !== this.session) return;
+    s.close();
+    this.session = null;
+    if (this.partner === "present" || this.partner === "away") {
+      // The server still has our partner: the link broke, not the chat.
+      this.linkLost = true;
+      // Without signaling no offer can go out: joined/resumed decide then.
+      if (!this.polite && !this.signalingDown) this.startFreshSession();
+    }
+    this.refresh();
+  }
+
+  private onSessionTimeout(s: PeerSession): void {
+    if (s !== this.session || this.stopped) return;
+    this.peerAttempts += 1;
+    const advice = hasTurn(this.iceServers) ? TURN_FAILED_ADVICE : NO_TURN_ADVICE;
+    this.log(`peer connection not up, attempt ${this.peerAttempts}`);
+    this.refresh({ error: advice });
+    if (this.polite) return; // the impolite side drives retries; we answer them
+    this.clearPeerRetry();
+    const delay = backoffDelay(this.peerBackoff, this.peerAttempts, this.random);
+    this.peerRetryTimer = this.timers.setTimeout(() => {
+      this.peerRetryTimer = null;
+      if (this.stopped || this.session !== s || this.partner === "left" || this.partner === "none") return;
+      // First an ICE restart on the connection we have, then fresh connections.
+      if (this.peerAttempts === 1 && s.usable && s.hasRemoteDescription) s.restartIce();
+      else this.startFreshSession();
+    }, delay);
+  }
+
+  private clearPeerRetry(): void {
+    if (this.peerRetryTimer !== null) {
+      this.timers.clearTimeout(this.peerRetryTimer);
+      this.peerRetryTimer = null;
+    }
   }
 }
 

@@ -48,11 +48,13 @@ describe("App", () => {
     fireEvent.change(input, { target: { value: "  team room " } });
     fireEvent.submit(input.closest("form")!);
     await flush();
-    expect(latest().url).toBe(`ws://${window.location.host}/ws/signal/?room=team%20room`);
+    expect(latest().url).toBe(`ws://${window.location.host}/ws/signal/?room=team%20room&resumable=1`);
     expect(screen.getByTestId("room-name").textContent).toBe("team room");
     expect(screen.getByRole("status").textContent).toContain("Connecting");
     expect(window.location.search).toBe("?room=team+room");
-    expect((screen.getByLabelText("Message") as HTMLInputElement).disabled).toBe(true);
+    // The message box takes focus at once (it stays usable; Send waits for the peer).
+    expect(document.activeElement).toBe(screen.getByLabelText("Message"));
+    expect((screen.getByRole("button", { name: "Send" }) as HTMLButtonElement).disabled).toBe(true);
   });
 
   it("rejects an empty room name", () => {
@@ -66,7 +68,7 @@ describe("App", () => {
     window.history.replaceState(null, "", "/?room=lobby");
     render(<App />);
     await flush();
-    expect(latest().url).toBe(`ws://${window.location.host}/ws/signal/?room=lobby`);
+    expect(latest().url).toBe(`ws://${window.location.host}/ws/signal/?room=lobby&resumable=1`);
     act(() => {
       latest().open();
       latest().receive({ type: "joined", room: "lobby", peers: 1, initiator: false });
@@ -133,7 +135,7 @@ describe("App", () => {
     window.history.replaceState(null, "", "/?room=lobby&token=v1.abc.def");
     render(<App />);
     await flush();
-    expect(latest().url).toBe(`ws://${window.location.host}/ws/signal/?room=lobby&token=v1.abc.def`);
+    expect(latest().url).toBe(`ws://${window.location.host}/ws/signal/?room=lobby&token=v1.abc.def&resumable=1`);
     act(() => {
       latest().open();
       latest().receive({ type: "error", code: "token_expired", message: "Room token expired" });
@@ -146,7 +148,7 @@ describe("App", () => {
     fireEvent.change(input, { target: { value: "elsewhere" } });
     fireEvent.submit(input.closest("form")!);
     await flush();
-    expect(latest().url).toBe(`ws://${window.location.host}/ws/signal/?room=elsewhere`);
+    expect(latest().url).toBe(`ws://${window.location.host}/ws/signal/?room=elsewhere&resumable=1`);
   });
 
   it("an invalid room in the link is not joined", async () => {

@@ -1,11 +1,31 @@
 import type {
+  ChannelListener,
   DataChannelLike,
   IceCandidateInit,
   PeerConnectionLike,
   SessionDescription,
   SocketLike,
+  StatsReportLike,
   Timers,
 } from "../src/signaling";
+
+/** Records what SignalingClient tells the chat layer above the DataChannel. */
+export class FakeChat implements ChannelListener {
+  /** "opened:<protocol>:<created>" and "closed", in order. */
+  readonly events: string[] = [];
+  /** Text frames handed over, in order. */
+  readonly texts: string[] = [];
+  constructor(readonly protocol = "") {}
+  opened(protocol: string, created: boolean): void {
+    this.events.push(`opened:${protocol}:${created}`);
+  }
+  received(text: string): void {
+    this.texts.push(text);
+  }
+  closed(): void {
+    this.events.push("closed");
+  }
+}
 
 export class FakeSocket implements SocketLike {
   readyState = 0;
@@ -53,6 +73,7 @@ export class FakeSocket implements SocketLike {
 
 export class FakeChannel implements DataChannelLike {
   readyState = "connecting";
+  protocol = "";
   sent: string[] = [];
   onopen: ((ev: unknown) => void) | null = null;
   onclose: ((ev: unknown) => void) | null = null;
@@ -94,11 +115,22 @@ export class FakePeerConnection implements PeerConnectionLike {
   added: IceCandidateInit[] = [];
   /** If set, setRemoteDescription waits for this promise (to test queueing). */
   remoteGate: Promise<void> | null = null;
+  /** If set, the next setRemoteDescription fails with it (a description the connection cannot take). */
+  rejectNextRemote: Error | null = null;
+  /** Offers made so far (each with its own sdp, so crossing offers can be told apart). */
+  offers = 0;
+  /** ICE credentials generation: bumped by an offer or answer that restarts ICE. */
+  iceGeneration = 0;
+  private restartPending = false;
+  private negotiationPending = false;
+  /** What getStats() reports as the selected pair's candidate types. */
+  selectedTypes: [string, string] | null = null;
   onicecandidate:
     | ((ev: { candidate: (IceCandidateInit & { toJSON?: () => IceCandidateInit }) | null }) => void)
     | null = null;
   ondatachannel: ((ev: { channel: DataChannelLike }) => void) | null = null;
   onconnectionstatechange: ((ev: unknown) => void) | null = null;
+  onnegotiationneeded: ((ev: unknown) => void) | null = null;
 
   constructor(readonly config: { iceServers: unknown[] }) {
     FakePeerConnection.created.push(this);
@@ -106,40 +138,84 @@ export class FakePeerConnection implements PeerConnectionLike {
     FakePeerConnection.nextRemoteGate = null;
   }
 
-  async createOffer(): Promise<SessionDescription> {
-    this.calls.push("createOffer");
-    return { type: "offer", sdp: "v=0 offer" };
+  async createOffer(options?: { iceRestart?: boolean }): Promise<SessionDescription> {
+    this.calls.push(options?.iceRestart || this.restartPending ? "createOffer:iceRestart" : "createOffer");
+    this.offers += 1;
+    const restart = options?.iceRestart || this.restartPending ? " ice-restart" : "";
+    return { type: "offer", sdp: `v=0 offer${this.offers === 1 ? "" : this.offers}${restart}` };
   }
   async createAnswer(): Promise<SessionDescription> {
     this.calls.push("createAnswer");
     if (this.signalingState !== "have-remote-offer") throw new Error("no remote offer");
-    return { type: "answer", sdp: "v=0 answer" };
+    // The answer to an ICE-restart offer carries new ICE credentials too.
+    return { type: "answer", sdp: this.remoteDescription?.sdp?.includes("ice-restart") ? "v=0 answer ice-restart" : "v=0 answer" };
   }
   async setLocalDescription(desc: SessionDescription): Promise<void> {
     this.calls.push(`setLocalDescription:${desc.type}`);
+    if (this.closed) throw new Error("InvalidStateError: closed");
+    if (desc.type === "rollback") {
+      if (this.signalingState !== "have-local-offer") throw new Error("InvalidStateError: nothing to roll back");
+      this.localDescription = null;
+      this.setSignaling("stable");
+      return;
+    }
+    if (desc.type === "offer" && this.signalingState !== "stable") {
+      throw new Error(`InvalidStateError: cannot set a local offer in ${this.signalingState}`);
+    }
+    if (desc.type === "offer" && desc.sdp?.includes("ice-restart")) this.restartPending = false;
     this.localDescription = desc;
-    this.signalingState = desc.type === "offer" ? "have-local-offer" : "stable";
+    this.setSignaling(desc.type === "offer" ? "have-local-offer" : "stable");
   }
   async setRemoteDescription(desc: SessionDescription): Promise<void> {
     this.calls.push(`setRemoteDescription:${desc.type}`);
     if (this.remoteGate) await this.remoteGate;
+    if (this.closed) throw new Error("InvalidStateError: closed");
+    const reject = this.rejectNextRemote;
+    this.rejectNextRemote = null;
+    if (reject) throw reject;
+    // No implicit rollback: the client must roll back its own offer first.
+    if (desc.type === "offer" && this.signalingState !== "stable") {
+      throw new Error(`InvalidStateError: remote offer in ${this.signalingState}`);
+    }
+    if (desc.type === "answer" && this.signalingState !== "have-local-offer") {
+      throw new Error(`InvalidStateError: remote answer in ${this.signalingState}`);
+    }
+    if (desc.sdp?.includes("ice-restart")) this.iceGeneration += 1;
     this.remoteDescription = desc;
-    this.signalingState = desc.type === "offer" ? "have-remote-offer" : "stable";
+    this.setSignaling(desc.type === "offer" ? "have-remote-offer" : "stable");
   }
   async addIceCandidate(c: IceCandidateInit): Promise<void> {
     if (!this.remoteDescription) throw new Error("InvalidStateError: no remote description");
     this.calls.push(`addIceCandidate:${c.candidate}`);
     this.added.push(c);
   }
-  createDataChannel(label: string): FakeChannel {
+  createDataChannel(label: string, options?: { protocol?: string }): FakeChannel {
     this.calls.push(`createDataChannel:${label}`);
     const ch = new FakeChannel(label);
+    ch.protocol = options?.protocol ?? "";
     this.channels.push(ch);
+    this.needNegotiation();
     return ch;
+  }
+  restartIce(): void {
+    this.calls.push("restartIce");
+    this.restartPending = true;
+    this.needNegotiation();
+  }
+  async getStats(): Promise<StatsReportLike> {
+    const entries: [string, Record<string, unknown>][] = [];
+    if (this.selectedTypes) {
+      entries.push(["T", { type: "transport", selectedCandidatePairId: "P" }]);
+      entries.push(["P", { type: "candidate-pair", localCandidateId: "L", remoteCandidateId: "R" }]);
+      entries.push(["L", { type: "local-candidate", candidateType: this.selectedTypes[0] }]);
+      entries.push(["R", { type: "remote-candidate", candidateType: this.selectedTypes[1] }]);
+    }
+    return new Map(entries);
   }
   close(): void {
     this.closed = true;
     this.connectionState = "closed";
+    this.signalingState = "closed";
   }
   // helpers
   emitCandidate(candidate: string | null): void {
@@ -147,23 +223,63 @@ export class FakePeerConnection implements PeerConnectionLike {
       candidate: candidate === null ? null : { candidate, sdpMid: "0", sdpMLineIndex: 0 },
     });
   }
-  remoteOpensChannel(label = "chat"): FakeChannel {
+  remoteOpensChannel(label = "chat", protocol = ""): FakeChannel {
     const ch = new FakeChannel(label);
+    ch.protocol = protocol;
     this.channels.push(ch);
     this.ondatachannel?.({ channel: ch });
     return ch;
+  }
+  /** ICE reports a new connection state (failed, disconnected, connected...). */
+  setConnectionState(state: string): void {
+    this.connectionState = state;
+    this.onconnectionstatechange?.({});
+  }
+  /** Like browsers: negotiationneeded fires asynchronously, and only in "stable". */
+  private needNegotiation(): void {
+    this.negotiationPending = true;
+    queueMicrotask(() => this.fireNegotiationIfStable());
+  }
+  private fireNegotiationIfStable(): void {
+    if (!this.negotiationPending || this.closed || this.signalingState !== "stable") return;
+    this.negotiationPending = false;
+    this.onnegotiationneeded?.({});
+  }
+  private setSignaling(state: string): void {
+    this.signalingState = state;
+    if (state === "stable" && this.restartPending) this.negotiationPending = true;
+    if (state === "stable" && this.negotiationPending) queueMicrotask(() => this.fireNegotiationIfStable());
   }
 }
 
 export class FakeTimers implements Timers {
   private nextId = 1;
-  pending = new Map<number, { fn: () => void; ms: number }>();
+  /** Virtual time: advance() moves it and runs the timers that fall due. */
+  now = 0;
+  pending = new Map<number, { fn: () => void; ms: number; due: number }>();
   delays: number[] = [];
   setTimeout(fn: () => void, ms: number): unknown {
     const id = this.nextId++;
-    this.pending.set(id, { fn, ms });
+    this.pending.set(id, { fn, ms, due: this.now + ms });
     this.delays.push(ms);
     return id;
+  }
+  /** Move virtual time forward by ms, running due timers in order (also ones they set). */
+  advance(ms: number): void {
+    const end = this.now + ms;
+    for (;;) {
+      let next: [number, { fn: () => void; due: number }] | null = null;
+      for (const e of this.pending) if (e[1].due <= end && (!next || e[1].due < next[1].due)) next = e;
+      if (!next) break;
+      this.pending.delete(next[0]);
+      this.now = next[1].due;
+      next[1].fn();
+    }
+    this.now = end;
+  }
+  /** The delays of the timers pending now. */
+  pendingDelays(): number[] {
+    return [...this.pending.values()].map((t) => t.ms);
   }
   clearTimeout(handle: unknown): void {
     this.pending.delete(handle as number);

@@ -3,14 +3,15 @@ import {
   SignalingClient,
   extractCandidate,
   extractDescription,
-  normaliseRoom,
   signalUrl,
   type ClientOptions,
 } from "../src/signaling";
-import { FakeChannel, FakePeerConnection, FakeSocket, FakeTimers, settle } from "./fakes";
+import { FakeChannel, FakeChat, FakePeerConnection, FakeSocket, FakeTimers, settle } from "./fakes";
 
 interface Harness {
   client: SignalingClient;
+  /** What the chat layer above the DataChannel was told. */
+  chat: FakeChat;
   sockets: FakeSocket[];
   timers: FakeTimers;
   /** The most recently created socket. */
@@ -22,6 +23,7 @@ interface Harness {
 function setup(extra: Partial<ClientOptions> = {}): Harness {
   const sockets: FakeSocket[] = [];
   const timers = new FakeTimers();
+  const chat = new FakeChat("mcp-chat.v1");
   const client = new SignalingClient({
     url: "ws://example.test/ws/signal/?room=r1",
     room: "r1",
@@ -34,10 +36,12 @@ function setup(extra: Partial<ClientOptions> = {}): Harness {
     timers,
     random: () => 0,
     backoff: { initialMs: 100, maxMs: 1000, factor: 2, jitter: 0.2 },
+    channel: chat,
     ...extra,
   });
   return {
     client,
+    chat,
     sockets,
     timers,
     ws: () => sockets[sockets.length - 1]!,
@@ -61,18 +65,6 @@ describe("helpers", () => {
     expect(signalUrl({ protocol: "http:", host: "h" }, "r", "v1.a+b/c")).toBe(
       "ws://h/ws/signal/?room=r&token=v1.a%2Bb%2Fc",
     );
-  });
-
-  it("normalises room names", () => {
-    expect(normaliseRoom("  lobby ")).toBe("lobby");
-    expect(normaliseRoom("   ")).toBeNull();
-    expect(normaliseRoom(null)).toBeNull();
-    expect(normaliseRoom("x".repeat(65))).toBeNull();
-    expect(normaliseRoom("x".repeat(64))).toBe("x".repeat(64));
-    expect(normaliseRoom("tab\there")).toBeNull();
-    expect(normaliseRoom("zero\u200bwidth")).toBeNull();
-    expect(normaliseRoom("café ☕ #1")).toBe("café ☕ #1");
-    expect(normaliseRoom("😀".repeat(64))).toBe("😀".repeat(64));
   });
 
   it("accepts both offer shapes", () => {
@@ -108,7 +100,7 @@ describe("SignalingClient", () => {
     h.client.subscribe((s) => seen.push(s.status));
     h.client.start();
     expect(h.client.getState().status).toBe("connecting");
-    expect(h.ws().url).toBe("ws://example.test/ws/signal/?room=r1");
+    expect(h.ws().url).toBe("ws://example.test/ws/signal/?room=r1&resumable=1");
     h.ws().open();
     h.ws().receive({ type: "joined", room: "r1", peers: 1, initiator: false });
     await settle();
@@ -139,7 +131,7 @@ describe("SignalingClient", () => {
     await settle();
     const bpc = b.pc();
     expect(bpc.calls.slice(0, 3)).toEqual(["createDataChannel:chat", "createOffer", "setLocalDescription:offer"]);
-    expect(b.ws().sentOfType("offer")).toEqual([{ type: "offer", sdp: "v=0 offer" }]);
+    expect(b.ws().sentOfType("offer")).toEqual([{ type: "offer", sdp: "v=0 offer", pc: expect.any(String) }]);
     expect(bpc.config).toEqual({ iceServers: [] });
 
     // A answers B's offer, in the documented shape.
@@ -147,7 +139,7 @@ describe("SignalingClient", () => {
     await settle();
     const apc = FakePeerConnection.created.find((p) => p !== bpc) ?? a.pc();
     expect(apc.calls).toEqual(["setRemoteDescription:offer", "createAnswer", "setLocalDescription:answer"]);
-    expect(a.ws().sentOfType("answer")).toEqual([{ type: "answer", sdp: "v=0 answer" }]);
+    expect(a.ws().sentOfType("answer")).toEqual([{ type: "answer", sdp: "v=0 answer", pc: expect.any(String) }]);
     expect(a.ws().sentOfType("offer")).toHaveLength(0);
 
     b.ws().receive(a.ws().sentOfType("answer")[0]);
@@ -178,6 +170,7 @@ describe("SignalingClient", () => {
       {
         type: "candidate",
         candidate: { candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host", sdpMid: "0", sdpMLineIndex: 0 },
+        pc: h.ws().sentOfType("offer")[0]!.pc,
       },
     ]);
   });
@@ -230,7 +223,7 @@ describe("SignalingClient", () => {
     expect(pc.added.map((c) => c.candidate)).toEqual(["c1", "c2"]);
   });
 
-  it("reports connected when the chat channel opens and exchanges messages in order", async () => {
+  it("reports connected when the chat channel opens; raw text goes both ways untouched, in order", async () => {
     const h = setup();
     h.client.start();
     h.ws().open();
@@ -239,20 +232,47 @@ describe("SignalingClient", () => {
     h.ws().receive({ type: "offer", sdp: "v=0 offer" });
     await settle();
     expect(h.client.getState().canSend).toBe(false);
-    expect(h.client.send("too early")).toBe(false);
-    const ch = h.pc().remoteOpensChannel("chat");
+    expect(h.client.sendRaw("too early")).toBe(false);
+    // The peer created the channel, announcing its sub-protocol.
+    const ch = h.pc().remoteOpensChannel("chat", "mcp-chat.v1");
+    let seenByChatFirst = false;
+    h.client.subscribe((s) => {
+      if (s.status === "connected") seenByChatFirst = h.chat.events.length === 1;
+    });
     ch.fireOpen();
     expect(h.client.getState().status).toBe("connected");
     expect(h.client.getState().canSend).toBe(true);
-    expect(h.client.send("  hello  ")).toBe(true);
-    expect(h.client.send("   ")).toBe(false);
+    // The chat layer hears of the channel before the view sees "connected".
+    expect(seenByChatFirst).toBe(true);
+    expect(h.chat.events).toEqual(["opened:mcp-chat.v1:false"]);
+    expect(h.client.sendRaw("  hello  ")).toBe(true);
+    expect(h.client.sendRaw('{"mcp":"chat"}')).toBe(true);
     ch.fireMessage("hi back");
-    expect(ch.sent).toEqual(["hello"]);
-    const chat = h.client.getState().messages.filter((m) => m.from !== "system");
-    expect(chat.map((m) => [m.from, m.text])).toEqual([
-      ["me", "hello"],
-      ["peer", "hi back"],
-    ]);
+    ch.fireMessage("");
+    expect(ch.sent).toEqual(["  hello  ", '{"mcp":"chat"}']);
+    expect(h.chat.texts).toEqual(["hi back"]);
+  });
+
+  it("the channel it creates announces the chat layer's sub-protocol", async () => {
+    const h = setup();
+    h.client.start();
+    h.ws().open();
+    h.ws().receive({ type: "joined", room: "r1", peers: 2, initiator: true });
+    await settle();
+    const ch = h.pc().channels[0]!;
+    expect(ch.protocol).toBe("mcp-chat.v1");
+    ch.fireOpen();
+    expect(h.chat.events).toEqual(["opened:mcp-chat.v1:true"]);
+  });
+
+  it("a chat layer without a sub-protocol gets a plain channel", async () => {
+    const h = setup({ channel: new FakeChat("") });
+    h.client.start();
+    h.ws().open();
+    h.ws().receive({ type: "joined", room: "r1", peers: 2, initiator: true });
+    await settle();
+    expect(h.pc().calls).toContain("createDataChannel:chat");
+    expect(h.pc().channels[0]!.protocol).toBe("");
   });
 
   it("ignores data channels with other labels", async () => {
@@ -324,8 +344,7 @@ describe("SignalingClient", () => {
     h.ws().receive({ type: "peer-left", room: "r1", peers: 1 });
     await settle();
     expect(h.client.getState().status).toBe("peer-left");
-    const systemLeft = h.client.getState().messages.filter((m) => m.text === "Peer left the room");
-    expect(systemLeft).toHaveLength(1);
+    expect(h.chat.events).toEqual(["opened:mcp-chat.v1:true", "closed"]);
 
     // The newcomer is the initiator: we wait for its offer, never offer ourselves.
     h.ws().receive({ type: "peer-joined", room: "r1", peers: 2 });
@@ -339,6 +358,7 @@ describe("SignalingClient", () => {
     expect(h.ws().sentOfType("answer")).toHaveLength(1);
     second.remoteOpensChannel().fireOpen();
     expect(h.client.getState().status).toBe("connected");
+    expect(h.chat.events).toEqual(["opened:mcp-chat.v1:true", "closed", "opened::false"]);
     expect(h.sockets).toHaveLength(1); // no page reload / new socket needed
   });
 
@@ -358,7 +378,7 @@ describe("SignalingClient", () => {
     expect(h.client.getState().status).toBe("peer-connecting");
   });
 
-  it("data channel closing while connected shows peer left", async () => {
+  it("data channel closing while the peer is still in the room is not a departure", async () => {
     const h = setup();
     h.client.start();
     h.ws().open();
@@ -367,12 +387,14 @@ describe("SignalingClient", () => {
     const ch = h.pc().channels[0]!;
     ch.fireOpen();
     ch.fireClose();
-    expect(h.client.getState().status).toBe("peer-left");
-    // The server's leave/peer-left that follow do not announce it again.
+    expect(h.client.getState().status).toBe("ice-restarting");
+    expect(h.chat.events).toEqual(["opened:mcp-chat.v1:true", "closed"]);
+    // Only the server's leave/peer-left means the peer left; the chat layer heard "closed" once.
     h.ws().receive({ type: "leave" });
     h.ws().receive({ type: "peer-left", room: "r1", peers: 1 });
     await settle();
-    expect(h.client.getState().messages.filter((m) => m.text === "Peer left the room")).toHaveLength(1);
+    expect(h.client.getState().status).toBe("peer-left");
+    expect(h.chat.events).toEqual(["opened:mcp-chat.v1:true", "closed"]);
   });
 
   it("reconnects with exponential backoff when the socket drops, then rejoins", async () => {
@@ -386,10 +408,15 @@ describe("SignalingClient", () => {
 
     h.ws().serverClose(1006);
     await settle();
+    // The DataChannel does not need the server: the chat goes on meanwhile.
+    expect(h.client.getState().status).toBe("server-reconnecting");
+    expect(h.client.getState().canSend).toBe(true);
+    expect(pc.closed).toBe(false);
+    expect(h.timers.pendingDelays()).toEqual([100]);
+    // The peer really goes away during the outage: no open channel, plain reconnecting.
+    pc.channels[0]!.fireClose();
     expect(h.client.getState().status).toBe("reconnecting");
     expect(h.client.getState().canSend).toBe(false);
-    expect(pc.closed).toBe(true);
-    expect(h.timers.delays).toEqual([100]);
 
     h.timers.runAll();
     expect(h.sockets).toHaveLength(2);
@@ -406,7 +433,8 @@ describe("SignalingClient", () => {
     h.timers.runAll();
     h.ws().serverClose(1006);
     await settle();
-    expect(h.timers.delays).toEqual([100, 200, 400, 800, 1000]);
+    // (The first timer was the peer connection's connect timeout, cleared when the channel opened.)
+    expect(h.timers.delays).toEqual([15_000, 100, 200, 400, 800, 1000]);
 
     h.timers.runAll();
     h.ws().open();
@@ -507,7 +535,7 @@ describe("SignalingClient channel handover", () => {
     pc.ondatachannel?.({ channel: ch });
     ch.fireOpen();
     expect(h.client.getState().status).toBe("connected");
-    expect(h.client.getState().messages.filter((m) => m.text === "Connected to peer")).toHaveLength(1);
+    expect(h.chat.events).toEqual(["opened::false"]);
   });
 });
 
@@ -528,7 +556,7 @@ describe("SignalingClient refusals", () => {
     expect(h.timers.pending.size).toBe(0);
   });
 
-  it.each([4400, 4401, 4429])("close %i alone is fatal too", async (code) => {
+  it.each([4400, 4401, 4411, 4429])("close %i alone is fatal too", async (code) => {
     const h = setup();
     h.client.start();
     h.ws().open();

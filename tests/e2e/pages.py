@@ -21,10 +21,22 @@ def message_input(page: Page) -> Locator:
     return page.get_by_label("Message", exact=True)
 
 
+def send_button(page: Page) -> Locator:
+    return page.get_by_role("button", name="Send", exact=True)
+
+
+def expect_cannot_send(page: Page) -> None:
+    """No chat: Send is disabled (the message box stays usable, so focus and the draft survive)."""
+    message_input(page).fill("draft")
+    expect(send_button(page)).to_be_disabled()
+    message_input(page).fill("")
+
+
 def send_with_enter(page: Page, text: str) -> None:
     box = message_input(page)
     expect(box).to_be_enabled()
     box.fill(text)
+    expect(send_button(page)).to_be_enabled()
     box.press("Enter")
     expect(box).to_have_value("")
 
@@ -33,7 +45,7 @@ def send_with_button(page: Page, text: str) -> None:
     box = message_input(page)
     expect(box).to_be_enabled()
     box.fill(text)
-    page.get_by_role("button", name="Send").click()
+    send_button(page).click()
     expect(box).to_have_value("")
 
 
@@ -46,7 +58,7 @@ def connect_pair(server: Server, new_page: PageFactory, room: str) -> tuple[Page
     a = new_page(server.page_url(room))
     expect(page_room_name(a)).to_have_text(room)
     expect_status(a, "waiting")
-    expect(message_input(a)).to_be_disabled()
+    expect_cannot_send(a)
     b = new_page(server.page_url(room))
     expect_status(b, "connected")
     expect_status(a, "connected")

@@ -12,10 +12,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
 
 from .conftest import REPO_ROOT, PageFactory, Server, missing
-from .pages import expect_message, expect_status, send_with_enter
+from .pages import expect_cannot_send, expect_message, expect_status, send_with_enter
 
 try:
     import aiortc  # noqa: F401 - only checking that it is installed
@@ -126,7 +125,7 @@ def test_aiortc_peer_chats_with_browser(
     # The bot leaving is shown in the page at once.
     bot.stop()
     expect_status(page, "peer-left", timeout=10_000)
-    expect(page.get_by_label("Message", exact=True)).to_be_disabled()
+    expect_cannot_send(page)
 
 
 def test_parse_browser_candidate_shapes() -> None:

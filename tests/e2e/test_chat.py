@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 from playwright.sync_api import expect
 
-from .conftest import ARTIFACTS, REPO_ROOT, PageFactory, Server
+from .conftest import ARTIFACTS, PageFactory, Server
 from .pages import (
     connect_pair,
+    expect_cannot_send,
     expect_message,
     expect_status,
     message_input,
@@ -35,11 +33,7 @@ def test_two_pages_chat_and_third_sees_room_full(
     assert [t.split("\n")[-1] for t in texts] == ["hello from A", "hi from B"]
 
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "chat-connected.png"
-    a.screenshot(path=str(shot))
-    if os.environ.get("MCP_E2E_UPDATE_SCREENSHOT") == "1":
-        (REPO_ROOT / "docs").mkdir(exist_ok=True)
-        shutil.copyfile(shot, REPO_ROOT / "docs" / "screenshot.png")
+    a.screenshot(path=str(ARTIFACTS / "chat-connected.png"))
 
     # A third page is refused: error shown, no chat UI, can pick another room.
     c = new_page(server.page_url(room))
@@ -70,7 +64,7 @@ def test_peer_closes_tab_then_new_peer_joins(
 
     b.context.close()
     expect_status(a, "peer-left", timeout=10_000)
-    expect(message_input(a)).to_be_disabled()
+    expect_cannot_send(a)
 
     d = new_page(server.page_url(room))
     expect_status(d, "connected")
@@ -121,4 +115,5 @@ def test_page_has_no_hardcoded_socket_url(server: Server, new_page: PageFactory,
     page.on("websocket", lambda ws: urls.append(ws.url))
     page.goto(server.page_url(room))
     expect_status(page, "waiting")
-    assert urls == [server.ws_url(room)]
+    # The client opts in to resume (see the README's "Protocol").
+    assert urls == [server.ws_url(room) + "&resumable=1"]
