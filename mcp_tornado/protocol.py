@@ -32,6 +32,8 @@ class CloseCode:
     TOO_SLOW: Final = 4008  # the client did not read: more than --max-pending-bytes queued for it
     INVALID_ROOM: Final = 4400  # the room name breaks the room name rules
     INVALID_TOKEN: Final = 4401  # room tokens are required and this one is missing/wrong/expired
+    INVALID_RESUME: Final = 4410  # the resume token is used, forged, expired or for another room
+    REPLACED: Final = 4411  # this peer resumed on a newer connection, which took its slot
     ROOM_FULL: Final = 4409  # the room already has two peers
     RATE_LIMITED: Final = 4429  # the client kept sending over its --rate-limit
 
@@ -48,6 +50,7 @@ class ErrorCode:
     INVALID_ROOM: Final = "invalid_room"
     INVALID_TOKEN: Final = "invalid_token"
     TOKEN_EXPIRED: Final = "token_expired"
+    INVALID_RESUME: Final = "invalid_resume"
 
 
 ERROR_CODES: Final[frozenset[str]] = frozenset(
@@ -56,12 +59,39 @@ ERROR_CODES: Final[frozenset[str]] = frozenset(
 """Every ``code`` an ``error`` frame can carry (the README's table lists them all)."""
 
 
-class Joined(msgspec.Struct, tag="joined", tag_field="type"):
-    """You hold a slot in ``room``; ``initiator``: a peer was waiting, so you make the offer."""
+class Joined(msgspec.Struct, tag="joined", tag_field="type", omit_defaults=True):
+    """You hold a slot in ``room``; ``initiator``: a peer was waiting, so you make the offer.
+
+    ``resume``/``resumeGrace`` only for a client that asked for resume (``resumable=1``).
+    """
 
     room: str
     peers: int
     initiator: bool
+    resume: str | None = None  # the token to resume this slot with (single use)
+    resume_grace: float | None = msgspec.field(default=None, name="resumeGrace")
+
+
+class Resumed(msgspec.Struct, tag="resumed", tag_field="type"):
+    """You have your slot back (``?resume=TOKEN``); the messages held for you follow."""
+
+    room: str
+    peers: int
+    initiator: bool
+    resume: str  # the next token: the one just used is spent
+    resume_grace: float = msgspec.field(name="resumeGrace")
+
+
+class PeerReconnecting(msgspec.Struct, tag="peer-reconnecting", tag_field="type"):
+    """The other peer's socket dropped; it keeps its slot for its resume grace."""
+
+    room: str
+
+
+class PeerResumed(msgspec.Struct, tag="peer-resumed", tag_field="type"):
+    """The other peer is back (what you sent meanwhile was held and has been delivered)."""
+
+    room: str
 
 
 class PeerJoined(msgspec.Struct, tag="peer-joined", tag_field="type"):
@@ -96,7 +126,9 @@ class Error(msgspec.Struct, tag="error", tag_field="type"):
     message: str
 
 
-Event: TypeAlias = Joined | PeerJoined | PeerLeft | PeerGone | Info | Error
+Event: TypeAlias = (
+    Joined | PeerJoined | PeerLeft | PeerGone | Info | Error | Resumed | PeerReconnecting | PeerResumed
+)
 
 _event_encoder = msgspec.json.Encoder()
 
@@ -179,6 +211,19 @@ UNDELIVERED_EVENT: Final = encode_event(
 )
 
 
+def is_leave(frame: bytes) -> bool:
+    """Whether ``frame`` (already checked by :func:`check_client_frame`) is a ``leave``."""
+    try:
+        return type(_client_decoder.decode(frame)) is Leave
+    except (msgspec.DecodeError, RecursionError):
+        return False
+
+
+INVALID_RESUME_EVENT: Final = encode_event(
+    Error(ErrorCode.INVALID_RESUME, "Invalid resume token (used, expired or unknown); join afresh")
+)
+
+
 def check_client_frame(frame: str | bytes) -> Error | None:
     """Return ``None`` if ``frame`` may be relayed, else the error to send back.
 
@@ -221,6 +266,8 @@ _CLOSE_REASONS: Final = {
     CloseCode.TOO_SLOW: "client too slow: not reading its messages",
     CloseCode.INVALID_ROOM: "invalid room name",
     CloseCode.INVALID_TOKEN: "invalid or expired room token",
+    CloseCode.INVALID_RESUME: "invalid resume token",
+    CloseCode.REPLACED: "resumed on another connection",
     CloseCode.ROOM_FULL: "room is full",
     CloseCode.RATE_LIMITED: "too many messages",
 }
