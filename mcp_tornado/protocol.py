@@ -127,7 +127,15 @@ class Error(msgspec.Struct, tag="error", tag_field="type"):
 
 
 Event: TypeAlias = (
-    Joined | PeerJoined | PeerLeft | PeerGone | Info | Error | Resumed | PeerReconnecting | PeerResumed
+    Joined
+    | PeerJoined
+    | PeerLeft
+    | PeerGone
+    | Info
+    | Error  # (the original protocol's, and)
+    | Resumed
+    | PeerReconnecting
+    | PeerResumed  # resume's
 )
 
 _event_encoder = msgspec.json.Encoder()

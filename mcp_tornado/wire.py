@@ -96,7 +96,9 @@ class Fence(_Msg, tag=7):
 
 
 class Lost(_Msg, tag=40):
-    """``peer``'s socket ended without a ``leave`` or a clean close (see :mod:`mcp_tornado.router.suspended`).
+    """``peer``'s socket ended without a ``leave`` or a clean close.
+
+    (See :mod:`mcp_tornado.router.suspended`.)
 
     A resumable peer is suspended (keeps its slot for the resume grace); any
     other is freed as by :class:`Leave`.  Answered with :class:`Left` too.
@@ -216,7 +218,7 @@ class Resumed(_Msg, tag=40):
 
 
 class ResumeRefused(_Msg, tag=41):
-    """``peer``'s :class:`Resume` was refused: the token is used, forged, expired or not for its room."""
+    """``peer``'s :class:`Resume` was refused: a used, forged or expired token, or another room."""
 
     peer: int
 

@@ -35,7 +35,6 @@ Reliability rules the loop enforces:
   happens on connect, close and suspension; relaying is untouched.
 """
 
-
 from __future__ import annotations
 
 import contextlib

@@ -92,7 +92,7 @@ class RoomTable:
         return Departure(peer, room, partner)
 
     def rebind(self, old: PeerKey, new: PeerKey) -> str:
-        """Give ``old``'s slot (its room and partner) to ``new``, which holds none; returns the room.
+        """Give ``old``'s slot (room and partner) to ``new``, which holds none; returns the room.
 
         How a suspended peer keeps its slot under another key, and a resumed one
         takes it back (see :mod:`mcp_tornado.router.suspended`).

@@ -128,7 +128,7 @@ class ResumeBook:
     # --- suspension ----------------------------------------------------------------
 
     def suspend(self, key: PeerKey, now: float) -> PeerKey | None:
-        """Suspend resumable ``key``: returns the key its slot moves to, ``None`` if not resumable."""
+        """Suspend ``key``: returns the key its slot moves to; ``None``: it is not resumable."""
         entry = self._by_key.get(key)
         if entry is None or entry.suspended or not self.enabled:
             return None

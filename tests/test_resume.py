@@ -23,8 +23,17 @@ from typing import Any
 
 import pytest
 
-from tests.rawws import CLOSE, PING, PONG, TEXT, Closed, Frame, RawWebSocket, encode_frame
-from tests.rawws import upgrade_request
+from tests.rawws import (
+    CLOSE,
+    PING,
+    PONG,
+    TEXT,
+    Closed,
+    Frame,
+    RawWebSocket,
+    encode_frame,
+    upgrade_request,
+)
 from tests.support import Cluster
 
 HOLD = 30  # --resume-hold-messages of the shared cluster
