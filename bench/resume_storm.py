@@ -81,12 +81,12 @@ class Client:
     async def open(self) -> dict[str, Any]:
         """Connect, upgrade; return the first event (``joined``, ``resumed`` or an error)."""
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        self.writer.write(
+        request = (
             f"GET /ws/signal/?{self.query} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            .encode()
         )
+        self.writer.write(request.encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
         if b" 101 " not in head.split(b"\r\n", 1)[0]:
             raise ConnectionError(head.split(b"\r\n", 1)[0].decode(errors="replace"))

@@ -414,7 +414,7 @@ class Router:
         for peer in self.rooms.peers_of_worker(worker):
             record = listed.get(peer)
             if record is None or self.rooms.room_of((worker, peer)) != record.room:
-                self._depart(self.rooms.leave((worker, peer)))
+                self._free((worker, peer))  # (its resume token dies with it)
         rejected: list[int] = []
         for record in msg.peers:
             key = (worker, record.peer)

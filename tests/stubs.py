@@ -64,9 +64,12 @@ class StubLink:
         self.left: list[int] = []
         self.suspended: list[int] = []  # peers whose socket ended without a goodbye
         self.resumes: list[tuple[int, str, str]] = []
+        self.resumable_joins: list[int] = []
 
     def join(self, peer_id: int, room: str, resumable: bool = False) -> None:
         self.joins.append((peer_id, room))
+        if resumable:
+            self.resumable_joins.append(peer_id)
 
     def resume(self, peer_id: int, room: str, token: str) -> None:
         self.resumes.append((peer_id, room, token))
