@@ -285,14 +285,14 @@ def main() -> None:
         )
         print(f"problems: {dict(result.problems) or 'none'}")
     finally:
-        for proc in [*workers, router]:
+        for child in [*workers, router]:
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        for proc in [*workers, router]:
+                child.send_signal(signal.SIGTERM)
+        for child in [*workers, router]:
             try:
-                proc.wait(15)
+                child.wait(15)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                child.kill()
 
 
 if __name__ == "__main__":
