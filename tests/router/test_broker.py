@@ -526,3 +526,33 @@ def test_suspended_peers_are_lost_with_a_restarted_router_and_their_partners_tol
     w2b.expect(wire.Left)
     w1b.send(wire.Resume(6, "r", token_b))
     assert w1b.expect(wire.Resumed).peers == 1
+
+
+def test_a_hung_worker_that_wakes_within_the_grace_gets_its_peers_back(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    router, endpoint = start_router(heartbeat_liveness=3, resume_grace=5.0)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    _, token = resumable_pair(w1, w2)
+    started = time.monotonic()
+    while True:  # w1 keeps heartbeating, w2 goes silent
+        w1.send(wire.Ping("w1"))
+        w1._fill(0.02)
+        if w1.inbox:
+            break
+        assert time.monotonic() - started < 2, "silent worker was never dropped"
+    assert w1.expect(wire.PeerReconnecting) == wire.PeerReconnecting(1, "r")
+    w1.send(wire.Relay(1, b"while w2 slept"))
+    # w2 wakes: its stale batch earns a Reregister, its Hello lists the peer and its token.
+    w2.send(wire.Relay(1, b"stale"))
+    assert w2.expect(wire.Reregister) == wire.Reregister([1])
+    w2.send(wire.Hello([wire.PeerRecord(1, "r", True, token)]))
+    got: list[object] = []
+    while not got or type(got[-1]) is not wire.Welcome:
+        got.append(w2.expect(object))
+    got = [m for m in got if type(m) is not wire.Reregister]  # (answers to its pings)
+    assert got == [wire.Deliver(1, b"while w2 slept"), wire.Welcome(router.epoch, [])]
+    assert w1.expect(wire.PeerResumed) == wire.PeerResumed(1, "r")
+    assert router.rooms.partner((b"w2", 1)) == (b"w1", 1)
+    w1.send(wire.Relay(1, b"awake"))
+    assert w2.expect(wire.Deliver) == wire.Deliver(1, b"awake")
