@@ -269,6 +269,32 @@ def test_after_the_grace_the_partner_gets_leave_and_the_token_is_refused(
         b.close()
 
 
+def test_a_client_that_stops_answering_pings_is_suspended_and_can_resume(
+    tmp_path: Path,
+) -> None:
+    """A phone that switched networks: its old socket goes silent, the ping timeout drops it."""
+    pings = ("--ping-interval", "0.2", "--ping-timeout", "0.4", "--max-connections-per-ip", "0")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cluster = Cluster(tmp_path, 2, worker_args=pings)
+    try:
+        cluster.start()
+        room = fresh()
+        b, _, ghost, token = resumable_pair(cluster, room, 0, 1)
+        started = time.monotonic()  # the ghost reads (and answers pings) no more
+        assert b.recv_json(10) == {"type": "peer-reconnecting", "room": room}
+        assert time.monotonic() - started < 5
+        b.send_json({"type": "candidate", "n": 0})
+        a2 = connect(cluster, 0, f"room={room}&resume={token}")
+        assert a2.recv_json()["type"] == "resumed"
+        assert a2.recv_json() == {"type": "candidate", "n": 0}
+        assert b.recv_json() == {"type": "peer-resumed", "room": room}
+        ghost.sock.close()
+        a2.close()
+        b.close()
+    finally:
+        cluster.stop()
+
+
 def test_sigterm_to_a_worker_lets_its_resumable_peers_resume_elsewhere(tmp_path: Path) -> None:
     with cluster_of(tmp_path, 2) as cluster:
         room = fresh()
