@@ -351,6 +351,7 @@ class Router:
         entry = resumes.claim(msg.token, msg.room)
         new = (worker, msg.peer)
         if entry is None or self.rooms.room_of(new) is not None:
+            resumes.refused += 1
             self._send(worker, wire.ResumeRefused(msg.peer))
             return
         old = entry.key
@@ -400,12 +401,14 @@ class Router:
             over = resumes.hold(msg)
             if over is not None:
                 log.info("router: a suspended peer's held messages are over the bound; freeing it")
+                resumes.overflowed += 1
                 self._free(over)
 
     def _expire_suspended(self, now: float) -> None:
         if self.resumes.suspended_count:
             self._hold_outbox()
             for key in self.resumes.due(now):
+                self.resumes.expired += 1
                 self._free(key)
 
     def _hello(self, worker: bytes, msg: wire.Hello) -> None:

@@ -78,7 +78,15 @@ class ResumeBook:
         # Suspensions in the order they end (the grace is the same for all).
         self._expiry: deque[tuple[float, PeerKey]] = deque()
         self._next_id = 0
-        self.suspended_count = 0
+        self.suspended_count = 0  # slots suspended now
+        # Totals since start, for metrics: suspensions, resumes (a dropped worker
+        # taking its own peers back included), refused resumes, and suspensions
+        # that ended in a free slot after the grace or over the hold bound.
+        self.suspensions = 0
+        self.resumed = 0
+        self.refused = 0
+        self.expired = 0
+        self.overflowed = 0
 
     @property
     def enabled(self) -> bool:
@@ -140,6 +148,7 @@ class ResumeBook:
         self._by_key[away] = entry
         self._expiry.append((entry.deadline, away))
         self.suspended_count += 1
+        self.suspensions += 1
         return away
 
     def hold(self, msg: wire.ToWorker) -> PeerKey | None:
@@ -191,6 +200,7 @@ class ResumeBook:
         """
         if entry.suspended:
             self.suspended_count -= 1
+            self.resumed += 1
         del self._by_key[entry.key]
         entry.key = key
         self._by_key[key] = entry

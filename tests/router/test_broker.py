@@ -375,7 +375,7 @@ def resumable_pair(first: FakeWorker, second: FakeWorker, room: str = "r") -> tu
 def test_a_lost_peer_is_suspended_held_for_and_resumed_on_another_worker(
     start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
 ) -> None:
-    _, endpoint = start_router(resume_grace=5.0)
+    router, endpoint = start_router(resume_grace=5.0)
     w1, w2, w3 = workers(endpoint, "w1"), workers(endpoint, "w2"), workers(endpoint, "w3")
     w3.hello()
     token, _ = resumable_pair(w1, w2)
@@ -400,6 +400,8 @@ def test_a_lost_peer_is_suspended_held_for_and_resumed_on_another_worker(
     # The token was spent: a replay is refused.
     w3.send(wire.Resume(5, "r", token))
     assert w3.expect(wire.ResumeRefused) == wire.ResumeRefused(5)
+    book = router.resumes
+    assert (book.suspensions, book.resumed, book.refused, book.expired) == (1, 1, 1, 0)
 
 
 def test_forged_and_other_room_tokens_are_refused(
@@ -419,7 +421,7 @@ def test_forged_and_other_room_tokens_are_refused(
 def test_the_grace_ends_in_leave_and_a_free_slot(
     start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
 ) -> None:
-    _, endpoint = start_router(resume_grace=0.3)
+    router, endpoint = start_router(resume_grace=0.3)
     w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
     token, _ = resumable_pair(w1, w2)
     w1.send(wire.Lost(1))
@@ -427,6 +429,7 @@ def test_the_grace_ends_in_leave_and_a_free_slot(
     w2.expect(wire.PeerReconnecting)
     w2.send(wire.Relay(1, b"held then dropped"))
     assert w2.expect(wire.PeerLeft, timeout=3) == wire.PeerLeft(1, "r", 1)
+    assert router.resumes.expired == 1
     w1.send(wire.Resume(2, "r", token))
     assert w1.expect(wire.ResumeRefused) == wire.ResumeRefused(2)
     w1.send(wire.Join(3, "r"))

@@ -93,3 +93,13 @@ def test_room_table_rebind_moves_the_slot_and_the_partner() -> None:
     table.rebind(away, back)
     assert table.partner(B) == back and table.peers_of_worker(b"w3") == {5}
     assert not table.join((b"w4", 1), "r").accepted, "still two peers"
+
+
+def test_the_totals_count_suspensions_and_resumes() -> None:
+    resumes = book()
+    token = resumes.issue(A, "r", initiator=False)
+    resumes.suspend(A, 0.0)
+    entry = resumes.claim(token, "r")
+    assert entry is not None
+    resumes.rebind(entry, B)
+    assert (resumes.suspensions, resumes.resumed, resumes.suspended_count) == (1, 1, 0)
