@@ -1,8 +1,8 @@
 """A worker's link to one router: a DEALER socket, batched per event-loop turn.
 
 :class:`RouterLink` only speaks the wire (:mod:`mcp_tornado.wire`): it sends
-``join``, ``resume``, ``relay``, ``fence`` and ``leave`` (or ``lost``) for peer ids, and reports what the
-router answers to a :class:`LinkListener` (the worker's
+``join``, ``resume``, ``relay``, ``fence`` and ``leave`` (or ``lost``) for peer
+ids, and reports what the router answers to a :class:`LinkListener` (the worker's
 :class:`~mcp_tornado.hub.Hub`), by peer id.  It holds no peers and builds
 nothing a client sees, so a worker can hold several links (one per router
 shard) behind one hub.  It also owns the worker's view of the router's
