@@ -36,9 +36,10 @@ Reliability rules the loop enforces:
 
 Metrics (:mod:`mcp_tornado.router.telemetry`): workers' :class:`~mcp_tornado.wire.Stats`
 are folded into :attr:`Router.telemetry`, which each heartbeat publishes for
-``/metrics``; a worker's Ping that carries a send time is echoed at once (its
-round trip); a :class:`~mcp_tornado.wire.Query` from a socket that is not a
-worker (``mcp-tornado status``) is answered with :class:`~mcp_tornado.wire.Status`
+``/metrics`` with the totals of :attr:`Router.resumes`; a worker's Ping that
+carries a send time is echoed at once (its round trip); a
+:class:`~mcp_tornado.wire.Query` from a socket that is not a worker
+(``mcp-tornado status``) is answered with :class:`~mcp_tornado.wire.Status`
 without registering it.
 
 * On tcp:// the socket is a CurveZMQ server that accepts only the workers whose
@@ -801,7 +802,7 @@ class Router:
         return self.telemetry.status(self.epoch, self.rooms, last_seen, now)
 
     def _heartbeat(self, now: float) -> None:
-        self.telemetry.publish(now, self.rooms)
+        self.telemetry.publish(now, self.rooms, self.resumes)
         if self._dropped:  # a worker gone this long is not coming back: forget it
             forgotten = now - _FORGET_DROPPED
             self._dropped = {w: t for w, t in self._dropped.items() if t > forgotten}
