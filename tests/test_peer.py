@@ -351,6 +351,26 @@ async def test_a_resume_waits_for_the_router_then_says_resumed() -> None:
     assert peer.resume == "next" and peer.paired
 
 
+async def test_joined_and_resumed_of_a_resumable_peer_carry_fresh_ice_servers() -> None:
+    hub, _, endpoint = worker()
+    hub.ice = IceServers(IceSettings(("turn:t.example",), (), b"peer-test-secret-0123456789"))
+    _, transport = connect(endpoint, "?room=r&resumable=1")
+    peer_id = cast(int, only_peer(hub).peer_id)
+    hub.resumable(peer_id, "tok", 10.0)
+    joined(hub)
+    _, again = connect(endpoint, "?room=r&resume=tok")
+    (resumer,) = (p for p in hub.peers.values() if p.peer_id != peer_id)
+    hub.resumed(cast(int, resumer.peer_id), "r", 1, False, "next", 10.0, 0)
+    resumer.connection.write_queued()
+    first, second = json.loads(transport.texts()[0]), json.loads(again.texts()[0])
+    assert (first["type"], first["resume"], second["type"], second["resume"]) == (
+        "joined", "tok", "resumed", "next"
+    )  # fmt: skip
+    (turn,), (turn_again,) = first["iceServers"], second["iceServers"]
+    assert turn["urls"] == turn_again["urls"] == ["turn:t.example"]
+    assert turn["username"] != turn_again["username"]  # a credential of its own, fresh
+
+
 async def test_a_refused_resume_gets_invalid_resume_and_4410() -> None:
     hub, _, endpoint = worker()
     _, transport = connect(endpoint, "?room=r&resume=stale")
