@@ -634,3 +634,49 @@ def test_a_hung_worker_that_wakes_within_the_grace_gets_its_peers_back(
     assert router.rooms.partner((b"w2", 1)) == (b"w1", 1)
     w1.send(wire.Relay(1, b"awake"))
     assert w2.expect(wire.Deliver) == wire.Deliver(1, b"awake")
+
+
+def test_a_resume_onto_a_worker_at_its_cap_is_turned_away_and_keeps_its_token(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    # As a join over the cap: RoomFull(over_cap), which the worker closes with 1013.
+    # The suspended slot and its token stay, so the client resumes through another worker.
+    _, endpoint = start_router(resume_grace=5.0)
+    w1, w2, full = workers(endpoint, "w1"), workers(endpoint, "w2"), workers(endpoint, "full")
+    token, _ = resumable_pair(w1, w2)
+    full.send(wire.Hello([], max_peers=1), wire.Join(1, "elsewhere"))
+    full.expect(wire.Welcome)
+    full.expect(wire.Joined)
+    w1.send(wire.Lost(1))
+    w1.expect(wire.Left)
+    w2.expect(wire.PeerReconnecting)
+    full.send(wire.Resume(2, "r", token))
+    assert full.expect(wire.RoomFull) == wire.RoomFull(2, "r", over_cap=True)
+    assert w2.quiet(), "its partner still waits for it"
+    w1.send(wire.Resume(3, "r", token))
+    assert w1.expect(wire.Resumed).peer == 3
+    assert w2.expect(wire.PeerResumed) == wire.PeerResumed(1, "r")
+
+
+def test_a_dropped_worker_gets_its_suspended_peers_back_and_its_plain_paired_ones_refused(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    # Resume and the partition rule together: the router dropped w1 (it said Bye).
+    # Its resumable peer was suspended (its partner heard "reconnecting"), so it is
+    # taken back; its plain paired peer's partner heard "left", so it is refused.
+    _, endpoint = start_router(resume_grace=5.0)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    token, _ = resumable_pair(w1, w2)
+    w1.send(wire.Join(2, "plain"))
+    w1.expect(wire.Joined)
+    w2.send(wire.Join(2, "plain"))
+    w2.expect(wire.Joined)
+    w1.expect(wire.PeerJoined)
+    w1.send(wire.Bye())
+    assert w2.expect(wire.PeerLeft) == wire.PeerLeft(2, "plain", 1)
+    assert w2.expect(wire.PeerReconnecting) == wire.PeerReconnecting(1, "r")
+    welcome = w1.hello(wire.PeerRecord(1, "r", True, token), wire.PeerRecord(2, "plain", True))
+    assert (welcome.rejected, welcome.refused) == ([], [2])
+    assert w2.expect(wire.PeerResumed) == wire.PeerResumed(1, "r")
+    w2.send(wire.Relay(1, b"hello again"))
+    assert w1.expect(wire.Deliver) == wire.Deliver(1, b"hello again")
