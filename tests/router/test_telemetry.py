@@ -112,6 +112,13 @@ def test_a_status_query_is_answered_without_registering_the_asker() -> None:
 
 
 def test_the_resume_books_totals_are_published_as_the_resume_metrics() -> None:
+    counters = (
+        "resume_suspensions",
+        "resumes",
+        "resume_refused",
+        "resume_expired",
+        "resume_overflowed",
+    )
     router = Router(
         RouterSettings(bind="inproc://unused", resume_grace=5.0, resume_hold_messages=2)
     )
@@ -127,10 +134,9 @@ def test_the_resume_books_totals_are_published_as_the_resume_metrics() -> None:
         return {key: value for key, value in scrape(router.telemetry).items() if "resume" in key[0]}
 
     def totals(suspended: int, *counts: int) -> dict[tuple[str, tuple[()]], float]:
-        names = ("resume_suspensions", "resumes", "resume_refused", "resume_expired")
-        return {("mcp_resume_suspended", ()): suspended} | {
-            (f"mcp_{name}_total", ()): count
-            for name, count in zip((*names, "resume_overflowed"), counts, strict=True)
+        return {("mcp_resume_suspended", ()): float(suspended)} | {
+            (f"mcp_{name}_total", ()): float(count)
+            for name, count in zip(counters, counts, strict=True)
         }
 
     assert published() == totals(0, 0, 0, 0, 0, 0)  # exported from zero
