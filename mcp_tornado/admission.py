@@ -52,9 +52,15 @@ def http_server_options(limits: LimitSettings) -> dict[str, Any]:
 
 
 class Admission(NamedTuple):
-    """A client may join ``room``."""
+    """A client may join ``room`` (or, with ``resume``, ask for its suspended slot there)."""
 
     room: str
+    resume: str = ""  # the resume token of ``?resume=``: the router checks it
+
+
+def wants_resume(query: dict[str, list[bytes]]) -> bool:
+    """Whether the client asked to be resumable (``resumable=1``) or resumes (``resume=``)."""
+    return bool(query.get("resume")) or query.get("resumable", [b""])[-1] in (b"1", b"true")
 
 
 class Refusal(NamedTuple):
@@ -114,6 +120,11 @@ class Gatekeeper:
                 f"Invalid room name: {problem}",
                 protocol.CloseCode.INVALID_ROOM,
             )
+        resume = _last_value(query, "resume")
+        if resume:
+            # The resume token is the grant: single use, bound to this room, and handed
+            # only to a client that was admitted (a room token may have expired since).
+            return Admission(room, resume)
         secret = self.limits.token_secret
         if secret is None:
             return Admission(room)

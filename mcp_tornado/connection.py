@@ -284,6 +284,14 @@ class Connection(asyncio.Protocol):
 
     # --- what handlers and the worker call ------------------------------------
 
+    def client_close_code(self) -> int | None:
+        """The code of the client's Close frame (1005 if it had none); ``None``: none came."""
+        ws = self._ws
+        if ws is None or ws.close_reason is None:
+            return None
+        code = ws.close_code
+        return 1005 if code is None else code
+
     def release(self) -> None:
         """Give this connection's place in the worker's capacity back (at once, for a refusal)."""
         slot, self.slot = self.slot, None

@@ -60,12 +60,28 @@ class Hub:
         link = self.link
         if not link.ready:
             return False
+        peer_id = self._register(peer)
+        link.join(peer_id, peer.room, peer.resumable)
+        return True
+
+    def resume(self, peer: Peer, token: str) -> bool:
+        """Register ``peer`` and ask the router for the suspended slot ``token`` names.
+
+        Like :meth:`join`: ``False`` if the router is unavailable; the answer
+        arrives later as ``resumed`` (then the held messages) or ``resume_refused``.
+        """
+        link = self.link
+        if not link.ready:
+            return False
+        link.resume(self._register(peer), peer.room, token)
+        return True
+
+    def _register(self, peer: Peer) -> int:
         peer_id = self._next_id
         self._next_id += 1
         peer.peer_id = peer_id
         self.peers[peer_id] = peer
-        link.join(peer_id, peer.room)
-        return True
+        return peer_id
 
     def relay(self, peer_id: int, payload: bytes) -> bool:
         """Forward a client's frame; ``False``: not accepted, tell the client."""
@@ -75,12 +91,16 @@ class Hub:
         if peer_id in self.peers:
             self.link.fence(peer_id, seq)
 
-    def leave(self, peer_id: int) -> None:
-        """Forget ``peer_id`` and free its slot; nobody waits for the router's answer."""
-        if self.peers.pop(peer_id, None) is not None:
-            self.link.leave(peer_id)
+    def leave(self, peer_id: int, suspend: bool = False) -> None:
+        """Forget ``peer_id`` and free its slot; nobody waits for the router's answer.
 
-    def leave_then_close(self, peer_id: int, code: int | None) -> bool:
+        ``suspend``: the socket ended without a clean goodbye (a resumable peer
+        keeps its slot for its resume grace).
+        """
+        if self.peers.pop(peer_id, None) is not None:
+            self.link.leave(peer_id, suspend)
+
+    def leave_then_close(self, peer_id: int, code: int | None, suspend: bool = False) -> bool:
         """Free ``peer_id``'s slot; close its connection with ``code`` once the router confirms.
 
         So a client whose closing handshake has completed has left its room,
@@ -88,7 +108,7 @@ class Hub:
         router to confirm (or no slot): the caller closes now.
         """
         peer = self.peers.pop(peer_id, None)
-        if peer is None or not self.link.leave(peer_id):
+        if peer is None or not self.link.leave(peer_id, suspend):
             return False
         self.leaving[peer_id] = (peer, code)
         return True
@@ -161,9 +181,55 @@ class Hub:
 
     def registrations(self) -> list[wire.PeerRecord]:
         """Every peer with its room, for the router to rebuild its table from."""
-        return [wire.PeerRecord(pid, peer.room, peer.paired) for pid, peer in self.peers.items()]
+        return [
+            wire.PeerRecord(pid, peer.room, peer.paired, peer.resume)
+            for pid, peer in self.peers.items()
+        ]
 
     def registered(self) -> None:
         """The router (re)welcomed this worker: fences sent to one that went away are lost."""
         for peer in list(self.peers.values()):
             peer.fence()
+
+    # --- resume (mcp_tornado.router.suspended) ----------------------------------------
+
+    def resumable(self, peer_id: int, token: str, grace: float) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            peer.resume, peer.resume_grace = token, grace
+
+    def resumed(
+        self,
+        peer_id: int,
+        room: str,
+        peers: int,
+        initiator: bool,
+        token: str,
+        grace: float,
+        local_partner: int,
+    ) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            partner = self.peers.get(local_partner) if local_partner else None
+            peer.resumed(room, peers, initiator, token, grace, partner)
+
+    def resume_refused(self, peer_id: int) -> None:
+        peer = self.peers.pop(peer_id, None)
+        if peer is not None:
+            peer.resume_refused()
+
+    def peer_reconnecting(self, peer_id: int, room: str) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            peer.peer_reconnecting(room)
+
+    def peer_resumed(self, peer_id: int, room: str, local_partner: int) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            partner = self.peers.get(local_partner) if local_partner else None
+            peer.peer_resumed(room, partner)
+
+    def replaced(self, peer_id: int) -> None:
+        peer = self.peers.pop(peer_id, None)
+        if peer is not None:
+            peer.replaced()

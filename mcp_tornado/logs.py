@@ -68,15 +68,38 @@ def payload(data: bytes) -> str:
 
 
 def describe(message: object) -> str:
-    """A wire message for a log line: its type and fields, a payload only as :func:`payload`."""
+    """A wire message for a log line: its type and fields, a payload only as :func:`payload`.
+
+    Fields left at their default are left out; resume tokens (the grant to take a
+    peer's slot) are never shown.
+    """
     if not isinstance(message, msgspec.Struct):
         return type(message).__name__
+    names = message.__struct_fields__
+    defaults = dict(zip(names[len(names) - len(message.__struct_defaults__) :],
+                        message.__struct_defaults__, strict=True))  # fmt: skip
     fields = []
-    for name in message.__struct_fields__:
+    for name in names:
         value = getattr(message, name)
-        shown = payload(value) if isinstance(value, bytes) else repr(value)
-        fields.append(f"{name}={shown}")
+        if name in defaults and value == defaults[name]:
+            continue
+        fields.append(f"{name}={_shown(name, value)}")
     return f"{type(message).__name__}({', '.join(fields)})"
+
+
+_SECRET_FIELDS: Final = frozenset({"resume", "token"})  # resume tokens (wire.Resume, PeerRecord)
+
+
+def _shown(name: str, value: object) -> str:
+    if isinstance(value, bytes):
+        return payload(value)
+    if name in _SECRET_FIELDS and isinstance(value, str):
+        return "<hidden>"
+    if isinstance(value, msgspec.Struct):
+        return describe(value)
+    if isinstance(value, list) and value and isinstance(value[0], msgspec.Struct):
+        return f"[{', '.join(map(describe, value))}]"
+    return repr(value)
 
 
 def _timestamp(created: float) -> str:

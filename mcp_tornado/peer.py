@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import msgspec
 
 from mcp_tornado import handshake, protocol, telemetry
-from mcp_tornado.admission import Gatekeeper, Refusal
+from mcp_tornado.admission import Gatekeeper, Refusal, wants_resume
 from mcp_tornado.capacity import TOO_MANY_FROM_IP
 from mcp_tornado.connection import REFUSED_CLOSE_WAIT, Connection, WriteScheduler
 from mcp_tornado.origins import HostPolicy
@@ -59,6 +59,10 @@ _NO_PEER = protocol.NO_PEER_EVENT.encode()
 _PEER_GONE = protocol.PEER_GONE_EVENT.encode()
 _UNDELIVERED = protocol.UNDELIVERED_EVENT.encode()
 _ROUTER_UNAVAILABLE = protocol.ROUTER_UNAVAILABLE_EVENT.encode()
+_INVALID_RESUME = protocol.INVALID_RESUME_EVENT.encode()
+# A client's Close frame with one of these codes (1005: it carried none) is a goodbye:
+# its slot is freed at once even when it could resume.  Any other code suspends it.
+_CLEAN_CLOSES: Final = frozenset({1000, 1001, 1005})
 
 
 class SignalEndpoint:
@@ -105,6 +109,7 @@ class SignalEndpoint:
                 connection.client_ip = client
                 slot = connection.slot
                 if slot is not None and not slot.claim(client):
+                    counters.refused[telemetry.PER_IP] += 1
                     return _TOO_MANY_FROM_CLIENT
         gate = self.gate
         if not self.hosts.allows(request.host):  # DNS rebinding: a name that is not ours
@@ -114,6 +119,8 @@ class SignalEndpoint:
             counters.refused[telemetry.ORIGIN] += 1
             return _CROSS_ORIGIN
         gate.connections += 1
+        if wants_resume(request.query):
+            return ResumablePeer(self.hub, connection)
         return Peer(self.hub, connection)
 
     def released(self, connection: Connection) -> None:
@@ -134,8 +141,12 @@ class Peer:
         "paired_at",
         "partner",
         "peer_id",
+        "resume",
+        "resume_grace",
         "room",
     )
+
+    resumable: ClassVar[bool] = False  # asked for resume (see ResumablePeer)
 
     def __init__(self, hub: Hub, connection: Connection) -> None:
         self.hub = hub
@@ -154,6 +165,8 @@ class Peer:
         # When its pair formed (monotonic), until it relays the answer: the call set-up
         # time is measured on the answerer's worker.  0.0: no set-up being timed.
         self.paired_at = 0.0
+        self.resume = ""  # its resume token from the router: while set, a drop suspends it
+        self.resume_grace = 0.0
 
     # --- the connection's events (mcp_tornado.connection.Handler) ---------------
 
@@ -168,9 +181,12 @@ class Peer:
             return
         self.room = admission.room
         self.bucket = gate.bucket(time.monotonic())
-        # The 101 waits for the router's answer (joined or room_full): once a
-        # client's socket is open, it is in its room.
-        if not self.hub.join(self):
+        # The 101 waits for the router's answer (joined or room_full; resumed or
+        # refused): once a client's socket is open, it is in its room.
+        if admission.resume:
+            if not self.hub.resume(self, admission.resume):
+                self.router_unavailable()
+        elif not self.hub.join(self):
             self.router_unavailable()
 
     def message_received(self, data: bytes, text: bool) -> None:
@@ -233,7 +249,12 @@ class Peer:
             self.end(protocol.CloseCode.RATE_LIMITED)
 
     def close_received(self) -> None:
-        self.end(None)  # our echo goes once the router has freed the slot
+        # Our echo goes once the router has freed (or suspended) the slot.
+        if self.resume:
+            code = self.connection.client_close_code()
+            self.end(None, suspend=code is not None and code not in _CLEAN_CLOSES)
+        else:
+            self.end(None)
 
     def stalled(self) -> None:
         # It stopped reading: drop it rather than buffer without bound.
@@ -247,14 +268,17 @@ class Peer:
         self.end(code)
 
     def connection_lost(self) -> None:
+        # No handshake to complete: nobody waits for the router.  No goodbye came
+        # either, so a resumable peer is suspended (keeps its slot for its resume).
+        suspend = bool(self.resume)
         if log.isEnabledFor(logging.DEBUG) and self.peer_id is not None:
             log.debug(
                 "peer %d gone without a closing handshake (room %r)",
                 self.peer_id,
                 self.room,
-                extra={"event": "peer_lost", **self._facts()},
+                extra={"event": "peer_lost", **self._facts(), "suspended": suspend},
             )
-        self._leave_room()  # no handshake to complete: nobody waits for the router
+        self._leave_room(suspend=suspend)
 
     def _facts(self) -> dict[str, object]:
         """What log lines about this peer say about it."""
@@ -291,12 +315,13 @@ class Peer:
         counters.error(protocol.ErrorCode.ROUTER_UNAVAILABLE)
         self.refuse(_ROUTER_UNAVAILABLE, protocol.CloseCode.TRY_AGAIN_LATER)
 
-    def end(self, code: int | None) -> None:
+    def end(self, code: int | None, suspend: bool = False) -> None:
         """Leave the room, then close with ``code`` (``None``: echo the client's).
 
         The close frame waits until the router has freed the slot
         (:meth:`~mcp_tornado.hub.Hub.leave_then_close`), so a client whose
         closing handshake has completed has left its room at the router.
+        ``suspend``: a resumable peer keeps its slot for its resume instead.
         """
         if self._closing:
             return  # the router's answer will close it
@@ -309,8 +334,11 @@ class Peer:
                 extra={"event": "peer_left", **self._facts(), "code": code},
             )
         peer_id, self.peer_id = self.peer_id, None
+        # The leave goes first: a local partner's held messages, routed next, must
+        # find the slot suspended (and be held) or freed (and be answered no_peer).
+        closing = peer_id is not None and self.hub.leave_then_close(peer_id, code, suspend)
         self._drop_partner()
-        if peer_id is not None and self.hub.leave_then_close(peer_id, code):
+        if closing:
             self._closing = True
         else:
             self.close(code)
@@ -349,11 +377,11 @@ class Peer:
         counters.error(protocol.ErrorCode.RATE_LIMITED)
         self.send(_RATE_LIMITED_EVENT)
 
-    def _leave_room(self) -> None:
+    def _leave_room(self, suspend: bool = False) -> None:
         """Give up the room slot (if it holds one) and tell a local partner."""
         peer_id, self.peer_id = self.peer_id, None
         if peer_id is not None:
-            self.hub.leave(peer_id)
+            self.hub.leave(peer_id, suspend)
         self._drop_partner()
 
     def _drop_partner(self) -> None:
@@ -378,9 +406,13 @@ class Peer:
             self.paired_at = time.monotonic()
         self.connection.complete_upgrade()  # the socket opens now that it is in the room
         ice_servers = self.hub.ice.for_peer()  # fresh TURN credentials for each join
-        self.send(
-            protocol.event_frame(protocol.Joined(room, peers, initiator, ice_servers=ice_servers))
-        )
+        if self.resume:
+            event = protocol.Joined(
+                room, peers, initiator, ice_servers, self.resume, self.resume_grace
+            )
+        else:
+            event = protocol.Joined(room, peers, initiator, ice_servers)
+        self.send(protocol.event_frame(event))
         if local_partner is not None:
             self.pair_locally(local_partner)
 
@@ -408,6 +440,49 @@ class Peer:
         counters.joins[telemetry.JOIN_ROOM_FULL] += 1
         counters.error(protocol.ErrorCode.ROOM_FULL)
         self.refuse(_ROOM_FULL, protocol.CloseCode.ROOM_FULL)
+
+    # --- resume (mcp_tornado.router.suspended) ----------------------------------------
+
+    def resumed(
+        self,
+        room: str,
+        peers: int,
+        initiator: bool,
+        token: str,
+        grace: float,
+        local_partner: Peer | None,
+    ) -> None:
+        """It has its slot back; the messages held for it follow (as ``deliver``)."""
+        self.resume, self.resume_grace = token, grace
+        self.paired = peers > 1
+        self.connection.complete_upgrade()
+        ice_servers = self.hub.ice.for_peer()  # fresh TURN credentials, as for a join
+        event = protocol.Resumed(room, peers, initiator, token, grace, ice_servers)
+        self.send(protocol.event_frame(event))
+        if local_partner is not None:
+            self.pair_locally(local_partner)
+
+    def resume_refused(self) -> None:
+        counters.error(protocol.ErrorCode.INVALID_RESUME)
+        self.refuse(_INVALID_RESUME, protocol.CloseCode.INVALID_RESUME)
+
+    def peer_reconnecting(self, room: str) -> None:
+        # Still paired: if the router restarts meanwhile, the partner is claimed as
+        # paired and, when it does not come back, this peer is told it left.
+        self.send(protocol.event_frame(protocol.PeerReconnecting(room)))
+
+    def peer_resumed(self, room: str, local_partner: Peer | None) -> None:
+        self.paired = True
+        self.send(protocol.event_frame(protocol.PeerResumed(room)))
+        if local_partner is not None:
+            self.pair_locally(local_partner)
+
+    def replaced(self) -> None:
+        """Its slot now belongs to a newer connection that resumed it: close, without leaving."""
+        self.peer_id = None
+        self.resume = ""
+        self._drop_partner()
+        self.close(protocol.CloseCode.REPLACED)
 
     # --- a partner on this worker --------------------------------------------------
 
@@ -447,3 +522,21 @@ class Peer:
         held, self._held = self._held, None
         for message in held or ():  # through the router, which says the peer is gone
             self._route(message)
+
+
+class ResumablePeer(Peer):
+    """A peer whose client asked for resume (``?resumable=1``, or ``?resume=TOKEN``).
+
+    Its own class, so that plain peers' relay path has no resume check at all:
+    a resumable peer that sends ``{"type":"leave"}`` said goodbye, and its
+    socket's end then frees its slot at once instead of suspending it.
+    """
+
+    __slots__ = ()
+
+    resumable: ClassVar[bool] = True
+
+    def message_received(self, data: bytes, text: bool) -> None:
+        if self.resume and b"leave" in data and protocol.is_leave(data):
+            self.resume = ""
+        Peer.message_received(self, data, text)

@@ -35,6 +35,8 @@ class CloseCode:
     TOO_SLOW: Final = 4008  # the client did not read: more than --max-pending-bytes queued for it
     INVALID_ROOM: Final = 4400  # the room name breaks the room name rules
     INVALID_TOKEN: Final = 4401  # room tokens are required and this one is missing/wrong/expired
+    INVALID_RESUME: Final = 4410  # the resume token is used, forged, expired or for another room
+    REPLACED: Final = 4411  # this peer resumed on a newer connection, which took its slot
     ROOM_FULL: Final = 4409  # the room already has two peers
     RATE_LIMITED: Final = 4429  # the client kept sending over its --rate-limit
 
@@ -51,6 +53,7 @@ class ErrorCode:
     INVALID_ROOM: Final = "invalid_room"
     INVALID_TOKEN: Final = "invalid_token"
     TOKEN_EXPIRED: Final = "token_expired"
+    INVALID_RESUME: Final = "invalid_resume"
 
 
 ERROR_CODES: Final[frozenset[str]] = frozenset(
@@ -71,7 +74,8 @@ class Joined(msgspec.Struct, tag="joined", tag_field="type", omit_defaults=True)
     """You hold a slot in ``room``; ``initiator``: a peer was waiting, so you make the offer.
 
     ``iceServers`` (when the server has STUN/TURN configured, :mod:`mcp_tornado.ice`)
-    goes straight into ``new RTCPeerConnection({iceServers})``; fields left at their
+    goes straight into ``new RTCPeerConnection({iceServers})``; ``resume``/``resumeGrace``
+    only for a client that asked for resume (``resumable=1``).  Fields left at their
     default are omitted, so clients of the original protocol see the frame they know.
     """
 
@@ -79,6 +83,34 @@ class Joined(msgspec.Struct, tag="joined", tag_field="type", omit_defaults=True)
     peers: int
     initiator: bool
     ice_servers: list[IceServer] | None = msgspec.field(default=None, name="iceServers")
+    resume: str | None = None  # the token to resume this slot with (single use)
+    resume_grace: float | None = msgspec.field(default=None, name="resumeGrace")
+
+
+class Resumed(msgspec.Struct, tag="resumed", tag_field="type", omit_defaults=True):
+    """You have your slot back (``?resume=TOKEN``); the messages held for you follow.
+
+    ``iceServers`` as in :class:`Joined` (fresh credentials for an ICE restart).
+    """
+
+    room: str
+    peers: int
+    initiator: bool
+    resume: str  # the next token: the one just used is spent
+    resume_grace: float = msgspec.field(name="resumeGrace")
+    ice_servers: list[IceServer] | None = msgspec.field(default=None, name="iceServers")
+
+
+class PeerReconnecting(msgspec.Struct, tag="peer-reconnecting", tag_field="type"):
+    """The other peer's socket dropped; it keeps its slot for its resume grace."""
+
+    room: str
+
+
+class PeerResumed(msgspec.Struct, tag="peer-resumed", tag_field="type"):
+    """The other peer is back (what you sent meanwhile was held and has been delivered)."""
+
+    room: str
 
 
 class PeerJoined(msgspec.Struct, tag="peer-joined", tag_field="type"):
@@ -113,7 +145,17 @@ class Error(msgspec.Struct, tag="error", tag_field="type"):
     message: str
 
 
-Event: TypeAlias = Joined | PeerJoined | PeerLeft | PeerGone | Info | Error
+Event: TypeAlias = (
+    Joined
+    | PeerJoined
+    | PeerLeft
+    | PeerGone
+    | Info
+    | Error  # (the original protocol's, and)
+    | Resumed
+    | PeerReconnecting
+    | PeerResumed  # resume's
+)
 
 _event_encoder = msgspec.json.Encoder()
 
@@ -204,6 +246,16 @@ UNDELIVERED_EVENT: Final = encode_event(
 )
 
 
+def is_leave(frame: bytes) -> bool:
+    """Whether ``frame`` (already checked by :func:`check_client_frame`) is a ``leave``."""
+    return client_frame_kind(frame) == LEAVE
+
+
+INVALID_RESUME_EVENT: Final = encode_event(
+    Error(ErrorCode.INVALID_RESUME, "Invalid resume token (used, expired or unknown); join afresh")
+)
+
+
 def check_client_frame(frame: str | bytes) -> Error | None:
     """Return ``None`` if ``frame`` may be relayed, else the error to send back."""
     kind = client_frame_kind(frame)
@@ -251,6 +303,8 @@ _CLOSE_REASONS: Final = {
     CloseCode.TOO_SLOW: "client too slow: not reading its messages",
     CloseCode.INVALID_ROOM: "invalid room name",
     CloseCode.INVALID_TOKEN: "invalid or expired room token",
+    CloseCode.INVALID_RESUME: "invalid resume token",
+    CloseCode.REPLACED: "resumed on another connection",
     CloseCode.ROOM_FULL: "room is full",
     CloseCode.RATE_LIMITED: "too many messages",
 }

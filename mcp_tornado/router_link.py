@@ -1,8 +1,8 @@
 """A worker's link to one router: a DEALER socket, batched per event-loop turn.
 
 :class:`RouterLink` only speaks the wire (:mod:`mcp_tornado.wire`): it sends
-``join``, ``relay``, ``fence`` and ``leave`` for peer ids, and reports what the
-router answers to a :class:`LinkListener` (the worker's
+``join``, ``resume``, ``relay``, ``fence`` and ``leave`` (or ``lost``) for peer
+ids, and reports what the router answers to a :class:`LinkListener` (the worker's
 :class:`~mcp_tornado.hub.Hub`), by peer id.  It holds no peers and builds
 nothing a client sees, so a worker can hold several links (one per router
 shard) behind one hub.  It also owns the worker's view of the router's
@@ -94,6 +94,32 @@ class LinkListener(Protocol):
     def router_lost(self) -> None:
         """The router is gone (or forgot this worker): nothing in flight will be answered."""
 
+    # --- resume (mcp_tornado.router.suspended) ---
+
+    def resumable(self, peer_id: int, token: str, grace: float) -> None:
+        """The peer may resume with ``token`` within ``grace`` s (comes just before ``joined``)."""
+
+    def resumed(
+        self,
+        peer_id: int,
+        room: str,
+        peers: int,
+        initiator: bool,
+        token: str,
+        grace: float,
+        local_partner: int,
+    ) -> None:
+        """The peer's resume was accepted; what was held for it follows."""
+
+    def resume_refused(self, peer_id: int) -> None: ...
+
+    def peer_reconnecting(self, peer_id: int, room: str) -> None: ...
+
+    def peer_resumed(self, peer_id: int, room: str, local_partner: int) -> None: ...
+
+    def replaced(self, peer_id: int) -> None:
+        """The peer's slot was resumed by a newer connection: close this one, without leaving."""
+
 
 _HELLO_RETRY = 0.05  # seconds before trying again a Hello that could not be sent
 
@@ -180,13 +206,21 @@ class RouterLink:
 
     # --- what handlers call --------------------------------------------------
 
-    def join(self, peer_id: int, room: str) -> None:
+    def join(self, peer_id: int, room: str, resumable: bool = False) -> None:
         """Ask the router for a slot in ``room`` (call only while :attr:`ready`).
 
         The answer comes later as ``joined`` or ``room_full``; messages relayed
-        meanwhile reach the router after the join, in order.
+        meanwhile reach the router after the join, in order.  ``resumable``: the
+        client asked for a resume token.
         """
-        self._queue(wire.Join(peer_id, room))
+        self._queue(wire.Join(peer_id, room, resumable))
+
+    def resume(self, peer_id: int, room: str, token: str) -> None:
+        """Ask the router for the suspended slot ``token`` names (call only while :attr:`ready`).
+
+        The answer comes later as ``resumed`` (then what was held) or ``resume_refused``.
+        """
+        self._queue(wire.Resume(peer_id, room, token))
 
     def relay(self, peer_id: int, payload: bytes) -> bool:
         """Forward a client's frame.  ``False``: not accepted, tell the client to retry."""
@@ -200,10 +234,14 @@ class RouterLink:
         if self.ready:
             self._queue(wire.Fence(peer_id, seq))
 
-    def leave(self, peer_id: int) -> bool:
-        """Free ``peer_id``'s slot; ``False`` if no router will answer (``left``)."""
+    def leave(self, peer_id: int, suspend: bool = False) -> bool:
+        """Free ``peer_id``'s slot; ``False`` if no router will answer (``left``).
+
+        ``suspend``: its socket ended without a clean goodbye, so a resumable
+        peer keeps its slot for its resume grace (:class:`~mcp_tornado.wire.Lost`).
+        """
         if self.ready:
-            self._queue(wire.Leave(peer_id))
+            self._queue(wire.Lost(peer_id) if suspend else wire.Leave(peer_id))
         return self.ready
 
     # --- sending -------------------------------------------------------------
@@ -311,6 +349,8 @@ class RouterLink:
             case wire.Deliver():
                 listener.deliver(msg.peer, msg.payload)
             case wire.Joined():
+                if msg.resume:  # first: the joined event carries the token
+                    listener.resumable(msg.peer, msg.resume, msg.resume_grace)
                 listener.joined(msg.peer, msg.room, msg.peers, msg.initiator, msg.local_partner)
             case wire.PeerJoined():
                 listener.peer_joined(msg.peer, msg.room, msg.peers, msg.local_partner)
@@ -349,6 +389,24 @@ class RouterLink:
                     extra={"event": "router_lost", "reason": "bye"},
                 )
                 self._lost_router(hello=False)
+            case wire.Resumed():
+                listener.resumed(
+                    msg.peer,
+                    msg.room,
+                    msg.peers,
+                    msg.initiator,
+                    msg.resume,
+                    msg.resume_grace,
+                    msg.local_partner,
+                )
+            case wire.ResumeRefused():
+                listener.resume_refused(msg.peer)
+            case wire.PeerReconnecting():
+                listener.peer_reconnecting(msg.peer, msg.room)
+            case wire.PeerResumed():
+                listener.peer_resumed(msg.peer, msg.room, msg.local_partner)
+            case wire.Replaced():
+                listener.replaced(msg.peer)
 
     def _welcomed(self, msg: wire.Welcome) -> None:
         for peer_id in msg.rejected:

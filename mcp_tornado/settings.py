@@ -572,6 +572,32 @@ class RouterSettings(Settings, frozen=True):
             low=1,
         ),
     ] = 100_000
+    resume_grace: Annotated[
+        float,
+        Flag(
+            "--resume-grace",
+            "seconds a resumable peer (?resumable=1) whose socket dropped keeps its slot "
+            "for a resume, 0: resume off",
+            low=0,
+            off=True,
+        ),
+    ] = 10.0
+    resume_hold_messages: Annotated[
+        int,
+        Flag(
+            "--resume-hold-messages",
+            "messages held for a suspended peer; one more frees its slot (its partner gets leave)",
+            low=1,
+        ),
+    ] = 256
+    resume_hold_bytes: Annotated[
+        int,
+        Flag(
+            "--resume-hold-bytes",
+            "bytes of messages held for a suspended peer; more free its slot",
+            low=1,
+        ),
+    ] = 1024 * 1024
 
     def __post_init__(self) -> None:
         super().__post_init__()

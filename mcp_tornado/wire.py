@@ -39,6 +39,7 @@ class PeerRecord(msgspec.Struct, array_like=True, frozen=True):
     peer: int
     room: str
     paired: bool  # whether the worker last saw this peer with a partner
+    resume: str = ""  # its resume token, if it is resumable (a restarted router relearns it)
 
 
 class WorkerInfo(msgspec.Struct, array_like=True, frozen=True):
@@ -67,10 +68,11 @@ class Hello(_Msg, tag=1):
 
 
 class Join(_Msg, tag=2):
-    """A client connected and wants a slot in ``room``."""
+    """A client connected and wants a slot in ``room``; ``resumable``: it asked for resume."""
 
     peer: int
     room: str
+    resumable: bool = False
 
 
 class Relay(_Msg, tag=3):
@@ -135,6 +137,30 @@ class Query(_Msg, tag=9):
     """``mcp-tornado status`` asks for :class:`Status`; the asker is not a worker."""
 
 
+class Lost(_Msg, tag=40):
+    """``peer``'s socket ended without a ``leave`` or a clean close.
+
+    (See :mod:`mcp_tornado.router.suspended`.)
+
+    A resumable peer is suspended (keeps its slot for the resume grace); any
+    other is freed as by :class:`Leave`.  Answered with :class:`Left` too.
+    """
+
+    peer: int
+
+
+class Resume(_Msg, tag=41):
+    """A client asks to take back a suspended slot of ``room`` with ``token``.
+
+    Answered with :class:`Resumed` (then the held messages, as :class:`Deliver`
+    and the other usual messages) or :class:`ResumeRefused`.
+    """
+
+    peer: int
+    room: str
+    token: str
+
+
 # --- router -> worker ---------------------------------------------------------
 
 
@@ -157,6 +183,8 @@ class Joined(_Msg, tag=21):
     peers: int
     initiator: bool
     local_partner: int = 0  # the partner's id when it is on the same worker, else 0
+    resume: str = ""  # the peer's resume token (only when it asked for resume)
+    resume_grace: float = 0.0
 
 
 class RoomFull(_Msg, tag=22):
@@ -252,7 +280,48 @@ class Status(_Msg, tag=31):
     workers: list[WorkerStatus]
 
 
-ToRouter: TypeAlias = Hello | Join | Relay | Leave | Fence | Ping | Bye | Stats | Query
+class Resumed(_Msg, tag=40):
+    """``peer`` took back its suspended slot; what was held for it follows in this stream."""
+
+    peer: int
+    room: str
+    peers: int
+    initiator: bool
+    resume: str  # its next token
+    resume_grace: float
+    local_partner: int = 0
+
+
+class ResumeRefused(_Msg, tag=41):
+    """``peer``'s :class:`Resume` was refused: a used, forged or expired token, or another room."""
+
+    peer: int
+
+
+class PeerReconnecting(_Msg, tag=42):
+    """The other peer of ``peer``'s room is suspended: its socket dropped, it may resume."""
+
+    peer: int
+    room: str
+
+
+class PeerResumed(_Msg, tag=43):
+    """The other peer of ``peer``'s room resumed (``local_partner``: on this worker)."""
+
+    peer: int
+    room: str
+    local_partner: int = 0
+
+
+class Replaced(_Msg, tag=44):
+    """``peer``'s slot was resumed by a newer connection: close it (4411) without leaving."""
+
+    peer: int
+
+
+ToRouter: TypeAlias = (
+    Hello | Join | Relay | Leave | Fence | Ping | Bye | Stats | Query | Lost | Resume
+)
 ToWorker: TypeAlias = (
     Welcome
     | Joined
@@ -266,6 +335,11 @@ ToWorker: TypeAlias = (
     | Reregister
     | Ping
     | Bye
+    | Resumed
+    | ResumeRefused
+    | PeerReconnecting
+    | PeerResumed
+    | Replaced
     | Status  # (to a status query, not to a worker; a worker ignores it)
 )
 

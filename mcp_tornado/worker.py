@@ -215,7 +215,9 @@ async def _serve(
     # Keep relaying briefly so messages already on their way reach their peers.
     await asyncio.sleep(min(_DRAIN_PERIOD, config.shutdown_timeout / 2))
     for peer in list(hub.peers.values()):
-        peer.end(protocol.CloseCode.GOING_AWAY)  # each leaves its room, then is closed
+        # Each leaves its room (a resumable one is suspended, to resume on another
+        # worker), then is closed.
+        peer.end(protocol.CloseCode.GOING_AWAY, suspend=bool(peer.resume))
     deadline = loop.time() + config.shutdown_timeout
     while (hub.peers or hub.leaving or link.backlog) and loop.time() < deadline:
         await asyncio.sleep(0.02)

@@ -26,12 +26,20 @@ Reliability rules the loop enforces:
   refused.  Resync conflicts (three peers claiming one room) are settled first
   come, first served; the losers are listed in ``Welcome.rejected``.
 * Malformed batches are logged and dropped: no worker input can crash it.
+* Resume (:mod:`mcp_tornado.router.suspended`): a resumable peer whose socket
+  dropped, or whose worker died or was dropped, is suspended, not freed: its
+  slot moves to the pseudo-worker :data:`~mcp_tornado.router.suspended.SUSPENDED`,
+  whose outbox is held instead of sent (:meth:`Router._flush`), and the partner
+  is told ``PeerReconnecting``.  A :class:`~mcp_tornado.wire.Resume` from any
+  worker moves the slot back to a real peer, with what was held.  All of this
+  happens on connect, close and suspension; relaying is untouched.
 
 Metrics (:mod:`mcp_tornado.router.telemetry`): workers' :class:`~mcp_tornado.wire.Stats`
 are folded into :attr:`Router.telemetry`, which each heartbeat publishes for
-``/metrics``; a worker's Ping that carries a send time is echoed at once (its
-round trip); a :class:`~mcp_tornado.wire.Query` from a socket that is not a
-worker (``mcp-tornado status``) is answered with :class:`~mcp_tornado.wire.Status`
+``/metrics`` with the totals of :attr:`Router.resumes`; a worker's Ping that
+carries a send time is echoed at once (its round trip); a
+:class:`~mcp_tornado.wire.Query` from a socket that is not a worker
+(``mcp-tornado status``) is answered with :class:`~mcp_tornado.wire.Status`
 without registering it.
 
 * On tcp:// the socket is a CurveZMQ server that accepts only the workers whose
@@ -39,7 +47,9 @@ without registering it.
   worker holds at most ``--max-peers-per-worker`` peers (fewer if it announced
   a smaller ``--max-connections``).  A worker it dropped (hung, partitioned)
   that comes back after the grace has its paired peers refused
-  (``Welcome.refused``): their partners were told they left.
+  (``Welcome.refused``): their partners were told they left.  Its resumable
+  peers were suspended instead (their partners were told they are
+  reconnecting): while their resume grace lasts it takes them back.
 """
 
 from __future__ import annotations
@@ -58,6 +68,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from mcp_tornado import curve, logs, wire
 from mcp_tornado.router.rooms import Departure, PeerKey, RoomTable
+from mcp_tornado.router.suspended import SUSPENDED, ResumeBook
 from mcp_tornado.router.telemetry import RouterTelemetry
 from mcp_tornado.settings import RouterSettings
 
@@ -69,7 +80,7 @@ _FORGET_DROPPED = 3600.0  # seconds a dropped worker's name is remembered (see _
 _PROBE_INTERVAL = 0.02  # seconds between extra pings after a worker's connection dropped
 
 
-_Parkable: TypeAlias = wire.Join | wire.Relay | wire.Leave | wire.Fence
+_Parkable: TypeAlias = wire.Join | wire.Relay | wire.Leave | wire.Fence | wire.Lost | wire.Resume
 
 
 def _name(worker: bytes) -> str:
@@ -106,6 +117,9 @@ class Router:
         self.epoch = uuid.uuid4().hex[:12]
         self.rooms = RoomTable()
         self.telemetry = RouterTelemetry()
+        self.resumes = ResumeBook(
+            config.resume_grace, config.resume_hold_messages, config.resume_hold_bytes
+        )
         self._workers: dict[bytes, _Worker] = {}
         self._outbox: dict[bytes, list[wire.ToWorker]] = {}
         self._pending: dict[bytes, list[bytes]] = {}  # batches a full pipe refused, in order
@@ -208,6 +222,9 @@ class Router:
                 timeout_ms = max(0, int((next_beat - now) * 1000))
                 if self._in_grace:
                     timeout_ms = min(timeout_ms, max(0, int((self._grace_until - now) * 1000)))
+                expiry = self.resumes.next_deadline()
+                if expiry is not None:
+                    timeout_ms = min(timeout_ms, max(0, int((expiry - now) * 1000) + 1))
                 ready = dict(poller.poll(timeout_ms))
                 if sock in ready:
                     self._read_all(sock)
@@ -221,6 +238,7 @@ class Router:
                 self._end_grace()
             if self._parked and not self._in_grace:
                 self._release_parked(now)
+            self._expire_suspended(now)
             self._flush(sock, now)
             if now >= next_beat:
                 self._heartbeat(now)
@@ -286,6 +304,13 @@ class Router:
         self.telemetry.batch_sizes.observe(len(batch))
         state = self._workers.get(worker)
         if state is None:
+            if worker == SUSPENDED:  # not a worker's name (ZeroMQ reserves a leading NUL)
+                log.warning(
+                    "router: dropped a batch from the reserved id %r",
+                    worker,
+                    extra={"event": "reserved_id_batch", "worker": _name(worker)},
+                )
+                return
             if batch and all(type(m) is wire.Query for m in batch):  # not a worker: status
                 self._send(worker, self._status(now))
                 return
@@ -337,8 +362,20 @@ class Router:
                 if key in self._parked_peers:
                     self._park(worker, msg)
                 else:
-                    self._depart(self.rooms.leave(key))
+                    self._free(key)
                     self._send(worker, wire.Left(msg.peer))
+            case wire.Lost():
+                key = (worker, msg.peer)
+                if key in self._parked_peers:
+                    self._park(worker, msg)
+                else:
+                    self._lost(key, now)
+                    self._send(worker, wire.Left(msg.peer))
+            case wire.Resume():
+                if self._in_grace or (worker, msg.peer) in self._parked_peers:
+                    self._park(worker, msg)
+                else:
+                    self._resume(worker, msg)
             case wire.Fence():
                 if (worker, msg.peer) in self._parked_peers:
                     self._park(worker, msg)  # after the peer's parked messages, as sent
@@ -376,13 +413,21 @@ class Router:
             self._send(worker, wire.RoomFull(msg.peer, msg.room))
             return
         partner = result.partner
+        key = (worker, msg.peer)
         local = partner[1] if partner is not None and partner[0] == worker else 0
-        self._send(
-            worker, wire.Joined(msg.peer, msg.room, result.peers, partner is not None, local)
-        )
+        joined = wire.Joined(msg.peer, msg.room, result.peers, partner is not None, local)
+        resumes = self.resumes
+        if msg.resumable and resumes.enabled:
+            joined.resume = resumes.issue(key, msg.room, partner is not None)
+            joined.resume_grace = resumes.grace
+        self._send(worker, joined)
         if partner is not None:
             arrived = wire.PeerJoined(partner[1], msg.room, result.peers, msg.peer if local else 0)
-            self._send(partner[0], arrived)
+            self._send(partner[0], arrived)  # (held, if the partner is suspended)
+            if len(resumes):
+                resumes.set_initiator(partner, False)  # the newcomer makes the offer
+            if partner[0] == SUSPENDED:
+                self._send(worker, wire.PeerReconnecting(msg.peer, msg.room))
 
     def _depart(self, departure: Departure | None) -> None:
         if departure is None:
@@ -391,6 +436,102 @@ class Router:
         if partner is not None:
             self._claimed_paired.discard(partner)
             self._send(partner[0], wire.PeerLeft(partner[1], room, 1))
+            if len(self.resumes):
+                self.resumes.set_initiator(partner, False)
+
+    def _free(self, key: PeerKey) -> None:
+        """Free ``key``'s slot for good (a leave, a clean close, a lapsed suspension)."""
+        if len(self.resumes):
+            self.resumes.forget(key)
+        self._depart(self.rooms.leave(key))
+
+    # --- resume (mcp_tornado.router.suspended) ---------------------------------------
+
+    def _lost(self, key: PeerKey, now: float) -> None:
+        """``key``'s socket ended without a clean goodbye: suspend it if resumable, else free."""
+        away = self.resumes.suspend(key, now) if len(self.resumes) else None
+        if away is None:
+            self._free(key)
+            return
+        room = self.rooms.rebind(key, away)
+        self._claimed_paired.discard(key)
+        partner = self.rooms.partner(away)
+        if partner is not None and partner[0] != SUSPENDED:
+            self._send(partner[0], wire.PeerReconnecting(partner[1], room))
+
+    def _resume(self, worker: bytes, msg: wire.Resume) -> None:
+        resumes = self.resumes
+        entry = resumes.claim(msg.token, msg.room)
+        new = (worker, msg.peer)
+        if entry is None or self.rooms.room_of(new) is not None:
+            resumes.refused += 1
+            self._send(worker, wire.ResumeRefused(msg.peer))
+            return
+        old = entry.key
+        if old[0] != worker and self._over_cap(worker, msg.peer):
+            # Like a join over the cap (the worker closes it with 1013): the token
+            # stays good, and the client resumes again, maybe through another worker.
+            self._send(worker, wire.RoomFull(msg.peer, msg.room, over_cap=True))
+            return
+        if old[0] == SUSPENDED:
+            self._hold_outbox()  # what was said to it this turn is held first
+        else:
+            # Its old socket still looks alive (a phone that switched networks leaves
+            # a half-dead one behind): the token holder wins, the old one is closed.
+            self._send(old[0], wire.Replaced(old[1]))
+        room = self.rooms.rebind(old, new)
+        token, held = resumes.rebind(entry, new)
+        partner = self.rooms.partner(new)
+        local = partner[1] if partner is not None and partner[0] == worker else 0
+        self._send(
+            worker,
+            wire.Resumed(
+                msg.peer,
+                room,
+                self.rooms.size(room),
+                entry.initiator,
+                token,
+                resumes.grace,
+                local,
+            ),
+        )
+        for message in held:  # in order, once: they left the book with the rebind
+            message.peer = msg.peer  # type: ignore[union-attr]
+            self._send(worker, message)
+        if partner is None:
+            return
+        if partner[0] == SUSPENDED:
+            self._send(worker, wire.PeerReconnecting(msg.peer, room))
+        elif old[0] == SUSPENDED:
+            self._send(partner[0], wire.PeerResumed(partner[1], room, msg.peer if local else 0))
+        # (a live socket replaced: its partner never heard it was away; a local pair
+        # is made from the new peer's side, by Resumed.local_partner)
+
+    def _hold_outbox(self) -> None:
+        """Hold what was said to suspended peers (the pseudo-worker's outbox), in order."""
+        box = self._outbox.pop(SUSPENDED, None)
+        if box is not None:
+            self._hold(box)
+
+    def _hold(self, batch: list[wire.ToWorker]) -> None:
+        resumes = self.resumes
+        for msg in batch:
+            over = resumes.hold(msg)
+            if over is not None:
+                room = self.rooms.room_of(over)
+                log.info(
+                    "router: a suspended peer's held messages are over the bound; freeing it",
+                    extra={"event": "resume_overflowed", "room": room},
+                )
+                resumes.overflowed += 1
+                self._free(over)
+
+    def _expire_suspended(self, now: float) -> None:
+        if self.resumes.suspended_count:
+            self._hold_outbox()
+            for key in self.resumes.due(now):
+                self.resumes.expired += 1
+                self._free(key)
 
     def _hello(self, worker: bytes, msg: wire.Hello) -> None:
         """(Re-)register ``worker`` with exactly the peers it lists."""
@@ -398,7 +539,7 @@ class Router:
         for peer in self.rooms.peers_of_worker(worker):
             record = listed.get(peer)
             if record is None or self.rooms.room_of((worker, peer)) != record.room:
-                self._depart(self.rooms.leave((worker, peer)))
+                self._free((worker, peer))  # (its resume token dies with it)
         state = self._workers.get(worker)
         first = False
         if state is not None:  # what it announced, never more than the router allows
@@ -418,13 +559,18 @@ class Router:
             key = (worker, record.peer)
             if record.peer in gone or self._over_cap(worker, record.peer):
                 refused.append(record.peer)
+            elif record.resume and self._take_back(key, record):
+                continue  # a peer of its that we suspended: its slot, with what was held
             elif not self.rooms.join(key, record.room).accepted:
                 rejected.append(record.peer)
             elif orphaned and record.paired:
                 self.rooms.leave(key)  # nobody was told it joined: nobody to tell it left
                 refused.append(record.peer)
-            elif record.paired and self._in_grace:
-                self._claimed_paired.add(key)
+            else:
+                if record.paired and self._in_grace:
+                    self._claimed_paired.add(key)
+                if record.resume and self.resumes.enabled:
+                    self.resumes.restore(key, record.room, record.resume)
         gone.update(refused)
         self._send(worker, wire.Welcome(self.epoch, rejected, refused))
         self.telemetry.hello(worker, msg.info, len(rejected))
@@ -466,6 +612,23 @@ class Router:
             )
         return True
 
+    def _take_back(self, key: PeerKey, record: wire.PeerRecord) -> bool:
+        """A dropped worker re-registers a peer we suspended: give it its slot back."""
+        entry = self.resumes.claim(record.resume, record.room)
+        if entry is None or not entry.suspended or self.rooms.room_of(key) is not None:
+            return False
+        self._hold_outbox()
+        room = self.rooms.rebind(entry.key, key)
+        _, held = self.resumes.rebind(entry, key, fresh_token=False)
+        for message in held:
+            message.peer = key[1]  # type: ignore[union-attr]
+            self._send(key[0], message)
+        partner = self.rooms.partner(key)
+        if partner is not None and partner[0] != SUSPENDED:
+            local = key[1] if partner[0] == key[0] else 0
+            self._send(partner[0], wire.PeerResumed(partner[1], room, local))
+        return True
+
     def _drop_worker(self, worker: bytes) -> None:
         self.telemetry.drop(worker)
         if worker in self._workers:
@@ -473,8 +636,21 @@ class Router:
         self._workers.pop(worker, None)
         self._outbox.pop(worker, None)
         self._pending.pop(worker, None)
+        suspended: list[PeerKey] = []
+        if len(self.resumes):  # its resumable peers keep their slots for their resume
+            now = time.monotonic()
+            for peer in self.rooms.peers_of_worker(worker):
+                away = self.resumes.suspend((worker, peer), now)
+                if away is not None:
+                    self.rooms.rebind((worker, peer), away)
+                    suspended.append(away)
         for departure in self.rooms.drop_worker(worker):
             self._depart(departure)
+        for away in suspended:
+            partner = self.rooms.partner(away)
+            room = self.rooms.room_of(away)
+            if partner is not None and room is not None and partner[0] != SUSPENDED:
+                self._send(partner[0], wire.PeerReconnecting(partner[1], room))
         if self._parked_peers:
             self._parked = [entry for entry in self._parked if entry[0] != worker]
             self._parked_peers = {key for key in self._parked_peers if key[0] != worker}
@@ -489,7 +665,7 @@ class Router:
         for worker, msg, refused_once in parked:
             if worker not in self._workers:
                 continue
-            if isinstance(msg, wire.Join):
+            if type(msg) is wire.Join:
                 self._join(worker, msg, refused_once)
             else:
                 self._dispatch(worker, msg, now)
@@ -528,6 +704,8 @@ class Router:
     def _flush(self, sock: zmq.Socket[bytes], now: float) -> None:
         if not self._outbox:
             return
+        if SUSPENDED in self._outbox:
+            self._hold_outbox()  # first: a peer freed over its bound tells its partner now
         outbox, self._outbox = self._outbox, {}
         for worker, batch in outbox.items():
             self._flush_worker(sock, worker, batch, now)
@@ -535,6 +713,9 @@ class Router:
     def _flush_worker(
         self, sock: zmq.Socket[bytes], worker: bytes, batch: list[wire.ToWorker], now: float
     ) -> None:
+        if worker == SUSPENDED:  # (a full batch, or a big payload, sent early)
+            self._hold(batch)
+            return
         frame = wire.encode_batch(batch)
         waiting = self._pending.get(worker)
         if waiting is not None:  # keep order behind what a full pipe already refused
@@ -621,7 +802,7 @@ class Router:
         return self.telemetry.status(self.epoch, self.rooms, last_seen, now)
 
     def _heartbeat(self, now: float) -> None:
-        self.telemetry.publish(now, self.rooms)
+        self.telemetry.publish(now, self.rooms, self.resumes)
         if self._dropped:  # a worker gone this long is not coming back: forget it
             forgotten = now - _FORGET_DROPPED
             self._dropped = {w: t for w, t in self._dropped.items() if t > forgotten}

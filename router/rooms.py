@@ -31,6 +31,7 @@ class RoomTable:
         other = table.join(key, "lobby")     # -> JoinResult
         partner = table.partner(key)         # hot path
         gone = table.leave(key)              # -> Departure | None
+        room = table.rebind(key, other_key)  # the same slot, another key
         gone_all = table.drop_worker(b"w1")  # -> list[Departure]
     """
 
@@ -97,6 +98,32 @@ class RoomTable:
         if partner is not None:
             del self._partner[partner]
         return Departure(peer, room, partner)
+
+    def rebind(self, old: PeerKey, new: PeerKey) -> str:
+        """Give ``old``'s slot (room and partner) to ``new``, which holds none; returns the room.
+
+        How a suspended peer keeps its slot under another key, and a resumed one
+        takes it back (see :mod:`mcp_tornado.router.suspended`).
+        """
+        if new in self._room_of:
+            raise ValueError(f"{new!r} already holds a slot")
+        room = self._room_of.pop(old)
+        members = self._rooms[room]
+        members[members.index(old)] = new
+        self._room_of[new] = room
+        worker_peers = self._by_worker[old[0]]
+        worker_peers.discard(old[1])
+        if not worker_peers:
+            del self._by_worker[old[0]]
+        self._by_worker.setdefault(new[0], set()).add(new[1])
+        partner = self._partner.pop(old, None)
+        if partner is not None:
+            self._partner[new] = partner
+            self._partner[partner] = new
+        return room
+
+    def size(self, room: str) -> int:
+        return len(self._rooms.get(room, ()))
 
     def drop_worker(self, worker: bytes) -> list[Departure]:
         """Free every slot held by ``worker``'s peers (it died or left).

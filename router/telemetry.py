@@ -7,7 +7,7 @@ Usage (in the router's loop)::
     telemetry.hello(worker, hello.info, rejected=0)
     telemetry.fold(worker, stats)               # each wire.Stats a worker sends
     telemetry.drop(worker)                      # a worker is gone: its gauges go with it
-    telemetry.publish(now, rooms)               # each heartbeat: a new snapshot for scrapes
+    telemetry.publish(now, rooms, resumes)      # each heartbeat: a new snapshot for scrapes
 
 Workers count with plain integers and send what changed with each heartbeat
 (:mod:`mcp_tornado.telemetry`); the router sees every worker on every host,
@@ -15,7 +15,10 @@ so one scrape of its ``--metrics-port`` gives the totals of the whole
 deployment (a per-worker endpoint behind ``SO_REUSEPORT`` would answer from a
 random worker).  The router adds its own figures: rooms and peers open,
 batch sizes, worker restarts (a worker's generation under ``serve`` moving
-on), its own restarts, resyncs and resync conflicts.
+on), its own restarts, resyncs and resync conflicts, and the resume book's
+totals (:class:`~mcp_tornado.router.suspended.ResumeBook`: suspended slots,
+suspensions, resumes, refused resumes, and suspensions that lapsed or
+overflowed their hold bound), read from its plain integers at each publish.
 
 The loop thread owns every mutable table here.  The HTTP server runs in
 prometheus_client's thread and reads only :attr:`RouterTelemetry.snapshot`,
@@ -47,6 +50,7 @@ from mcp_tornado.telemetry import COUNTERS, GAUGES, HISTOGRAMS, Histogram, split
 
 if TYPE_CHECKING:
     from mcp_tornado.router.rooms import RoomTable
+    from mcp_tornado.router.suspended import ResumeBook
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +130,11 @@ _ALL_COUNTERS: Final = {
             F("router_restarts", "Times serve restarted the router"),
             F("resyncs", "Hello re-registrations of workers that had been registered before"),
             F("resync_conflicts", "Peers refused on re-registration: their room was full"),
+            F("resume_suspensions", "Resumable peers whose slot was suspended for a resume"),
+            F("resumes", "Suspended slots taken back (a resume, or their worker back)"),
+            F("resume_refused", "Resumes refused: a used, forged, expired or other-room token"),
+            F("resume_expired", "Suspended slots freed when their resume grace ended"),
+            F("resume_overflowed", "Suspended slots freed: held messages over the bound"),
         )
     },
 }
@@ -144,6 +153,7 @@ _ALL_GAUGES: Final = {
             F("rooms_open", "Rooms with at least one peer"),
             F("peers_open", "Peers holding a slot in a room"),
             F("workers_registered", "Workers registered with the router"),
+            F("resume_suspended", "Slots suspended now, waiting for their peer's resume"),
             F("router_start_time_seconds", "Unix time the router started"),
             F("worker_start_time_seconds", "Unix time a worker started", ("worker",)),
         )
@@ -256,8 +266,15 @@ class RouterTelemetry:
         """Relayed messages since this router started."""
         return sum(v for (name, _), v in self.counters.items() if name == "messages_relayed")
 
-    def publish(self, now: float, rooms: RoomTable) -> None:
+    def publish(self, now: float, rooms: RoomTable, resumes: ResumeBook | None = None) -> None:
         """Replace :attr:`snapshot` with the state as of now; sample the message rate."""
+        counters = self.counters
+        if resumes is not None:  # totals since this router (and its book) started
+            counters["resume_suspensions", ()] = resumes.suspensions
+            counters["resumes", ()] = resumes.resumed
+            counters["resume_refused", ()] = resumes.refused
+            counters["resume_expired", ()] = resumes.expired
+            counters["resume_overflowed", ()] = resumes.overflowed
         self._rates.append((now, self.messages()))
         while self._rates[0][0] < now - _RATE_WINDOW:
             self._rates.popleft()
@@ -267,6 +284,7 @@ class RouterTelemetry:
             (("peers_open", ()), peer_count),
             (("workers_registered", ()), len(self.workers)),
             (("router_start_time_seconds", ()), self.started),
+            (("resume_suspended", ()), resumes.suspended_count if resumes is not None else 0),
         ]
         for seen in self.workers.values():
             label = (seen.label,)
@@ -276,7 +294,7 @@ class RouterTelemetry:
         histograms = [(key, tuple(h.counts), h.sum) for key, h in self.histograms.items()]
         batches = self.batch_sizes
         histograms.append((("router_batch_size", ()), tuple(batches.counts), batches.sum))
-        self.snapshot = Snapshot(tuple(self.counters.items()), tuple(histograms), tuple(gauges))
+        self.snapshot = Snapshot(tuple(counters.items()), tuple(histograms), tuple(gauges))
 
     def messages_per_s(self) -> float:
         if len(self._rates) < 2:

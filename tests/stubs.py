@@ -62,9 +62,17 @@ class StubLink:
         self.relayed: list[tuple[int, bytes]] = []
         self.fences: list[tuple[int, int]] = []
         self.left: list[int] = []
+        self.suspended: list[int] = []  # peers whose socket ended without a goodbye
+        self.resumes: list[tuple[int, str, str]] = []
+        self.resumable_joins: list[int] = []
 
-    def join(self, peer_id: int, room: str) -> None:
+    def join(self, peer_id: int, room: str, resumable: bool = False) -> None:
         self.joins.append((peer_id, room))
+        if resumable:
+            self.resumable_joins.append(peer_id)
+
+    def resume(self, peer_id: int, room: str, token: str) -> None:
+        self.resumes.append((peer_id, room, token))
 
     def relay(self, peer_id: int, payload: bytes) -> bool:
         self.relayed.append((peer_id, payload))
@@ -73,6 +81,6 @@ class StubLink:
     def fence(self, peer_id: int, seq: int) -> None:
         self.fences.append((peer_id, seq))
 
-    def leave(self, peer_id: int) -> bool:
-        self.left.append(peer_id)
+    def leave(self, peer_id: int, suspend: bool = False) -> bool:
+        (self.suspended if suspend else self.left).append(peer_id)
         return self.ready

@@ -137,6 +137,21 @@ def test_a_payload_is_only_its_length_unless_payloads_are_shown() -> None:
     assert logs.describe(relay) == f"Relay(peer=3, payload=<{len(SDP.encode())} bytes>)"
     assert ADDRESS not in logs.describe(wire.Deliver(3, SDP.encode()))
     assert logs.describe(wire.Join(3, "lobby")) == "Join(peer=3, room='lobby')"
+    assert (
+        logs.describe(wire.Join(3, "lobby", True)) == "Join(peer=3, room='lobby', resumable=True)"
+    )
+
+
+def test_resume_tokens_are_never_shown() -> None:
+    token = "Zq3x9Kc1_resume-token-24"
+    assert logs.describe(wire.Resume(3, "lobby", token)) == (
+        "Resume(peer=3, room='lobby', token=<hidden>)"
+    )
+    hello = wire.Hello([wire.PeerRecord(1, "lobby", True, token), wire.PeerRecord(2, "x", False)])
+    shown = logs.describe(hello)
+    assert token not in shown
+    assert "PeerRecord(peer=1, room='lobby', paired=True, resume=<hidden>)" in shown
+    assert "PeerRecord(peer=2, room='x', paired=False)" in shown
 
 
 def test_a_bytes_field_is_a_payload_too() -> None:

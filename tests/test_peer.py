@@ -261,3 +261,130 @@ async def test_without_a_router_to_confirm_a_leave_the_close_is_not_held() -> No
     connection.data_received(encode_frame(CLOSE, b"\x03\xe8"))
     assert link.left == [peer_id]
     assert [f.close_code for f in transport.frames()] == [1000]
+
+
+# --- resume (the worker's side; the router's is tests/router, end to end tests/test_resume) ---
+
+
+def resumable(hub: Hub, endpoint: SignalEndpoint) -> tuple[Peer, StubTransport]:
+    """A client that asked for resume, joined with token ``tok``; its transport, emptied."""
+    connect(endpoint, "?room=r&resumable=1")
+    peer = only_peer(hub)
+    hub.resumable(cast(int, peer.peer_id), "tok", 10.0)
+    joined(hub)
+    transport = cast(StubTransport, peer.connection.transport)
+    transport.forget_frames()
+    return peer, transport
+
+
+async def test_a_resumable_client_gets_its_token_in_joined() -> None:
+    hub, link, endpoint = worker()
+    connection, transport = connect(endpoint, "?room=r&resumable=1")
+    peer_id = cast(int, only_peer(hub).peer_id)
+    assert link.resumable_joins == [peer_id]
+    hub.resumable(peer_id, "tok", 10.0)
+    joined(hub)
+    connection.write_queued()
+    assert json.loads(transport.texts()[0]) == {
+        "type": "joined",
+        "room": "r",
+        "peers": 1,
+        "initiator": False,
+        "resume": "tok",
+        "resumeGrace": 10.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("goodbye", "suspended"),
+    [
+        (b"", True),  # the TCP connection just ends
+        (encode_frame(CLOSE, (4000).to_bytes(2, "big")), True),
+        (encode_frame(CLOSE, (1000).to_bytes(2, "big")), False),
+        (encode_frame(CLOSE, (1001).to_bytes(2, "big")), False),
+        (encode_frame(CLOSE, b""), False),  # no code: a browser's ws.close()
+        (encode_frame(TEXT, b'{"type":"leave"}'), False),  # then the connection ends
+        (encode_frame(TEXT, b"{}", mask=False), False),  # a protocol violation (1002)
+    ],
+)
+async def test_only_an_end_without_goodbye_suspends_a_resumable_peer(
+    goodbye: bytes, suspended: bool
+) -> None:
+    hub, link, endpoint = worker()
+    peer, _ = resumable(hub, endpoint)
+    peer_id = peer.peer_id
+    if goodbye:
+        peer.connection.data_received(goodbye)
+    peer.connection.connection_lost(None)
+    assert (link.suspended, link.left) == (([peer_id], []) if suspended else ([], [peer_id]))
+
+
+async def test_a_plain_peer_is_never_suspended() -> None:
+    hub, link, endpoint = worker()
+    connect(endpoint)
+    peer_id = joined(hub)
+    only_peer(hub).connection.connection_lost(None)
+    assert (link.suspended, link.left) == ([], [peer_id])
+
+
+async def test_a_resume_waits_for_the_router_then_says_resumed() -> None:
+    hub, link, endpoint = worker()
+    connection, transport = connect(endpoint, "?room=r&resume=tok")
+    peer = only_peer(hub)
+    assert link.resumes == [(peer.peer_id, "r", "tok")] and link.joins == []
+    assert connection.upgrading
+    hub.resumed(cast(int, peer.peer_id), "r", 2, True, "next", 10.0, 0)
+    hub.deliver(cast(int, peer.peer_id), b'{"type":"candidate","n":0}')
+    connection.write_queued()
+    assert transport.head().startswith(b"HTTP/1.1 101 ")
+    assert [json.loads(t) for t in transport.texts()] == [
+        {
+            "type": "resumed",
+            "room": "r",
+            "peers": 2,
+            "initiator": True,
+            "resume": "next",
+            "resumeGrace": 10.0,
+        },
+        {"type": "candidate", "n": 0},
+    ]
+    assert peer.resume == "next" and peer.paired
+
+
+async def test_joined_and_resumed_of_a_resumable_peer_carry_fresh_ice_servers() -> None:
+    hub, _, endpoint = worker()
+    hub.ice = IceServers(IceSettings(("turn:t.example",), (), b"peer-test-secret-0123456789"))
+    _, transport = connect(endpoint, "?room=r&resumable=1")
+    peer_id = cast(int, only_peer(hub).peer_id)
+    hub.resumable(peer_id, "tok", 10.0)
+    joined(hub)
+    _, again = connect(endpoint, "?room=r&resume=tok")
+    (resumer,) = (p for p in hub.peers.values() if p.peer_id != peer_id)
+    hub.resumed(cast(int, resumer.peer_id), "r", 1, False, "next", 10.0, 0)
+    resumer.connection.write_queued()
+    first, second = json.loads(transport.texts()[0]), json.loads(again.texts()[0])
+    assert (first["type"], first["resume"], second["type"], second["resume"]) == (
+        "joined", "tok", "resumed", "next"
+    )  # fmt: skip
+    (turn,), (turn_again,) = first["iceServers"], second["iceServers"]
+    assert turn["urls"] == turn_again["urls"] == ["turn:t.example"]
+    assert turn["username"] != turn_again["username"]  # a credential of its own, fresh
+
+
+async def test_a_refused_resume_gets_invalid_resume_and_4410() -> None:
+    hub, _, endpoint = worker()
+    _, transport = connect(endpoint, "?room=r&resume=stale")
+    hub.resume_refused(cast(int, only_peer(hub).peer_id))
+    frames = transport.frames()
+    assert json.loads(frames[0].payload)["code"] == "invalid_resume"
+    assert frames[1].close_code == protocol.CloseCode.INVALID_RESUME
+    assert hub.peers == {}
+
+
+async def test_a_replaced_socket_is_closed_with_4411_without_leaving() -> None:
+    hub, link, endpoint = worker()
+    peer, transport = resumable(hub, endpoint)
+    hub.replaced(cast(int, peer.peer_id))
+    assert transport.frames()[-1].close_code == protocol.CloseCode.REPLACED
+    peer.connection.connection_lost(None)
+    assert link.left == [] and link.suspended == [] and hub.peers == {}

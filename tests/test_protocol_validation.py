@@ -90,10 +90,13 @@ def test_every_error_code_is_listed() -> None:
         "invalid_room",
         "invalid_token",
         "token_expired",
+        "invalid_resume",
     } == protocol.ERROR_CODES
 
 
 def test_every_close_code_has_a_reason() -> None:
     codes = [v for k, v in vars(protocol.CloseCode).items() if k.isupper()]
-    assert sorted(codes) == [1001, 1002, 1007, 1009, 1013, 4008, 4400, 4401, 4409, 4429]
+    assert sorted(codes) == [
+        1001, 1002, 1007, 1009, 1013, 4008, 4400, 4401, 4409, 4410, 4411, 4429,
+    ]  # fmt: skip
     assert all(protocol.close_reason(code) for code in codes)

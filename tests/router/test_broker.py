@@ -429,3 +429,254 @@ def test_a_dropped_worker_back_after_the_grace_gets_its_paired_peers_refused(
     w1.send(wire.Join(3, "r"))  # its client, reconnected
     assert w1.expect(wire.Joined) == wire.Joined(3, "r", 2, True, 0)
     assert w2.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2, 0)
+
+
+# --- resume (mcp_tornado.router.suspended) ----------------------------------------------
+
+
+def resumable_pair(first: FakeWorker, second: FakeWorker, room: str = "r") -> tuple[str, str]:
+    """Like :func:`pair_up`, both peers resumable; returns their tokens."""
+    first.hello()
+    second.hello()
+    first.send(wire.Join(1, room, True))
+    token_a = first.expect(wire.Joined).resume
+    second.send(wire.Join(1, room, True))
+    joined = second.expect(wire.Joined)
+    first.expect(wire.PeerJoined)
+    assert token_a and joined.resume and joined.resume_grace > 0
+    return token_a, joined.resume
+
+
+def test_a_lost_peer_is_suspended_held_for_and_resumed_on_another_worker(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    router, endpoint = start_router(resume_grace=5.0)
+    w1, w2, w3 = workers(endpoint, "w1"), workers(endpoint, "w2"), workers(endpoint, "w3")
+    w3.hello()
+    token, _ = resumable_pair(w1, w2)
+    w1.send(wire.Lost(1))
+    assert w1.expect(wire.Left) == wire.Left(1)
+    assert w2.expect(wire.PeerReconnecting) == wire.PeerReconnecting(1, "r")
+    w2.send(*(wire.Relay(1, f"m{n}".encode()) for n in range(5)))
+    assert w2.quiet(), "held: no no_peer, nothing delivered"
+    w3.send(wire.Resume(4, "r", token))
+    resumed = w3.expect(wire.Resumed)
+    assert (resumed.peer, resumed.room, resumed.peers, resumed.initiator) == (4, "r", 2, False)
+    assert resumed.resume not in ("", token)
+    assert [w3.expect(wire.Deliver) for _ in range(5)] == [
+        wire.Deliver(4, f"m{n}".encode()) for n in range(5)
+    ]
+    assert w2.expect(wire.PeerResumed) == wire.PeerResumed(1, "r")
+    w2.send(wire.Relay(1, b"after"))
+    assert w3.expect(wire.Deliver) == wire.Deliver(4, b"after")
+    w3.send(wire.Relay(4, b"back"))
+    assert w2.expect(wire.Deliver) == wire.Deliver(1, b"back")
+    assert w3.quiet() and w1.quiet(), "delivered once"
+    # The token was spent: a replay is refused.
+    w3.send(wire.Resume(5, "r", token))
+    assert w3.expect(wire.ResumeRefused) == wire.ResumeRefused(5)
+    book = router.resumes
+    assert (book.suspensions, book.resumed, book.refused, book.expired) == (1, 1, 1, 0)
+
+
+def test_forged_and_other_room_tokens_are_refused(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router(resume_grace=5.0)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    token, _ = resumable_pair(w1, w2)
+    w1.send(wire.Lost(1))
+    w1.expect(wire.Left)
+    w2.send(wire.Resume(2, "other", token), wire.Resume(3, "r", token[:-1] + "A"))
+    assert w2.expect(wire.PeerReconnecting).peer == 1
+    assert w2.expect(wire.ResumeRefused) == wire.ResumeRefused(2)
+    assert w2.expect(wire.ResumeRefused) == wire.ResumeRefused(3)
+
+
+def test_the_grace_ends_in_leave_and_a_free_slot(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    router, endpoint = start_router(resume_grace=0.3)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    token, _ = resumable_pair(w1, w2)
+    w1.send(wire.Lost(1))
+    w1.expect(wire.Left)
+    w2.expect(wire.PeerReconnecting)
+    w2.send(wire.Relay(1, b"held then dropped"))
+    assert w2.expect(wire.PeerLeft, timeout=3) == wire.PeerLeft(1, "r", 1)
+    assert router.resumes.expired == 1
+    w1.send(wire.Resume(2, "r", token))
+    assert w1.expect(wire.ResumeRefused) == wire.ResumeRefused(2)
+    w1.send(wire.Join(3, "r"))
+    assert w1.expect(wire.Joined).peers == 2
+
+
+def test_over_the_hold_bound_the_slot_is_freed(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router(resume_grace=30.0, resume_hold_messages=3)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    token, _ = resumable_pair(w1, w2)
+    w1.send(wire.Lost(1))
+    w1.expect(wire.Left)
+    w2.expect(wire.PeerReconnecting)
+    w2.send(*(wire.Relay(1, b"x") for _ in range(3)))
+    assert w2.quiet()
+    w2.send(wire.Relay(1, b"one too many"))
+    assert w2.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
+    w1.send(wire.Resume(2, "r", token))
+    assert w1.expect(wire.ResumeRefused) == wire.ResumeRefused(2)
+
+
+def test_a_clean_leave_and_a_plain_peer_are_not_suspended(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router(resume_grace=5.0)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    token, _ = resumable_pair(w1, w2)
+    w1.send(wire.Leave(1))
+    assert w2.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
+    w1.expect(wire.Left)
+    w1.send(wire.Resume(2, "r", token))
+    assert w1.expect(wire.ResumeRefused) == wire.ResumeRefused(2)
+    w1.send(wire.Join(3, "r"))  # not resumable: no token, and a Lost frees it at once
+    assert w1.expect(wire.Joined).resume == ""
+    w2.expect(wire.PeerJoined)
+    w1.send(wire.Lost(3))
+    assert w2.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)
+
+
+def test_a_dead_workers_resumable_peers_are_suspended(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router(resume_grace=5.0)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    token, _ = resumable_pair(w1, w2)
+    w1.send(wire.Join(2, "plain"))  # not resumable: freed as before
+    w1.expect(wire.Joined)
+    w2.send(wire.Join(2, "plain"))
+    w2.expect(wire.Joined)
+    w1.expect(wire.PeerJoined)
+    w1.send(wire.Bye())
+    got = {type(w2.expect(wire.PeerReconnecting | wire.PeerLeft)) for _ in range(2)}  # type: ignore[arg-type]
+    assert got == {wire.PeerReconnecting, wire.PeerLeft}
+    w2.send(wire.Resume(9, "r", token))
+    assert w2.expect(wire.Resumed).local_partner == 1, "now both on w2"
+    assert w2.expect(wire.PeerResumed) == wire.PeerResumed(1, "r", 9)
+
+
+def test_a_resume_while_the_old_socket_lives_replaces_it(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router(resume_grace=5.0)
+    w1, w2, w3 = workers(endpoint, "w1"), workers(endpoint, "w2"), workers(endpoint, "w3")
+    w3.hello()
+    token, _ = resumable_pair(w1, w2)
+    w3.send(wire.Resume(1, "r", token))
+    assert w3.expect(wire.Resumed).peers == 2
+    assert w1.expect(wire.Replaced) == wire.Replaced(1)
+    assert w2.quiet(), "its partner never saw it away"
+    w2.send(wire.Relay(1, b"to the new socket"))
+    assert w3.expect(wire.Deliver) == wire.Deliver(1, b"to the new socket")
+    w1.send(wire.Relay(1, b"late, from the old socket"), wire.Lost(1))
+    w1.expect(wire.Left)
+    assert w2.quiet(), "the old socket no longer holds the slot"
+
+
+def test_suspended_peers_are_lost_with_a_restarted_router_and_their_partners_told(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    _, endpoint = start_router(resume_grace=5.0, resync_grace=0.3)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    token, token_b = resumable_pair(w1, w2)
+    # A fresh router at the same place: w2 re-registers its live peer (paired, with its
+    # token); w1's peer was suspended in the old router only.
+    _, endpoint2 = start_router(resume_grace=5.0, resync_grace=0.3)
+    w2b = workers(endpoint2, "w2")
+    w2b.hello(wire.PeerRecord(1, "r", True, token_b))
+    assert w2b.expect(wire.PeerLeft, timeout=3) == wire.PeerLeft(1, "r", 1)
+    w1b = workers(endpoint2, "w1")
+    w1b.hello()
+    w1b.send(wire.Resume(5, "r", token))
+    assert w1b.expect(wire.ResumeRefused) == wire.ResumeRefused(5)
+    # The live peer's token was relearnt: it can still be suspended and resumed.
+    w2b.send(wire.Lost(1))
+    w2b.expect(wire.Left)
+    w1b.send(wire.Resume(6, "r", token_b))
+    assert w1b.expect(wire.Resumed).peers == 1
+
+
+def test_a_hung_worker_that_wakes_within_the_grace_gets_its_peers_back(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    router, endpoint = start_router(heartbeat_liveness=3, resume_grace=5.0)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    _, token = resumable_pair(w1, w2)
+    started = time.monotonic()
+    while True:  # w1 keeps heartbeating, w2 goes silent
+        w1.send(wire.Ping("w1"))
+        w1._fill(0.02)
+        if w1.inbox:
+            break
+        assert time.monotonic() - started < 2, "silent worker was never dropped"
+    assert w1.expect(wire.PeerReconnecting) == wire.PeerReconnecting(1, "r")
+    w1.send(wire.Relay(1, b"while w2 slept"))
+    # w2 wakes: its stale batch earns a Reregister, its Hello lists the peer and its token.
+    w2.send(wire.Relay(1, b"stale"))
+    assert w2.expect(wire.Reregister) == wire.Reregister([1])
+    w2.send(wire.Hello([wire.PeerRecord(1, "r", True, token)]))
+    got: list[object] = []
+    while not got or type(got[-1]) is not wire.Welcome:
+        got.append(w2.expect(object))
+    got = [m for m in got if type(m) is not wire.Reregister]  # (answers to its pings)
+    assert got == [wire.Deliver(1, b"while w2 slept"), wire.Welcome(router.epoch, [])]
+    assert w1.expect(wire.PeerResumed) == wire.PeerResumed(1, "r")
+    assert router.rooms.partner((b"w2", 1)) == (b"w1", 1)
+    w1.send(wire.Relay(1, b"awake"))
+    assert w2.expect(wire.Deliver) == wire.Deliver(1, b"awake")
+
+
+def test_a_resume_onto_a_worker_at_its_cap_is_turned_away_and_keeps_its_token(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    # As a join over the cap: RoomFull(over_cap), which the worker closes with 1013.
+    # The suspended slot and its token stay, so the client resumes through another worker.
+    _, endpoint = start_router(resume_grace=5.0)
+    w1, w2, full = workers(endpoint, "w1"), workers(endpoint, "w2"), workers(endpoint, "full")
+    token, _ = resumable_pair(w1, w2)
+    full.send(wire.Hello([], max_peers=1), wire.Join(1, "elsewhere"))
+    full.expect(wire.Welcome)
+    full.expect(wire.Joined)
+    w1.send(wire.Lost(1))
+    w1.expect(wire.Left)
+    w2.expect(wire.PeerReconnecting)
+    full.send(wire.Resume(2, "r", token))
+    assert full.expect(wire.RoomFull) == wire.RoomFull(2, "r", over_cap=True)
+    assert w2.quiet(), "its partner still waits for it"
+    w1.send(wire.Resume(3, "r", token))
+    assert w1.expect(wire.Resumed).peer == 3
+    assert w2.expect(wire.PeerResumed) == wire.PeerResumed(1, "r")
+
+
+def test_a_dropped_worker_gets_its_suspended_peers_back_and_its_plain_paired_ones_refused(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    # Resume and the partition rule together: the router dropped w1 (it said Bye).
+    # Its resumable peer was suspended (its partner heard "reconnecting"), so it is
+    # taken back; its plain paired peer's partner heard "left", so it is refused.
+    _, endpoint = start_router(resume_grace=5.0)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    token, _ = resumable_pair(w1, w2)
+    w1.send(wire.Join(2, "plain"))
+    w1.expect(wire.Joined)
+    w2.send(wire.Join(2, "plain"))
+    w2.expect(wire.Joined)
+    w1.expect(wire.PeerJoined)
+    w1.send(wire.Bye())
+    assert w2.expect(wire.PeerLeft) == wire.PeerLeft(2, "plain", 1)
+    assert w2.expect(wire.PeerReconnecting) == wire.PeerReconnecting(1, "r")
+    welcome = w1.hello(wire.PeerRecord(1, "r", True, token), wire.PeerRecord(2, "plain", True))
+    assert (welcome.rejected, welcome.refused) == ([], [2])
+    assert w2.expect(wire.PeerResumed) == wire.PeerResumed(1, "r")
+    w2.send(wire.Relay(1, b"hello again"))
+    assert w1.expect(wire.Deliver) == wire.Deliver(1, b"hello again")

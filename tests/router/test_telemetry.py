@@ -111,6 +111,54 @@ def test_a_status_query_is_answered_without_registering_the_asker() -> None:
     assert wire.decode_status(wire.encode_batch([answer])) == answer
 
 
+def test_the_resume_books_totals_are_published_as_the_resume_metrics() -> None:
+    counters = (
+        "resume_suspensions",
+        "resumes",
+        "resume_refused",
+        "resume_expired",
+        "resume_overflowed",
+    )
+    router = Router(
+        RouterSettings(bind="inproc://unused", resume_grace=5.0, resume_hold_messages=2)
+    )
+    router._end_grace()
+    router.telemetry.serve("127.0.0.1", 0)
+
+    def send(worker: bytes, *batch: wire.ToRouter, now: float = 1.0) -> list[wire.ToWorker]:
+        router.handle(worker, wire.encode_batch(batch), now)
+        return router._outbox.pop(worker, [])
+
+    def published() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        router.telemetry.publish(2.0, router.rooms, router.resumes)
+        return {key: value for key, value in scrape(router.telemetry).items() if "resume" in key[0]}
+
+    def totals(suspended: int, *counts: int) -> dict[tuple[str, tuple[()]], float]:
+        return {("mcp_resume_suspended", ()): float(suspended)} | {
+            (f"mcp_{name}_total", ()): float(count)
+            for name, count in zip(counters, counts, strict=True)
+        }
+
+    assert published() == totals(0, 0, 0, 0, 0, 0)  # exported from zero
+    (joined,) = send(b"w1", wire.Hello([]), wire.Join(1, "r", True))[1:]
+    send(b"w2", wire.Hello([]), wire.Join(1, "r", True))
+    assert isinstance(joined, wire.Joined) and joined.resume
+    send(b"w1", wire.Lost(1))  # suspended
+    assert published() == totals(1, 1, 0, 0, 0, 0)
+    assert isinstance(send(b"w2", wire.Resume(2, "r", "forged"))[-1], wire.ResumeRefused)
+    assert isinstance(send(b"w2", wire.Resume(2, "r", joined.resume))[0], wire.Resumed)
+    assert published() == totals(0, 1, 1, 1, 0, 0)
+    send(b"w2", wire.Lost(2))
+    router._expire_suspended(1.0 + 5.0)  # the grace is over: freed
+    # A suspended peer whose partner says more than the hold bound (2 messages): freed.
+    send(b"w1", wire.Join(5, "s", True))
+    send(b"w2", wire.Join(6, "s", True))
+    send(b"w1", wire.Lost(5))
+    send(b"w2", *(wire.Relay(6, b"{}") for _ in range(3)))
+    router._hold_outbox()
+    assert published() == totals(0, 3, 1, 1, 1, 1)
+
+
 def test_a_workers_timed_ping_is_echoed_at_once() -> None:
     router = Router(RouterSettings(bind="inproc://unused"))
     router.handle(b"w1", wire.encode_batch([wire.Hello([]), wire.Ping("w", 12.5)]), 0.0)
