@@ -65,8 +65,16 @@ def why_unavailable() -> str | None:
     return None
 
 
-def leftovers() -> list[str]:
-    """Namespaces and links with our prefixes (none should outlive a test)."""
+# The suffixes of the networks this process made: another test session on the machine
+# (a developer's, run at the same time) has its own, which are not ours to judge.
+_MADE: set[str] = set()
+
+
+def leftovers(suffixes: set[str] | None = None) -> list[str]:
+    """Namespaces and links with our prefixes (none should outlive a test).
+
+    ``suffixes``: only those of these networks (:class:`HostNet` suffixes).
+    """
     namespaces = _ip("netns", "list", check=False).stdout.split("\n")
     links = _ip("-o", "link", "show", check=False).stdout.split("\n")
     found = [line.split()[0] for line in namespaces if line.startswith(PREFIX)]
@@ -74,6 +82,8 @@ def leftovers() -> list[str]:
         parts = line.split(": ")
         if len(parts) > 1 and _OUR_LINK.match(name := parts[1].split("@")[0]):
             found.append(name)
+    if suffixes is not None:
+        found = [name for name in found if any(suffix in name for suffix in suffixes)]
     return found
 
 
@@ -137,6 +147,7 @@ class HostNet:
 
     def __init__(self) -> None:
         self.suffix = uuid.uuid4().hex[:6]
+        _MADE.add(self.suffix)
         self.bridge = f"{LINK_PREFIX}{self.suffix}b"
         self.hosts: list[Host] = []
         _ip("link", "add", self.bridge, "type", "bridge")
@@ -232,5 +243,5 @@ def no_leftovers() -> Iterator[None]:
     """Checks, once the session's tests ran, that no namespace or link of ours is left."""
     yield
     if why_unavailable() is None:
-        left = leftovers()
+        left = leftovers(_MADE)
         assert not left, f"network namespace tests left these behind: {left}"
