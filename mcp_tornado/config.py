@@ -430,7 +430,11 @@ def resolve(
             elif key in table:
                 origin = Origin("file", str(path))
                 raw = table[key]
-                if _is_tuple(kind) and isinstance(raw, str) and not _is_tuple(_field_type(shared[0])):
+                if (
+                    _is_tuple(kind)
+                    and isinstance(raw, str)
+                    and not _is_tuple(_field_type(shared[0]))
+                ):
                     value = _from_env(kind, raw)  # (the router list: one string, commas allowed)
                 else:
                     value = _from_toml(kind, raw)

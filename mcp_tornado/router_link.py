@@ -14,6 +14,9 @@ health:
   the connection to it drops (a socket monitor reports it at once), when
   no heartbeat arrived for ``heartbeat_interval * heartbeat_liveness`` seconds,
   or when a heartbeat carries a new router epoch (the router restarted).
+* It stays false while the router refuses our map of router shards
+  (:class:`~mcp_tornado.wire.WrongShardMap`: its ``--shard``/``--shards`` do
+  not match our ``--router`` list; :attr:`RouterLink.refusal` says why).
 * While not ready the link re-sends ``Hello`` (listing every live peer and its
   room, so a restarted router rebuilds its table) on every heartbeat tick, and
   callers refuse new joins and messages with a retryable error: nothing is

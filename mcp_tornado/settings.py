@@ -299,7 +299,6 @@ class LinkSettings(Settings, frozen=True):
         return tuple(item.strip() for item in self.endpoint.split(",") if item.strip())
 
 
-
 class LimitSettings(Settings, frozen=True):
     """The hardening knobs of a worker (see the README's "Security and limits")."""
 

@@ -143,6 +143,7 @@ async def _serve(
             "websockets_open": hub.gate.connections,
             "worker_peers": len(hub.peers),
             "worker_rooms": len({peer.room for peer in peers}),
+            "router_links_up": sum(link.ready for link in hub.links),
         }
 
     def carries_stats(shard: int) -> bool:

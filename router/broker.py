@@ -42,6 +42,12 @@ carries a send time is echoed at once (its round trip); a
 (``mcp-tornado status``) is answered with :class:`~mcp_tornado.wire.Status`
 without registering it.
 
+* Router shards (:mod:`mcp_tornado.shards`): a router started with ``--shard I
+  --shards N`` owns the rooms of its slots only.  A worker whose ``Hello``
+  carries another map is answered :class:`~mcp_tornado.wire.WrongShardMap` and
+  not registered; a join (or a re-registered peer) of a room outside its slots
+  is refused like a join over the cap (1013).
+
 * On tcp:// the socket is a CurveZMQ server that accepts only the workers whose
   keys are in ``--curve-allowed-dir`` (:mod:`mcp_tornado.curve`), and one
   worker holds at most ``--max-peers-per-worker`` peers (fewer if it announced

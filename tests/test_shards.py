@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
-import pytest
-
 import msgspec
+import pytest
 
 from mcp_tornado import cli, protocol, wire
 from mcp_tornado.admission import Gatekeeper
@@ -107,7 +106,7 @@ def test_router_list_from_repeated_flags_commas_and_a_toml_array(tmp_path: Path)
     parsed = cli.parse_settings(["worker", "--config", str(config)])
     assert isinstance(parsed, WorkerSettings) and parsed.link.endpoint == a
     assert LinkSettings("ipc:///x").endpoints == ("ipc:///x",)
-    with pytest.raises(ValueError, match="^--router: an endpoint is listed twice"):
+    with pytest.raises(ValueError, match=r"^--router: an endpoint is listed twice"):
         LinkSettings(f"{a},{a}")
 
 
@@ -115,7 +114,7 @@ def test_a_router_shard_index_must_be_below_the_count() -> None:
     assert RouterSettings(shard=1, shards=2).shard == 1
     with pytest.raises(ValueError, match=r"^--shard must be below --shards \(2\)"):
         RouterSettings(shard=2, shards=2)
-    with pytest.raises(ValueError, match="^--shards must be at least 1"):
+    with pytest.raises(ValueError, match=r"^--shards must be at least 1"):
         RouterSettings(shards=0)
 
 
@@ -140,9 +139,7 @@ def two_shard_hub() -> tuple[Hub, list[ShardLink], SignalEndpoint]:
 
 
 @pytest.mark.gen_test
-async def test_the_hub_sends_each_room_to_its_shard_and_a_dead_shard_refuses_only_its_own() -> (
-    None
-):
+async def test_the_hub_sends_each_room_to_its_shard_and_a_dead_shard_refuses_only_its_own() -> None:
     hub, links, endpoint = two_shard_hub()
     room0, room1 = rooms_of(0)[0], rooms_of(1)[0]
     connect(endpoint, f"?room={room0}")

@@ -263,7 +263,11 @@ async def test_three_joiners_per_room_around_a_shard_restart_never_make_three(
         wait_until(lambda p=port: shard_health(p) == [False, True], 10, "shard 0 seen down")
     deadline = time.monotonic() + 30
     joiners = [
-        (room, worker, asyncio.ensure_future(join_until_settled(cluster.url(room, worker), deadline)))
+        (
+            room,
+            worker,
+            asyncio.ensure_future(join_until_settled(cluster.url(room, worker), deadline)),
+        )
         for room in raced
         for worker in (0, 1, 0)
     ] + [
