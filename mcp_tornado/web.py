@@ -117,7 +117,11 @@ class ReadyHandler(_ProbeHandler):
         if up:
             self.answer(200, {"status": "ready", "router": up[0].router_epoch, "shards": shards})
         else:
-            body = {"status": "unavailable", "reason": "router unavailable", "shards": shards}
+            body: dict[str, object] = {
+                "status": "unavailable",
+                "reason": "router unavailable",
+                "shards": shards,
+            }
             self.answer(503, body)
 
 
