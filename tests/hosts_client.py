@@ -6,6 +6,8 @@ Usage (prints one JSON object on stdout)::
     python -m tests.hosts_client rtt URL_A URL_B --rounds 300
     python -m tests.hosts_client offer URL_A URL_B --sdp "v=0 ..."
     python -m tests.hosts_client watch URL_A URL_B --rooms 5 --seconds 12
+    python -m tests.hosts_client pairs URL_A URL_B --shard 1 --shards 2   # shard 1's rooms only
+    python -m tests.hosts_client refused URL_A URL_B --shard 0 --shards 2  # a join to a dead shard
 
 ``URL_A``/``URL_B`` are ``ws://HOST:PORT/ws/signal/`` of the two worker
 hosts: in every room the first peer connects to A, the second to B, so every
@@ -23,6 +25,8 @@ import time
 from typing import Any
 
 from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from mcp_tornado.shards import ShardMap
 
 
 async def _recv(conn: WebSocketClientConnection, timeout: float) -> dict[str, Any] | None:
@@ -57,9 +61,23 @@ def _candidate(room: str, sender: str, n: int) -> str:
     return json.dumps({"type": "candidate", "candidate": {"room": room, "from": sender, "n": n}})
 
 
-async def pairs(url_a: str, url_b: str, rooms: int, messages: int, prefix: str) -> dict[str, Any]:
+def room_names(prefix: str, rooms: int, shard: int, shards: int) -> list[str]:
+    """``rooms`` names ``PREFIX-I``; with ``shard`` >= 0, only those of that router shard."""
+    if shard < 0:
+        return [f"{prefix}-{i}" for i in range(rooms)]
+    owner = ShardMap(shards)
+    names: list[str] = []
+    i = 0
+    while len(names) < rooms:
+        if owner.shard_of(f"{prefix}-{i}") == shard:
+            names.append(f"{prefix}-{i}")
+        i += 1
+    return names
+
+
+async def pairs(url_a: str, url_b: str, messages: int, names: list[str]) -> dict[str, Any]:
     """Numbered messages both ways in every room: what arrived, where, and in which order."""
-    names = [f"{prefix}-{i}" for i in range(rooms)]
+    rooms = len(names)
     conns = await asyncio.gather(*(_pair(url_a, url_b, room) for room in names))
     report: dict[str, float] = {"rooms": rooms, "delivered": 0, "cross_room": 0, "duplicates": 0}
     report |= {"out_of_order": 0, "missing": 0, "from_self": 0}
@@ -177,9 +195,20 @@ async def watch(url_a: str, url_b: str, rooms: int, seconds: float) -> dict[str,
     return {"t0": t0, "events": events}
 
 
+async def refused(url: str, room: str) -> dict[str, Any]:
+    """A join that should be refused at once: its first frame's code, the close code, how fast."""
+    started = time.monotonic()
+    conn = await websocket_connect(f"{url}?room={room}")
+    first = await _recv(conn, 10)
+    while await _recv(conn, 10) is not None:
+        pass
+    took = (time.monotonic() - started) * 1000
+    return {"code": (first or {}).get("code"), "close": conn.close_code, "ms": round(took, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["pairs", "rtt", "offer", "watch"])
+    parser.add_argument("mode", choices=["pairs", "rtt", "offer", "watch", "refused"])
     parser.add_argument("url_a")
     parser.add_argument("url_b")
     parser.add_argument("--rooms", type=int, default=20)
@@ -188,9 +217,14 @@ def main() -> None:
     parser.add_argument("--sdp", default="")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--prefix", default="split", help="pairs: rooms are PREFIX-0, ...")
+    parser.add_argument("--shard", type=int, default=-1, help="only rooms of this router shard")
+    parser.add_argument("--shards", type=int, default=1, help="of this many router shards")
     args = parser.parse_args()
+    names = room_names(args.prefix, args.rooms, args.shard, args.shards)
     if args.mode == "pairs":
-        result = pairs(args.url_a, args.url_b, args.rooms, args.messages, args.prefix)
+        result = pairs(args.url_a, args.url_b, args.messages, names)
+    elif args.mode == "refused":
+        result = refused(args.url_a, names[0])
     elif args.mode == "rtt":
         result = rtt(args.url_a, args.url_b, args.rounds)
     elif args.mode == "offer":
