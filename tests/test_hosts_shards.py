@@ -40,7 +40,7 @@ def start_router(host: Host, shard: int, keys: Path, tmp: Path) -> None:
     host.spawn(
         mcp(
             "router", "--bind", ENDPOINTS[shard], "--shard", str(shard), *SHARDED, *BEAT,
-            "--resync-grace", "0.5", "--expected-workers", "2",
+            "--resync-grace", "3", "--expected-workers", "2",
             "--curve-secret-key-file", str(keys / "router.key_secret"),
             "--curve-allowed-dir", str(keys / "allowed"),
         ),

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from mcp_tornado.shards import ShardMap
+from tests.history import History
 from tests.support import FAST, Client, free_port, spawn, stop, wait_until
 
 pytestmark = [pytest.mark.gen_test(timeout=120), pytest.mark.usefixtures("close_clients")]
@@ -47,9 +48,12 @@ class ShardCluster:
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def start_router(self, shard: int) -> None:
+        # The grace outlasts the workers' reconnect backoff (up to 1 s): a worker that
+        # re-registers after it would leave its orphans untold.  It ends as soon as
+        # both workers are back (--expected-workers).
         self.routers[shard] = spawn(
             "router", "--bind", self.endpoints[shard], "--shard", str(shard),
-            "--shards", str(self.shards), "--resync-grace", "0.5",
+            "--shards", str(self.shards), "--resync-grace", "3",
             "--expected-workers", str(len(self.ports)), *FAST, log=self.log,
         )  # fmt: skip
 
@@ -151,6 +155,29 @@ async def round_trip(a: Client, b: Client, text: str) -> float:
     return time.monotonic() - started
 
 
+async def numbered_traffic(
+    pairs: list[tuple[Client, Client]], rooms: list[str], count: int, history: History
+) -> None:
+    """Each side of each pair sends ``count`` numbered messages, paced; all are awaited."""
+
+    async def send(client: Client, room: str, me: str) -> None:
+        for n in range(count):
+            history.sent(room, me, n)
+            client.send({"type": "candidate", "candidate": {"n": n, "from": me}})
+            await asyncio.sleep(0.01)
+
+    async def receive(client: Client, room: str, me: str) -> None:
+        for _ in range(count):
+            body = (await client.recv_type("candidate", timeout=15))["candidate"]
+            history.delivered(room, me, body["from"], body["n"])
+
+    tasks = []
+    for room, (a, b) in zip(rooms, pairs, strict=True):
+        tasks += [send(a, room, f"{room}/a"), send(b, room, f"{room}/b")]
+        tasks += [receive(a, room, f"{room}/a"), receive(b, room, f"{room}/b")]
+    await asyncio.gather(*tasks)
+
+
 async def relays_again(a: Client, b: Client, timeout: float = 15) -> float:
     """Send until ``b`` gets one of ``a``'s messages (refusals drained); the time it took."""
     started = time.monotonic()
@@ -176,10 +203,15 @@ async def test_a_dead_shard_stops_only_its_rooms_and_is_rebuilt_from_the_workers
     for a, b in pairs0 + pairs1:
         await round_trip(a, b, "before")
 
+    # Shard 1's pairs exchange numbered messages all through shard 0's death.
+    history = History()
+    traffic = asyncio.ensure_future(numbered_traffic(pairs1, rooms1, 150, history))
+    await asyncio.sleep(0.3)
     killed = time.monotonic()
     cluster.kill_router(0)
-    for port in cluster.ports:
-        wait_until(lambda p=port: shard_health(p) == [False, True], 10, "shard 0 seen down")
+    while not all(shard_health(port) == [False, True] for port in cluster.ports):
+        assert time.monotonic() - killed < 10, "shard 0 never seen down"
+        await asyncio.sleep(0.01)
     detected = time.monotonic() - killed
     for port in cluster.ports:  # ready while any shard is up, and says which is not
         status, body = readyz(port)
@@ -192,9 +224,12 @@ async def test_a_dead_shard_stops_only_its_rooms_and_is_rebuilt_from_the_workers
     assert await refused.closed() == 1013
     refusal = time.monotonic() - started
     newcomers = await pair(cluster, rooms_of(1, 1)[0], 1, 0)
+    await traffic  # every message of shard 1's rooms arrived, once, in order
+    assert history.violations() == []
+    assert history.count("delivered", rooms1[0]) == 300
     # Shard 1's rooms relay on, untouched.
     times = sorted(
-        [await round_trip(a, b, f"during {i}") for i in range(25) for a, b in pairs1]
+        [await round_trip(a, b, f"during {i}") for i in range(25) for a, b in pairs1[:2]]
         + [await round_trip(*newcomers, "new")]
     )
     p99 = times[int(len(times) * 0.99) - 1]
@@ -225,7 +260,9 @@ async def test_a_dead_shard_stops_only_its_rooms_and_is_rebuilt_from_the_workers
     for a, b in pairs1:
         await round_trip(b, a, "after")
     print(
-        f"\nshard 0 killed: both workers saw it down after {detected * 1000:.0f} ms; "
+        f"\nshard 1: {len(history.events) // 2} numbered messages across the kill, each "
+        f"delivered once and in order; "
+        f"shard 0 killed: both workers saw it down after {detected * 1000:.0f} ms; "
         f"a join to its rooms refused (1013) in {refusal * 1000:.0f} ms; shard 1 relay "
         f"p99 {p99 * 1000:.1f} ms over {len(times)} messages while shard 0 was down; "
         f"shard 0 restarted: workers registered after {back * 1000:.0f} ms, its pairs "
@@ -253,10 +290,11 @@ async def test_three_joiners_per_room_around_a_shard_restart_never_make_three(
 ) -> None:
     settled_before = rooms_of(0, 15)  # a pair each before the restart, a third comes after
     raced = rooms_of(0, 25)  # three joiners each, from both workers, during the restart
-    history: list[tuple[str, str, int]] = []  # (room, outcome, worker)
+    history = History()
     for room in settled_before:
         await pair(cluster, room, 0, 1)
-        history += [(room, "joined", 0), (room, "joined", 1)]
+        history.joined(room, "before-a")
+        history.joined(room, "before-b")
 
     cluster.kill_router(0)
     for port in cluster.ports:
@@ -276,14 +314,19 @@ async def test_three_joiners_per_room_around_a_shard_restart_never_make_three(
     ]
     await asyncio.sleep(0.2)  # some are refused while it is down, then retry into the rebuild
     cluster.start_router(0)
-    for room, worker, joiner in joiners:
+    for i, (room, worker, joiner) in enumerate(joiners):
         outcome, _ = await joiner
-        history.append((room, outcome, worker))
+        who = f"joiner{i}@worker{worker}"
+        if outcome == "joined":
+            history.joined(room, who)
+        else:
+            history.refused(room, who, "room_full")
 
-    # The invariant, on the history: in every room exactly two joined, the rest were refused.
+    # The invariants, on the history: never three in a room; exactly two admitted in each.
+    assert history.violations() == []
     for room in settled_before + raced:
-        outcomes = [outcome for name, outcome, _ in history if name == room]
-        assert outcomes.count("joined") == 2 and outcomes.count("full") == 1, (room, outcomes)
+        assert history.count("joined", room) == 2, room
+        assert history.count("refused:room_full", room) == 1, room
 
 
 async def test_a_worker_with_another_map_of_shards_is_refused(cluster: ShardCluster) -> None:
