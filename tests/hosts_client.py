@@ -8,6 +8,7 @@ Usage (prints one JSON object on stdout)::
     python -m tests.hosts_client watch URL_A URL_B --rooms 5 --seconds 12
     python -m tests.hosts_client pairs URL_A URL_B --shard 1 --shards 2   # shard 1's rooms only
     python -m tests.hosts_client refused URL_A URL_B --shard 0 --shards 2  # a join to a dead shard
+    python -m tests.hosts_client race URL_A URL_B --rooms 200 --seconds 30   # 3 joiners a room
 
 ``URL_A``/``URL_B`` are ``ws://HOST:PORT/ws/signal/`` of the two worker
 hosts: in every room the first peer connects to A, the second to B, so every
@@ -206,9 +207,57 @@ async def refused(url: str, room: str) -> dict[str, Any]:
     return {"code": (first or {}).get("code"), "close": conn.close_code, "ms": round(took, 1)}
 
 
+async def race(url_a: str, url_b: str, names: list[str], seconds: float) -> dict[str, Any]:
+    """Three joiners per room (A, B, A) at once, each retrying 1013 until admitted or refused.
+
+    Answers how many rooms admitted two (``exact``), and the rooms that admitted
+    more or fewer, with how many 1013 retries it took.
+    """
+    deadline = time.monotonic() + seconds
+    retries = 0
+    held: list[Any] = []
+
+    async def join(url: str, room: str) -> str:
+        nonlocal retries
+        while True:
+            try:
+                conn = await websocket_connect(f"{url}?room={room}")
+                first = await _recv(conn, 30)
+            except (OSError, ConnectionError, TimeoutError):
+                first = None
+                conn = None
+            if first is not None and first.get("type") == "joined":
+                held.append(conn)  # keep the slot until every joiner is settled
+                return "joined"
+            if first is not None and first.get("code") == "room_full":
+                return "full"
+            if time.monotonic() > deadline:
+                return "gave_up"
+            retries += 1
+            await asyncio.sleep(0.05)
+
+    async def room(name: str) -> list[str]:
+        return list(await asyncio.gather(*(join(u, name) for u in (url_a, url_b, url_a))))
+
+    outcomes = await asyncio.gather(*(room(name) for name in names))
+    wrong = {
+        name: result
+        for name, result in zip(names, outcomes, strict=True)
+        if result.count("joined") != 2 or result.count("full") != 1
+    }
+    for conn in held:
+        conn.close()
+    return {
+        "rooms": len(names),
+        "exact": len(names) - len(wrong),
+        "wrong": wrong,
+        "retries": retries,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["pairs", "rtt", "offer", "watch", "refused"])
+    parser.add_argument("mode", choices=["pairs", "rtt", "offer", "watch", "refused", "race"])
     parser.add_argument("url_a")
     parser.add_argument("url_b")
     parser.add_argument("--rooms", type=int, default=20)
@@ -225,6 +274,8 @@ def main() -> None:
         result = pairs(args.url_a, args.url_b, args.messages, names)
     elif args.mode == "refused":
         result = refused(args.url_a, names[0])
+    elif args.mode == "race":
+        result = race(args.url_a, args.url_b, names, args.seconds)
     elif args.mode == "rtt":
         result = rtt(args.url_a, args.url_b, args.rounds)
     elif args.mode == "offer":

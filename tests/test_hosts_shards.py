@@ -10,8 +10,10 @@ rooms relay again.  Root only; skipped elsewhere.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,7 +62,7 @@ def deploy(net: HostNet, tmp: Path) -> tuple[Deployment, list[Host], Path]:
             mcp(
                 "worker", *(arg for e in ENDPOINTS for arg in ("--router", e)),
                 "--host", host.address, "--port", str(PORT), *BEAT, "--static-dir", str(tmp),
-                "--rate-limit", "0",
+                "--rate-limit", "0", "--max-connections-per-ip", "0",  # one client host
                 "--curve-secret-key-file", str(keys / f"{name}.key_secret"),
                 "--curve-server-key-file", str(keys / "router.key"),
             ),
@@ -101,6 +103,16 @@ def test_a_dead_shard_host_stops_only_its_rooms_over_curve(hosts: HostNet, tmp: 
     )
     assert relayed(during, 20, 100), during
 
+    # Three joiners per room, from both worker hosts, in 200 of shard 0's rooms: refused
+    # (1013) and retrying while it is down, admitted during and after its rebuild.
+    racing = deployment.client.spawn(
+        [
+            sys.executable, "-m", "tests.hosts_client", "race", deployment.url(0),
+            deployment.url(1), *shard0, "--rooms", "200", "--seconds", "60", "--prefix", "race",
+        ],
+        tmp / "race.json",
+    )  # fmt: skip
+    time.sleep(0.5)
     restarted = time.monotonic()
     start_router(routers[0], 0, keys, tmp)
     for index in (0, 1):
@@ -109,6 +121,10 @@ def test_a_dead_shard_host_stops_only_its_rooms_over_curve(hosts: HostNet, tmp: 
             assert time.monotonic() - restarted < 30, deployment.log(f"worker{index}")
             time.sleep(0.05)
     back = time.monotonic() - restarted
+    assert racing.wait(90) == 0
+    race = json.loads((tmp / "race.json").read_text().splitlines()[-1])
+    assert race["exact"] == 200 and race["wrong"] == {}, race
+    assert race["retries"] > 0  # the race did start while shard 0 was down
     after = deployment.client_run(
         "pairs", *shard0, "--rooms", "20", "--messages", "100", "--prefix", "after"
     )
@@ -118,5 +134,7 @@ def test_a_dead_shard_host_stops_only_its_rooms_over_curve(hosts: HostNet, tmp: 
         f"after {detected * 1000:.0f} ms (log polling included); a join to its rooms refused "
         f"in {refusal['ms']} ms from the client host; shard 1: 4,000 messages in 20 split "
         f"pairs in {during['seconds']} s meanwhile; shard 0 restarted: both workers "
-        f"registered after {back:.2f} s (process start included)"
+        f"registered after {back:.2f} s (process start included); race: 3 joiners in each of "
+        f"200 of its rooms from both hosts, {race['retries']} retried 1013s, exactly two "
+        f"admitted in every room"
     )
