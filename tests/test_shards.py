@@ -21,7 +21,7 @@ from typing import cast
 import msgspec
 import pytest
 
-from mcp_tornado import cli, protocol, wire
+from mcp_tornado import cli, protocol, status, wire
 from mcp_tornado.admission import Gatekeeper
 from mcp_tornado.hub import Hub
 from mcp_tornado.peer import SignalEndpoint
@@ -213,6 +213,10 @@ def test_a_router_refuses_another_map_and_the_rooms_of_other_shards(
         assert worker.expect(wire.Joined).room == mine
         assert worker.expect(wire.RoomFull) == wire.RoomFull(2, foreign, over_cap=True)
         assert router.rooms.counts() == (1, 1)
+        # `mcp-tornado status` of this router names its shard and map.
+        report = status.query(endpoint)
+        assert report.shard_map == f"shard 1 of 2, map {ours}"
+        assert f"shards   shard 1 of 2, map {ours}" in status.render(endpoint, report).splitlines()
     finally:
         stray.close()
         worker.close()
