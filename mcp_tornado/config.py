@@ -162,6 +162,10 @@ def _is_tuple(kind: Any) -> bool:
     return kind is tuple or typing.get_origin(kind) is tuple
 
 
+def _field_type(leaf: Leaf) -> Any:
+    return value_type(leaf.owner, leaf.name)
+
+
 def _input_type(leaf: Leaf) -> Any:
     """The type a key's value has before :attr:`Flag.load` (a secret's: its path)."""
     return leaf.flag.cli_type or value_type(leaf.owner, leaf.name)
@@ -425,7 +429,15 @@ def resolve(
                 origin, value = Origin("env", flag.secret_env), None  # load(None) reads it
             elif key in table:
                 origin = Origin("file", str(path))
-                value = _from_toml(kind, table[key])
+                raw = table[key]
+                if (
+                    _is_tuple(kind)
+                    and isinstance(raw, str)
+                    and not _is_tuple(_field_type(shared[0]))
+                ):
+                    value = _from_env(kind, raw)  # (the router list: one string, commas allowed)
+                else:
+                    value = _from_toml(kind, raw)
             else:
                 continue
         except ValueError as exc:
@@ -459,7 +471,7 @@ def resolve(
     shown: dict[str, Any] = {}
     for key, shared in ours.items():
         leaf = shared[0]
-        shown[key] = values.get(key) if leaf.flag.load is not None else _value_at(settings, leaf)
+        shown[key] = values.get(key) if leaf.flag.secret else _value_at(settings, leaf)
     ignored = {key: Origin("file", str(path)) for key in table if key not in ours}
     ignored.update((key, Origin("env", known[key][0].flag.env)) for key in env if key not in ours)
     return Config(settings, shown, origins, ignored)

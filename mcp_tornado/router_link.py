@@ -14,6 +14,9 @@ health:
   the connection to it drops (a socket monitor reports it at once), when
   no heartbeat arrived for ``heartbeat_interval * heartbeat_liveness`` seconds,
   or when a heartbeat carries a new router epoch (the router restarted).
+* It stays false while the router refuses our map of router shards
+  (:class:`~mcp_tornado.wire.WrongShardMap`: its ``--shard``/``--shards`` do
+  not match our ``--router`` list; :attr:`RouterLink.refusal` says why).
 * While not ready the link re-sends ``Hello`` (listing every live peer and its
   room, so a restarted router rebuilds its table) on every heartbeat tick, and
   callers refuse new joins and messages with a retryable error: nothing is
@@ -38,6 +41,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import msgspec
@@ -47,6 +51,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from mcp_tornado import curve, telemetry, wire
 from mcp_tornado.settings import LinkSettings
+from mcp_tornado.shards import ShardMap
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +139,19 @@ class RouterLink:
         name: str | None = None,
         gauges: telemetry.GaugeSource | None = None,
         max_peers: int = 0,
+        shard: int = 0,
+        carries_stats: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
+        # Router shards: this link goes to the ``shard``-th of ``config.endpoints``,
+        # and its Hello carries the map they make, which the router checks.
+        self.shard = shard
+        self.endpoint = config.endpoints[shard]
+        self.shard_map = ShardMap(len(config.endpoints)).fingerprint
+        self.refusal = ""  # why the router refused us (a wrong map), until it welcomes us
+        # With several shards, one link at a time sends the worker's Stats (deltas:
+        # sent to several routers, each would count part of them).
+        self._carries_stats = carries_stats
         self.max_peers = max_peers  # announced in Hello: the router caps us at it
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.epoch = uuid.uuid4().hex[:12]
@@ -177,7 +193,7 @@ class RouterLink:
     # --- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
-        self._sock.connect(self.config.endpoint)
+        self._sock.connect(self.endpoint)
         self._loop.add_handler(self._sock.FD, self._on_readable, IOLoop.READ)
         self._loop.add_handler(self._monitor.FD, self._on_monitor, IOLoop.READ)
         self._heartbeat.start()
@@ -329,7 +345,7 @@ class RouterLink:
                 break
             lost = lost or event["event"] == zmq.EVENT_DISCONNECTED
             problem = curve.describe_handshake_failure(
-                event["event"], event["value"], self.config.endpoint
+                event["event"], event["value"], self.endpoint
             )
             # One line a minute: ZeroMQ retries the handshake every second.
             if problem is not None and self._handshake_log.ready(event["event"]):
@@ -337,8 +353,10 @@ class RouterLink:
         if lost:
             if self.ready:
                 log.warning(
-                    "lost the connection to the router",
-                    extra={"event": "router_lost", "reason": "disconnected"},
+                    "lost the connection to router shard %d (%s)",
+                    self.shard,
+                    self.endpoint,
+                    extra={"event": "router_lost", "reason": "disconnected", "shard": self.shard},
                 )
             self._hello_due = 0.0  # a Hello still out went with the connection
             self._lost_router()
@@ -373,8 +391,13 @@ class RouterLink:
                 if msg.epoch != self.router_epoch:
                     if self.ready:
                         log.warning(
-                            "the router restarted; re-registering",
-                            extra={"event": "router_lost", "reason": "restarted"},
+                            "router shard %d restarted; re-registering",
+                            self.shard,
+                            extra={
+                                "event": "router_lost",
+                                "reason": "restarted",
+                                "shard": self.shard,
+                            },
                         )
                     self._lost_router()
             case wire.Welcome():
@@ -385,8 +408,9 @@ class RouterLink:
                 self._lost_router()
             case wire.Bye():
                 log.warning(
-                    "the router is shutting down",
-                    extra={"event": "router_lost", "reason": "bye"},
+                    "router shard %d is shutting down",
+                    self.shard,
+                    extra={"event": "router_lost", "reason": "bye", "shard": self.shard},
                 )
                 self._lost_router(hello=False)
             case wire.Resumed():
@@ -407,6 +431,8 @@ class RouterLink:
                 listener.peer_resumed(msg.peer, msg.room, msg.local_partner)
             case wire.Replaced():
                 listener.replaced(msg.peer)
+            case wire.WrongShardMap():
+                self._refused_map(msg)
 
     def _welcomed(self, msg: wire.Welcome) -> None:
         for peer_id in msg.rejected:
@@ -415,21 +441,46 @@ class RouterLink:
             self._listener.refused(peer_id)
         if not self.ready:
             log.info(
-                "worker %s: registered with router %s",
+                "worker %s: registered with router %s (shard %d)",
                 self.name,
                 msg.epoch,
+                self.shard,
                 extra={
                     "event": "registered",
                     "worker": self.name,
                     "router": msg.epoch,
                     "rejected": len(msg.rejected),
+                    "shard": self.shard,
                 },
             )
         self.ready = True
+        self.refusal = ""
         self._welcomes += 1
         self.router_epoch = msg.epoch
         self._welcomed_once.set()
         self._listener.registered()  # fences sent to a router that went away are never answered
+
+    def _refused_map(self, msg: wire.WrongShardMap) -> None:
+        """The router at our shard's endpoint has another map: stay unregistered, say why."""
+        refusal = (
+            f"router shard {self.shard} ({self.endpoint}) refused this worker: it is shard "
+            f"{msg.shard} of map {msg.expected}, this worker's map is {self.shard_map} "
+            f"({len(self.config.endpoints)} --router endpoints); give every worker the same "
+            "ordered --router list, and each router its --shard and --shards"
+        )
+        if refusal != self.refusal:  # (its Hello is retried once per liveness window)
+            log.error(
+                "%s",
+                refusal,
+                extra={
+                    "event": "wrong_shard_map",
+                    "shard": self.shard,
+                    "theirs": msg.expected,
+                    "ours": self.shard_map,
+                },
+            )
+        self.refusal = refusal
+        self._lost_router(hello=False)
 
     def _lost_router(self, hello: bool = True) -> None:
         was_ready, self.ready = self.ready, False
@@ -457,7 +508,7 @@ class RouterLink:
         if now < self._hello_due:
             return
         info = telemetry.worker_info(self._welcomes) if self._gauges is not None else None
-        hello = wire.Hello(self._listener.registrations(), info, self.max_peers)
+        hello = wire.Hello(self._listener.registrations(), info, self.max_peers, self.shard_map)
         sent = self._send_control(hello)
         # Not sent: no router is connected yet (IMMEDIATE), so try again soon.  Sent:
         # a live router answers it, however busy we both are; ask again only after
@@ -484,13 +535,15 @@ class RouterLink:
         cfg = self.config
         if self.ready and now - self._last_heard > cfg.heartbeat_interval * cfg.heartbeat_liveness:
             log.warning(
-                "no heartbeat from the router; marking it unavailable",
-                extra={"event": "router_lost", "reason": "heartbeat"},
+                "no heartbeat from router shard %d; marking it unavailable",
+                self.shard,
+                extra={"event": "router_lost", "reason": "heartbeat", "shard": self.shard},
             )
             self._lost_router(hello=False)
         if self.ready:
             if self._gauges is not None:
-                self._queue(telemetry.counters.report(self._gauges()))
+                if self._carries_stats is None or self._carries_stats():
+                    self._queue(telemetry.counters.report(self._gauges()))
                 self._queue(wire.Ping(self.epoch, time.monotonic()))
             else:
                 self._queue(wire.Ping(self.epoch))

@@ -85,6 +85,9 @@ def check_private_dir(path: Path) -> None:
     )
 
 
+MAX_SHARDS: Final = 64  # router shards one deployment may list
+
+
 def default_endpoint() -> str:
     return f"ipc://{runtime_dir()}/router.ipc"
 
@@ -229,12 +232,29 @@ class LogSettings(Settings, frozen=True):
             raise ValueError(f"--log-format must be text or json, not {self.format!r}")
 
 
+def _join_endpoints(value: tuple[str, ...] | str | None) -> str:
+    """``--router`` as given (repeated, comma-separated, or absent) as ``LinkSettings.endpoint``."""
+    if value is None:
+        return default_endpoint()
+    items = (value,) if isinstance(value, str) else value
+    return ",".join(part.strip() for item in items for part in item.split(",") if part.strip())
+
+
 class LinkSettings(Settings, frozen=True):
     """A worker's link to the router: where it is and how patient to be with it."""
 
+    # Comma-separated when there are several router shards (see :attr:`endpoints`).
     endpoint: Annotated[
         str,
-        Flag("--router", "router endpoint", shown_default="ipc in runtime dir", metavar="ENDPOINT"),
+        Flag(
+            "--router",
+            "router endpoint; with router shards, every shard's in shard order "
+            "(repeat, or comma-separate), the same list on every worker",
+            shown_default="ipc in runtime dir",
+            metavar="ENDPOINT",
+            cli_type=tuple[str, ...],
+            load=_join_endpoints,
+        ),
     ] = msgspec.field(default_factory=default_endpoint)
     heartbeat_interval: HeartbeatInterval = _HEARTBEAT_INTERVAL
     heartbeat_liveness: HeartbeatLiveness = _HEARTBEAT_LIVENESS
@@ -261,9 +281,22 @@ class LinkSettings(Settings, frozen=True):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        curve.check_link(
-            self.endpoint, self.curve_secret_key_file, self.curve_server_key_file, self.insecure
-        )
+        endpoints = self.endpoints
+        if not endpoints:
+            raise ValueError("--router: no router endpoint given")
+        if len(set(endpoints)) != len(endpoints):
+            raise ValueError(f"--router: an endpoint is listed twice in {self.endpoint!r}")
+        if len(endpoints) > MAX_SHARDS:
+            raise ValueError(f"--router: at most {MAX_SHARDS} router shards, not {len(endpoints)}")
+        for endpoint in endpoints:
+            curve.check_link(
+                endpoint, self.curve_secret_key_file, self.curve_server_key_file, self.insecure
+            )
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Every router shard's endpoint, in shard order (one without shards)."""
+        return tuple(item.strip() for item in self.endpoint.split(",") if item.strip())
 
 
 class LimitSettings(Settings, frozen=True):
@@ -537,6 +570,23 @@ class RouterSettings(Settings, frozen=True):
         ),
     ] = 0
     hwm: HighWaterMark = _HWM
+    shard: Annotated[
+        int,
+        Flag(
+            "--shard",
+            "this router's place (from 0) in the workers' ordered --router list of shards",
+            low=0,
+        ),
+    ] = 0
+    shards: Annotated[
+        int,
+        Flag(
+            "--shards",
+            "how many router shards the workers list; a worker with another map is refused",
+            low=1,
+            high=MAX_SHARDS,
+        ),
+    ] = 1
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     metrics_port: Annotated[
         int,
@@ -601,6 +651,11 @@ class RouterSettings(Settings, frozen=True):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.shard >= self.shards:
+            raise ValueError(
+                f"--shard must be below --shards ({self.shards}): shards count from 0, "
+                f"not {self.shard}"
+            )
         curve.check_router(
             self.bind, self.curve_secret_key_file, self.curve_allowed_dir, self.insecure
         )
@@ -609,9 +664,16 @@ class RouterSettings(Settings, frozen=True):
 class ServeSettings(Settings, frozen=True):
     """``serve``: N workers and a router, supervised, with the workers' and router's settings."""
 
-    # Set by serve itself (ServeSettings.children), from router_endpoint and workers.
+    # Set by serve itself (ServeSettings.children), from router_endpoint and workers;
+    # its one router is the only shard.
     derived: ClassVar[frozenset[str]] = frozenset(
-        {"worker.link.endpoint", "router.bind", "router.expected_workers"}
+        {
+            "worker.link.endpoint",
+            "router.bind",
+            "router.expected_workers",
+            "router.shard",
+            "router.shards",
+        }
     )
 
     workers: Annotated[

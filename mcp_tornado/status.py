@@ -116,6 +116,7 @@ def render(endpoint: str, status: wire.Status) -> str:
         f"restarts {status.generation}",
         f"rooms {status.rooms}  peers {status.peers}  messages/s {status.messages_per_s:.1f}  "
         f"(messages {status.messages} since the router started)",
+        *([f"shards   {status.shard_map}"] if status.shard_map else []),
         "",
     ]
     header = ("host", "pid", "worker", "restarts", "peers", "connections", "uptime", "heartbeat")

@@ -124,6 +124,11 @@ GAUGES: Final = {
         Family("websockets_open", "Signaling WebSockets a worker holds", ("worker",)),
         Family("worker_peers", "Peers a worker holds in rooms", ("worker",)),
         Family("worker_rooms", "Rooms a worker holds peers in", ("worker",)),
+        Family(
+            "router_links_up",
+            "Router shards a worker is registered with (fewer than its --router list: one is down)",
+            ("worker",),
+        ),
     )
 }
 

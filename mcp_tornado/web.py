@@ -9,7 +9,8 @@ The signaling WebSocket never reaches Tornado (the worker's
 :class:`~mcp_tornado.listener.Listener` hands it to a
 :class:`~mcp_tornado.connection.Connection`); everything else on the port does.
 The probes answer JSON: ``/healthz`` (liveness: the worker runs) and
-``/readyz`` (readiness: it is registered with a live router).
+``/readyz`` (readiness: it is registered with a live router, any one of its
+router shards).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -67,8 +69,9 @@ class _Handler(RequestHandler):
 class _ProbeHandler(_Handler):
     """A health probe: a small JSON answer about this worker, never cached."""
 
-    def initialize(self, link: RouterLink) -> None:
-        self.link = link
+    def initialize(self, links: Sequence[RouterLink]) -> None:
+        self.links = links
+        self.link = links[0]
 
     def answer(self, status: int, body: dict[str, object]) -> None:
         self.set_status(status)
@@ -93,13 +96,33 @@ class ReadyHandler(_ProbeHandler):
 
     503 otherwise (the router died, restarts, or said goodbye): joins would be
     refused, so a load balancer should send new clients to another worker.
+    With router shards it is 200 while *any* shard takes this worker (the rooms
+    of a shard that is down are refused with 1013 by every worker alike, so
+    taking the worker out of rotation would not help them); ``shards`` lists
+    each shard's health.
     """
 
     def get(self) -> None:
-        if self.link.ready:
-            self.answer(200, {"status": "ready", "router": self.link.router_epoch})
+        shards = [
+            {
+                "shard": link.shard,
+                "endpoint": link.endpoint,
+                "ready": link.ready,
+                "router": link.router_epoch,
+                **({"refused": link.refusal} if link.refusal else {}),
+            }
+            for link in self.links
+        ]
+        up = [link for link in self.links if link.ready]
+        if up:
+            self.answer(200, {"status": "ready", "router": up[0].router_epoch, "shards": shards})
         else:
-            self.answer(503, {"status": "unavailable", "reason": "router unavailable"})
+            body: dict[str, object] = {
+                "status": "unavailable",
+                "reason": "router unavailable",
+                "shards": shards,
+            }
+            self.answer(503, body)
 
 
 class _UpgradeOnFreshConnection(_Handler):
@@ -157,11 +180,15 @@ class ClientFileHandler(_Handler, StaticFileHandler):
             self.set_header("Cache-Control", "no-cache")
 
 
-def make_app(static_dir: Path | None, link: RouterLink) -> Application:
-    """The Tornado application a worker serves: everything but the signaling endpoint."""
+def make_app(static_dir: Path | None, links: RouterLink | Sequence[RouterLink]) -> Application:
+    """The Tornado application a worker serves: everything but the signaling endpoint.
+
+    ``links``: the worker's link to its router, or to each router shard in order.
+    """
+    links = [links] if isinstance(links, RouterLink) else list(links)
     routes: list[Any] = [
-        (r"/healthz", HealthHandler, {"link": link}),
-        (r"/readyz", ReadyHandler, {"link": link}),
+        (r"/healthz", HealthHandler, {"links": links}),
+        (r"/readyz", ReadyHandler, {"links": links}),
         (r"/ws/signal/?", _UpgradeOnFreshConnection),
     ]
     if static_dir is not None and (static_dir / "index.html").is_file():

@@ -65,6 +65,10 @@ class Hello(_Msg, tag=1):
     # The worker's --max-connections (0: unlimited): the router lets it hold no
     # more peers than that, nor than its own --max-peers-per-worker.
     max_peers: int = 0
+    # The worker's map of router shards (:attr:`mcp_tornado.shards.ShardMap.fingerprint`);
+    # a router with another one answers :class:`WrongShardMap`.  "": a worker that
+    # predates shards (accepted by a router that is the only shard).
+    shard_map: str = ""
 
 
 class Join(_Msg, tag=2):
@@ -175,6 +179,18 @@ class Welcome(_Msg, tag=20):
     refused: list[int] = msgspec.field(default_factory=list)
 
 
+class WrongShardMap(_Msg, tag=30):
+    """Answer to a :class:`Hello` whose ``shard_map`` is not the router's: not registered.
+
+    The worker lists other router shards than the router was started for
+    (``--router`` vs ``--shard``/``--shards``); it would send rooms to the wrong
+    shard, so it is refused until one of them is restarted with the right map.
+    """
+
+    expected: str  # the router's map fingerprint
+    shard: int  # the router's index
+
+
 class Joined(_Msg, tag=21):
     """``peer`` holds a slot in ``room``; ``peers`` counts it; ``initiator``: a peer was waiting."""
 
@@ -278,6 +294,7 @@ class Status(_Msg, tag=31):
     messages_per_s: float  # relayed messages per second over the last few seconds
     messages: int  # relayed messages since the router started
     workers: list[WorkerStatus]
+    shard_map: str = ""  # "shard I of N, map FINGERPRINT" (mcp_tornado.shards)
 
 
 class Resumed(_Msg, tag=40):
@@ -340,6 +357,7 @@ ToWorker: TypeAlias = (
     | PeerReconnecting
     | PeerResumed
     | Replaced
+    | WrongShardMap
     | Status  # (to a status query, not to a worker; a worker ignores it)
 )
 

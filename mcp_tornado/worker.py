@@ -11,7 +11,9 @@ listening once the router has welcomed it.  Its
 a :class:`~mcp_tornado.peer.Peer`, and every other request (the browser
 client, ``/healthz``, ``/readyz``) to Tornado (:mod:`mcp_tornado.web`).  Peers reach the
 router through the worker's :class:`~mcp_tornado.hub.Hub` and its
-:class:`~mcp_tornado.router_link.RouterLink`.
+:class:`~mcp_tornado.router_link.RouterLink` (one per router shard, when
+``--router`` lists several: :mod:`mcp_tornado.shards`; the worker listens once
+any shard has welcomed it).
 With ``--certfile``/``--keyfile`` the port speaks TLS only (``https://`` and
 ``wss://``); SIGHUP reloads the certificate for new connections, open ones
 carry on.  On SIGTERM a worker stops accepting, keeps relaying for a quarter second so
@@ -23,11 +25,14 @@ seconds.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
+import os
 import signal
 import socket
 import time
+import uuid
 
 import uvloop
 from tornado.httpserver import HTTPServer
@@ -45,6 +50,7 @@ from mcp_tornado.peer import SignalEndpoint
 from mcp_tornado.proxies import TrustedProxies
 from mcp_tornado.router_link import RouterLink
 from mcp_tornado.settings import WorkerSettings
+from mcp_tornado.shards import ShardMap
 from mcp_tornado.tls import Certificate
 from mcp_tornado.web import make_app
 
@@ -125,7 +131,8 @@ async def _serve(
     claim: ports.PortClaim,
     certificate: Certificate | None,
 ) -> None:
-    hub = Hub(Gatekeeper(config.limits), IceServers(config.ice))
+    endpoints = config.link.endpoints
+    hub = Hub(Gatekeeper(config.limits), IceServers(config.ice), ShardMap(len(endpoints)))
     limits = config.limits
     capacity = Capacity(limits.max_connections, limits.max_connections_per_ip)
 
@@ -136,12 +143,35 @@ async def _serve(
             "websockets_open": hub.gate.connections,
             "worker_peers": len(hub.peers),
             "worker_rooms": len({peer.room for peer in peers}),
+            "router_links_up": sum(link.ready for link in hub.links),
         }
 
-    link = RouterLink(config.link, hub, gauges=gauges, max_peers=limits.max_connections)
-    hub.attach(link)
-    link.start()
-    app = make_app(config.static_dir, link)
+    def carries_stats(shard: int) -> bool:
+        # The worker's counters go to one router at a time, the first shard that is
+        # up: they are deltas, and sent to several routers each would count a part.
+        return next((link.shard for link in hub.links if link.ready), -1) == shard
+
+    if len(endpoints) == 1:
+        link = RouterLink(config.link, hub, gauges=gauges, max_peers=limits.max_connections)
+        hub.attach(link)
+    else:
+        name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        for shard in range(len(endpoints)):
+            hub.attach(
+                RouterLink(
+                    config.link,
+                    hub.shard_listener(shard),
+                    name,
+                    gauges,
+                    limits.max_connections,
+                    shard,
+                    functools.partial(carries_stats, shard),
+                )
+            )
+    link = hub.link
+    for each in hub.links:
+        each.start()
+    app = make_app(config.static_dir, hub.links)
     # Listen only once the router knows us, so that with SO_REUSEPORT the
     # kernel never hands a connection to a worker that would have to refuse it.
     quiet = logging.DEBUG if supervisor.supervised() else logging.INFO  # serve speaks for us
@@ -156,12 +186,13 @@ async def _serve(
             "endpoint": config.link.endpoint,
         },
     )
-    ready = asyncio.ensure_future(link.wait_ready())
+    ready = asyncio.ensure_future(_any_ready(hub))
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)
     if stop.is_set():
         ready.cancel()
-        link.close()
+        for each in hub.links:
+            each.close()
         return
     limits = config.limits
     proxies = TrustedProxies(limits.trusted_proxies) or None
@@ -219,9 +250,22 @@ async def _serve(
         # worker), then is closed.
         peer.end(protocol.CloseCode.GOING_AWAY, suspend=bool(peer.resume))
     deadline = loop.time() + config.shutdown_timeout
-    while (hub.peers or hub.leaving or link.backlog) and loop.time() < deadline:
+    while (hub.peers or hub.leaving or any(each.backlog for each in hub.links)) and (
+        loop.time() < deadline
+    ):
         await asyncio.sleep(0.02)
-    link.close()
+    for each in hub.links:
+        each.close()
+
+
+async def _any_ready(hub: Hub) -> None:
+    """Return once any router shard has welcomed the worker."""
+    waits = [asyncio.ensure_future(link.wait_ready()) for link in hub.links]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def _no_reload() -> None:

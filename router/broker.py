@@ -42,6 +42,12 @@ carries a send time is echoed at once (its round trip); a
 (``mcp-tornado status``) is answered with :class:`~mcp_tornado.wire.Status`
 without registering it.
 
+* Router shards (:mod:`mcp_tornado.shards`): a router started with ``--shard I
+  --shards N`` owns the rooms of its slots only.  A worker whose ``Hello``
+  carries another map is answered :class:`~mcp_tornado.wire.WrongShardMap` and
+  not registered; a join (or a re-registered peer) of a room outside its slots
+  is refused like a join over the cap (1013).
+
 * On tcp:// the socket is a CurveZMQ server that accepts only the workers whose
   keys are in ``--curve-allowed-dir`` (:mod:`mcp_tornado.curve`), and one
   worker holds at most ``--max-peers-per-worker`` peers (fewer if it announced
@@ -71,6 +77,7 @@ from mcp_tornado.router.rooms import Departure, PeerKey, RoomTable
 from mcp_tornado.router.suspended import SUSPENDED, ResumeBook
 from mcp_tornado.router.telemetry import RouterTelemetry
 from mcp_tornado.settings import RouterSettings
+from mcp_tornado.shards import ShardMap
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +123,8 @@ class Router:
         self.config = config
         self.epoch = uuid.uuid4().hex[:12]
         self.rooms = RoomTable()
+        # The rooms this router owns (mcp_tornado.shards); workers must hold the same map.
+        self.shards = ShardMap(config.shards, config.shard)
         self.telemetry = RouterTelemetry()
         self.resumes = ResumeBook(
             config.resume_grace, config.resume_hold_messages, config.resume_hold_bytes
@@ -189,12 +198,19 @@ class Router:
         next_beat = now
         probes = 0
         log.info(
-            "router %s listening on %s (%s; %s)",
+            "router %s listening on %s (%s; %s; %s)",
             self.epoch,
             self.bound_endpoint,
             curve.describe_router_link(cfg.bind, cfg.curve_allowed_dir, cfg.insecure),
             curve.support_line(),
-            extra={"event": "listening", "router": self.epoch, "endpoint": self.bound_endpoint},
+            self.shards.describe(),
+            extra={
+                "event": "listening",
+                "router": self.epoch,
+                "endpoint": self.bound_endpoint,
+                "shard": self.shards.index,
+                "shard_map": self.shards.fingerprint,
+            },
         )
         if cfg.insecure and curve.needs_curve(cfg.bind):
             log.warning(
@@ -399,7 +415,7 @@ class Router:
                 self._send(worker, self._status(now))
 
     def _join(self, worker: bytes, msg: wire.Join, refused_once: bool = False) -> None:
-        if self._over_cap(worker, msg.peer):
+        if self._over_cap(worker, msg.peer) or not self._owns(worker, msg.room):
             self._send(worker, wire.RoomFull(msg.peer, msg.room, over_cap=True))
             return
         result = self.rooms.join((worker, msg.peer), msg.room)
@@ -533,8 +549,47 @@ class Router:
                 self.resumes.expired += 1
                 self._free(key)
 
+    def _owns(self, worker: bytes, room: str) -> bool:
+        """Whether ``room`` is in this shard's slots (a worker that sends others is broken)."""
+        if self.shards.owns(room):
+            return True
+        if self._log_throttle.ready(("foreign", worker)):
+            log.warning(
+                "router: worker %s sent a room of another shard; refusing it",
+                _name(worker),
+                extra={"event": "foreign_room", "worker": _name(worker), "room": room},
+            )
+        return False
+
+    def _wrong_map(self, worker: bytes, msg: wire.Hello) -> bool:
+        """Refuse a worker whose map of shards is not ours (``True``: it was refused)."""
+        ours = self.shards
+        if msg.shard_map == ours.fingerprint or (not msg.shard_map and ours.count == 1):
+            return False
+        self._workers.pop(worker, None)  # not registered: its next Hello is looked at afresh
+        self._send(worker, wire.WrongShardMap(ours.fingerprint, ours.index))
+        if self._log_throttle.ready(("map", worker)):
+            log.error(
+                "router: refused worker %s: its map of router shards is %s, ours is %s "
+                "(%s); give every worker the same ordered --router list, and each router "
+                "its --shard and --shards",
+                _name(worker),
+                msg.shard_map or "(none: one router)",
+                ours.fingerprint,
+                ours.describe(),
+                extra={
+                    "event": "wrong_shard_map",
+                    "worker": _name(worker),
+                    "theirs": msg.shard_map,
+                    "ours": ours.fingerprint,
+                },
+            )
+        return True
+
     def _hello(self, worker: bytes, msg: wire.Hello) -> None:
         """(Re-)register ``worker`` with exactly the peers it lists."""
+        if self._wrong_map(worker, msg):
+            return
         listed = {record.peer: record for record in msg.peers}
         for peer in self.rooms.peers_of_worker(worker):
             record = listed.get(peer)
@@ -557,7 +612,11 @@ class Router:
         gone = state.refused if state is not None else set()
         for record in msg.peers:
             key = (worker, record.peer)
-            if record.peer in gone or self._over_cap(worker, record.peer):
+            if (
+                record.peer in gone
+                or self._over_cap(worker, record.peer)
+                or not self._owns(worker, record.room)
+            ):
                 refused.append(record.peer)
             elif record.resume and self._take_back(key, record):
                 continue  # a peer of its that we suspended: its slot, with what was held
@@ -799,7 +858,9 @@ class Router:
 
     def _status(self, now: float) -> wire.Status:
         last_seen = {worker: state.last_seen for worker, state in self._workers.items()}
-        return self.telemetry.status(self.epoch, self.rooms, last_seen, now)
+        status = self.telemetry.status(self.epoch, self.rooms, last_seen, now)
+        status.shard_map = self.shards.describe()
+        return status
 
     def _heartbeat(self, now: float) -> None:
         self.telemetry.publish(now, self.rooms, self.resumes)

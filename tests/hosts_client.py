@@ -6,6 +6,9 @@ Usage (prints one JSON object on stdout)::
     python -m tests.hosts_client rtt URL_A URL_B --rounds 300
     python -m tests.hosts_client offer URL_A URL_B --sdp "v=0 ..."
     python -m tests.hosts_client watch URL_A URL_B --rooms 5 --seconds 12
+    python -m tests.hosts_client pairs URL_A URL_B --shard 1 --shards 2   # shard 1's rooms only
+    python -m tests.hosts_client refused URL_A URL_B --shard 0 --shards 2  # a join to a dead shard
+    python -m tests.hosts_client race URL_A URL_B --rooms 200 --seconds 30   # 3 joiners a room
 
 ``URL_A``/``URL_B`` are ``ws://HOST:PORT/ws/signal/`` of the two worker
 hosts: in every room the first peer connects to A, the second to B, so every
@@ -23,6 +26,8 @@ import time
 from typing import Any
 
 from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from mcp_tornado.shards import ShardMap
 
 
 async def _recv(conn: WebSocketClientConnection, timeout: float) -> dict[str, Any] | None:
@@ -57,9 +62,23 @@ def _candidate(room: str, sender: str, n: int) -> str:
     return json.dumps({"type": "candidate", "candidate": {"room": room, "from": sender, "n": n}})
 
 
-async def pairs(url_a: str, url_b: str, rooms: int, messages: int, prefix: str) -> dict[str, Any]:
+def room_names(prefix: str, rooms: int, shard: int, shards: int) -> list[str]:
+    """``rooms`` names ``PREFIX-I``; with ``shard`` >= 0, only those of that router shard."""
+    if shard < 0:
+        return [f"{prefix}-{i}" for i in range(rooms)]
+    owner = ShardMap(shards)
+    names: list[str] = []
+    i = 0
+    while len(names) < rooms:
+        if owner.shard_of(f"{prefix}-{i}") == shard:
+            names.append(f"{prefix}-{i}")
+        i += 1
+    return names
+
+
+async def pairs(url_a: str, url_b: str, messages: int, names: list[str]) -> dict[str, Any]:
     """Numbered messages both ways in every room: what arrived, where, and in which order."""
-    names = [f"{prefix}-{i}" for i in range(rooms)]
+    rooms = len(names)
     conns = await asyncio.gather(*(_pair(url_a, url_b, room) for room in names))
     report: dict[str, float] = {"rooms": rooms, "delivered": 0, "cross_room": 0, "duplicates": 0}
     report |= {"out_of_order": 0, "missing": 0, "from_self": 0}
@@ -177,9 +196,68 @@ async def watch(url_a: str, url_b: str, rooms: int, seconds: float) -> dict[str,
     return {"t0": t0, "events": events}
 
 
+async def refused(url: str, room: str) -> dict[str, Any]:
+    """A join that should be refused at once: its first frame's code, the close code, how fast."""
+    started = time.monotonic()
+    conn = await websocket_connect(f"{url}?room={room}")
+    first = await _recv(conn, 10)
+    while await _recv(conn, 10) is not None:
+        pass
+    took = (time.monotonic() - started) * 1000
+    return {"code": (first or {}).get("code"), "close": conn.close_code, "ms": round(took, 1)}
+
+
+async def race(url_a: str, url_b: str, names: list[str], seconds: float) -> dict[str, Any]:
+    """Three joiners per room (A, B, A) at once, each retrying 1013 until admitted or refused.
+
+    Answers how many rooms admitted two (``exact``), and the rooms that admitted
+    more or fewer, with how many 1013 retries it took.
+    """
+    deadline = time.monotonic() + seconds
+    retries = 0
+    held: list[Any] = []
+
+    async def join(url: str, room: str) -> str:
+        nonlocal retries
+        while True:
+            try:
+                conn = await websocket_connect(f"{url}?room={room}")
+                first = await _recv(conn, 30)
+            except (OSError, ConnectionError, TimeoutError):
+                first = None
+                conn = None
+            if first is not None and first.get("type") == "joined":
+                held.append(conn)  # keep the slot until every joiner is settled
+                return "joined"
+            if first is not None and first.get("code") == "room_full":
+                return "full"
+            if time.monotonic() > deadline:
+                return "gave_up"
+            retries += 1
+            await asyncio.sleep(0.05)
+
+    async def room(name: str) -> list[str]:
+        return list(await asyncio.gather(*(join(u, name) for u in (url_a, url_b, url_a))))
+
+    outcomes = await asyncio.gather(*(room(name) for name in names))
+    wrong = {
+        name: result
+        for name, result in zip(names, outcomes, strict=True)
+        if result.count("joined") != 2 or result.count("full") != 1
+    }
+    for conn in held:
+        conn.close()
+    return {
+        "rooms": len(names),
+        "exact": len(names) - len(wrong),
+        "wrong": wrong,
+        "retries": retries,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["pairs", "rtt", "offer", "watch"])
+    parser.add_argument("mode", choices=["pairs", "rtt", "offer", "watch", "refused", "race"])
     parser.add_argument("url_a")
     parser.add_argument("url_b")
     parser.add_argument("--rooms", type=int, default=20)
@@ -188,9 +266,16 @@ def main() -> None:
     parser.add_argument("--sdp", default="")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--prefix", default="split", help="pairs: rooms are PREFIX-0, ...")
+    parser.add_argument("--shard", type=int, default=-1, help="only rooms of this router shard")
+    parser.add_argument("--shards", type=int, default=1, help="of this many router shards")
     args = parser.parse_args()
+    names = room_names(args.prefix, args.rooms, args.shard, args.shards)
     if args.mode == "pairs":
-        result = pairs(args.url_a, args.url_b, args.rooms, args.messages, args.prefix)
+        result = pairs(args.url_a, args.url_b, args.messages, names)
+    elif args.mode == "refused":
+        result = refused(args.url_a, names[0])
+    elif args.mode == "race":
+        result = race(args.url_a, args.url_b, names, args.seconds)
     elif args.mode == "rtt":
         result = rtt(args.url_a, args.url_b, args.rounds)
     elif args.mode == "offer":
