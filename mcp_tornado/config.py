@@ -457,6 +457,8 @@ def resolve(
                         key, f"cannot read {exc.filename}: {exc.strerror or exc}"
                     ) from None
                 except ValueError as exc:
+                    if origin.kind == "default":  # e.g. the default endpoint's folder: not a key's
+                        raise ConfigError(str(exc)) from None
                     raise origin.problem(key, str(exc)) from None
                 settings_values[leaf.path] = loaded
                 if loaded is None:
