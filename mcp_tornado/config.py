@@ -95,6 +95,12 @@ Kind = Literal["flag", "env", "file", "default"]
 class ConfigError(ValueError):
     """A configuration that cannot run: one line naming its source and key."""
 
+    def __init__(self, message: str) -> None:
+        # One line, whatever a value held (a path or a variable with a newline in it).
+        if not message.isprintable():
+            message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        super().__init__(message)
+
 
 class Origin(NamedTuple):
     """Where a key's value came from: ``kind`` and its ``where`` (flag, variable, file)."""

@@ -166,6 +166,10 @@ class Router:
     def bind(self) -> zmq.Socket[bytes]:
         """Create and bind the ROUTER socket (done by :meth:`run` if not called first)."""
         if self._sock is None:
+            if self.config.curve_secret_key_file is not None:
+                # A context of its own: ZeroMQ takes one ZAP handler per context, and
+                # a process may hold several routers (tests do).
+                self._ctx = zmq.Context()
             sock: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             sock.setsockopt(zmq.SNDHWM, self.config.hwm)
@@ -274,6 +278,8 @@ class Router:
         self._flush(sock, time.monotonic())
         sock.close(linger=1000)
         self._close_security()
+        if self._ctx is not zmq.Context.instance():
+            self._ctx.term()
         log.info("router %s stopped", self.epoch, extra={"event": "stopped", "router": self.epoch})
 
     def _close_security(self) -> None:
