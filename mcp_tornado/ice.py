@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import time
@@ -39,13 +38,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from mcp_tornado import secret_files
 from mcp_tornado.protocol import IceServer
 
 if TYPE_CHECKING:
     from mcp_tornado.settings import IceSettings
 
 SECRET_ENV: Final = "MCP_TORNADO_TURN_SECRET"
-MIN_SECRET_BYTES: Final = 16
 DEFAULT_TTL: Final = 6 * 3600.0  # seconds a TURN credential can allocate relays
 PEER_ID_BYTES: Final = 8  # random bytes of a username's peer id (16 hex digits)
 
@@ -83,25 +82,15 @@ def check_stun_uris(uris: Iterable[str]) -> None:
 
 
 def check_secret(secret: bytes) -> None:
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ValueError(f"the TURN secret must be at least {MIN_SECRET_BYTES} bytes")
+    secret_files.check(secret, "TURN")
 
 
 def load_secret(path: Path | None = None) -> bytes | None:
     """The TURN secret: the file at ``path`` if given, else ``$MCP_TORNADO_TURN_SECRET``.
 
-    ``None``: no secret, no TURN.  Surrounding whitespace (a trailing newline)
-    is ignored.  Raises ``ValueError`` for a secret shorter than 16 bytes.
+    ``None``: no secret, no TURN (see :func:`mcp_tornado.secret_files.load`).
     """
-    if path is not None:
-        secret = path.read_bytes().strip()
-    else:
-        value = os.environ.get(SECRET_ENV, "").strip()
-        if not value:
-            return None
-        secret = value.encode()
-    check_secret(secret)
-    return secret
+    return secret_files.load(path, SECRET_ENV, "TURN")
 
 
 def turn_credentials(secret: bytes, peer_id: str, expires: int) -> tuple[str, str]:

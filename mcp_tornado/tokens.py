@@ -21,17 +21,16 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import time
 from pathlib import Path
 from typing import Final, NamedTuple
 
 import msgspec
 
+from mcp_tornado import secret_files
 from mcp_tornado.protocol import ErrorCode
 
 SECRET_ENV: Final = "MCP_TORNADO_TOKEN_SECRET"
-MIN_SECRET_BYTES: Final = 16
 MAX_TOKEN_CHARS: Final = 1024  # longer query values are refused before any work
 _VERSION: Final = "v1"
 _DOMAIN: Final = b"mcp-tornado room token v1."
@@ -111,22 +110,12 @@ def verify(secret: bytes, token: str, room: str, now: float | None = None) -> Gr
 
 
 def check_secret(secret: bytes) -> None:
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ValueError(f"the token secret must be at least {MIN_SECRET_BYTES} bytes")
+    secret_files.check(secret, "token")
 
 
 def load_secret(path: Path | None = None) -> bytes | None:
     """The configured secret: the file at ``path`` if given, else ``$MCP_TORNADO_TOKEN_SECRET``.
 
-    ``None`` means tokens are off.  Surrounding whitespace (a trailing newline)
-    is ignored.  Raises ``ValueError`` for a secret shorter than 16 bytes.
+    ``None`` means tokens are off (see :func:`mcp_tornado.secret_files.load`).
     """
-    if path is not None:
-        secret = path.read_bytes().strip()
-    else:
-        value = os.environ.get(SECRET_ENV, "").strip()
-        if not value:
-            return None
-        secret = os.fsencode(value)  # the bytes of the variable, as serve put them there
-    check_secret(secret)
-    return secret
+    return secret_files.load(path, SECRET_ENV, "token")
