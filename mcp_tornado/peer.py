@@ -50,7 +50,8 @@ _BINARY_EVENT = protocol.event_frame(
     protocol.Error(protocol.ErrorCode.INVALID_MESSAGE, "Binary frames must hold UTF-8 JSON")
 )
 _ROOM_FULL = protocol.ROOM_FULL_EVENT.encode()
-_OFFER = protocol.OFFER
+_CANDIDATE = protocol.CANDIDATE
+_LEAVE = protocol.LEAVE
 # The relay's counters, bound once: [kind * 2 + path] (path 0: local, 1: through the router).
 _RELAYED = counters.relayed
 _RELAYED_BYTES = counters.relayed_bytes
@@ -207,8 +208,8 @@ class Peer:
             counters.error(kind.code)
             self.send(protocol.event_frame(kind))
             return
-        if kind >= _OFFER:  # (candidates, the bulk, skip this)
-            self._timing(kind)
+        if kind != _CANDIDATE:  # (candidates, the bulk, skip this)
+            self._signaled(kind)
         if self.partner is None:
             if self._route(data):
                 _RELAYED[kind * 2 + 1] += 1
@@ -224,11 +225,20 @@ class Peer:
         _RELAYED[kind * 2] += 1
         _RELAYED_BYTES[0] += len(data)
 
-    def _timing(self, kind: int) -> None:
-        """The call set-up ends with the first answer after the pair formed; an offerer's ends."""
+    def _signaled(self, kind: int) -> None:
+        """An offer, answer or leave is relayed (its kind from the one decode of the frame).
+
+        The call set-up ends with the first answer after the pair formed; an offerer's ends.
+        """
+        if kind == _LEAVE:
+            self._said_goodbye()
+            return
         if self.paired_at and kind == protocol.ANSWER:
             counters.call_setup.observe(time.monotonic() - self.paired_at)
         self.paired_at = 0.0
+
+    def _said_goodbye(self) -> None:
+        """The client relayed a ``leave``: a plain peer has nothing to remember of it."""
 
     def ping_received(self, data: bytes) -> None:
         # Pings are frames too, and each costs a pong: rate-limit them first.
@@ -527,8 +537,8 @@ class Peer:
 class ResumablePeer(Peer):
     """A peer whose client asked for resume (``?resumable=1``, or ``?resume=TOKEN``).
 
-    Its own class, so that plain peers' relay path has no resume check at all:
-    a resumable peer that sends ``{"type":"leave"}`` said goodbye, and its
+    A resumable peer that relays ``{"type":"leave"}`` said goodbye (the kind
+    comes from the one decode every frame gets): it forgets its token, and its
     socket's end then frees its slot at once instead of suspending it.
     """
 
@@ -536,7 +546,5 @@ class ResumablePeer(Peer):
 
     resumable: ClassVar[bool] = True
 
-    def message_received(self, data: bytes, text: bool) -> None:
-        if self.resume and b"leave" in data and protocol.is_leave(data):
-            self.resume = ""
-        Peer.message_received(self, data, text)
+    def _said_goodbye(self) -> None:
+        self.resume = ""

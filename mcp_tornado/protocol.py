@@ -246,11 +246,6 @@ UNDELIVERED_EVENT: Final = encode_event(
 )
 
 
-def is_leave(frame: bytes) -> bool:
-    """Whether ``frame`` (already checked by :func:`check_client_frame`) is a ``leave``."""
-    return client_frame_kind(frame) == LEAVE
-
-
 INVALID_RESUME_EVENT: Final = encode_event(
     Error(ErrorCode.INVALID_RESUME, "Invalid resume token (used, expired or unknown); join afresh")
 )
