@@ -56,6 +56,29 @@ without registering it.
   (``Welcome.refused``): their partners were told they left.  Its resumable
   peers were suspended instead (their partners were told they are
   reconnecting): while their resume grace lasts it takes them back.
+
+* A *late* re-registration: a worker's first ``Hello`` to this router after
+  the resync grace (a slow reconnect backoff, a partition that healed late, a
+  worker that hung across a router restart).  Every peer is told, nobody is
+  resurrected, a room never holds three:
+
+  - a peer it lists as **paired** in an empty room takes its slot and waits
+    ``resync_grace`` seconds (from that Hello) for its partner, whose worker may
+    be late too: a paired peer of another late Hello meanwhile becomes its
+    partner again, and neither is told anything.  When the wait ends alone it
+    is told ``PeerLeft`` (its client gets ``leave`` + ``peer-left``); a
+    newcomer that joins its room meanwhile ends the wait at once (``PeerLeft``,
+    then ``PeerJoined``: the newcomer makes the offer);
+  - a peer it lists as **paired** in a room held by anyone else (a partner
+    already told its partner left, or a peer that never was its partner) is
+    refused (``Welcome.refused``, the worker closes it with 1013): it cannot
+    quietly become someone's partner; its client reconnects and joins afresh;
+  - a peer it lists **alone** takes its slot only in an empty room; in a room
+    held by someone it is refused the same way (both clients would think they
+    are alone, and nobody would make the offer).
+
+  A worker the router dropped is judged the same way, except that all its
+  paired peers are refused (their partners were told at the drop).
 """
 
 from __future__ import annotations
@@ -133,6 +156,9 @@ class Router:
         self._outbox: dict[bytes, list[wire.ToWorker]] = {}
         self._pending: dict[bytes, list[bytes]] = {}  # batches a full pipe refused, in order
         self._claimed_paired: set[PeerKey] = set()
+        # Paired peers of a late Hello waiting alone for their partner, with when the
+        # wait ends (in order: the wait is the same for all).  See _hello.
+        self._late_claims: dict[PeerKey, float] = {}
         self._unreachable: set[bytes] = set()
         # Workers this router dropped (hung, partitioned), with when: see _hello.
         self._dropped: dict[bytes, float] = {}
@@ -242,6 +268,9 @@ class Router:
                 timeout_ms = max(0, int((next_beat - now) * 1000))
                 if self._in_grace:
                     timeout_ms = min(timeout_ms, max(0, int((self._grace_until - now) * 1000)))
+                if self._late_claims:
+                    first_due = next(iter(self._late_claims.values()))
+                    timeout_ms = min(timeout_ms, max(0, int((first_due - now) * 1000) + 1))
                 expiry = self.resumes.next_deadline()
                 if expiry is not None:
                     timeout_ms = min(timeout_ms, max(0, int((expiry - now) * 1000) + 1))
@@ -258,6 +287,8 @@ class Router:
                 self._end_grace()
             if self._parked and not self._in_grace:
                 self._release_parked(now)
+            if self._late_claims:
+                self._end_late_waits(now)
             self._expire_suspended(now)
             self._flush(sock, now)
             if now >= next_beat:
@@ -444,6 +475,9 @@ class Router:
             joined.resume_grace = resumes.grace
         self._send(worker, joined)
         if partner is not None:
+            if self._late_claims.pop(partner, None) is not None:
+                # It was waiting for its old partner: that one is gone for good now.
+                self._send(partner[0], wire.PeerLeft(partner[1], msg.room, 1))
             arrived = wire.PeerJoined(partner[1], msg.room, result.peers, msg.peer if local else 0)
             self._send(partner[0], arrived)  # (held, if the partner is suspended)
             if len(resumes):
@@ -465,6 +499,7 @@ class Router:
         """Free ``key``'s slot for good (a leave, a clean close, a lapsed suspension)."""
         if len(self.resumes):
             self.resumes.forget(key)
+        self._late_claims.pop(key, None)
         self._depart(self.rooms.leave(key))
 
     # --- resume (mcp_tornado.router.suspended) ---------------------------------------
@@ -477,6 +512,9 @@ class Router:
             return
         room = self.rooms.rebind(key, away)
         self._claimed_paired.discard(key)
+        if self._late_claims.pop(key, None) is not None:
+            # It was waiting alone for its partner: stop waiting, tell it (held for its resume).
+            self._send(away[0], wire.PeerLeft(away[1], room, 1))
         partner = self.rooms.partner(away)
         if partner is not None and partner[0] != SUSPENDED:
             self._send(partner[0], wire.PeerReconnecting(partner[1], room))
@@ -613,6 +651,10 @@ class Router:
         # them with 1013) and their clients reconnect afresh.  (After a router
         # restart nobody was told anything before the resync grace ended.)
         orphaned = first and self._dropped.pop(worker, None) is not None
+        # Its first Hello after the grace: the rooms may have moved on without it
+        # (see the module docstring and _late_fits).
+        late = first and not self._in_grace
+        wait_until = time.monotonic() + self.config.resync_grace
         rejected: list[int] = []
         refused: list[int] = []
         gone = state.refused if state is not None else set()
@@ -626,14 +668,18 @@ class Router:
                 refused.append(record.peer)
             elif record.resume and self._take_back(key, record):
                 continue  # a peer of its that we suspended: its slot, with what was held
-            elif not self.rooms.join(key, record.room).accepted:
+            elif not (joined := self.rooms.join(key, record.room)).accepted:
                 rejected.append(record.peer)
-            elif orphaned and record.paired:
+            elif (orphaned and record.paired) or (
+                late and not self._late_fits(record, joined.partner)
+            ):
                 self.rooms.leave(key)  # nobody was told it joined: nobody to tell it left
                 refused.append(record.peer)
             else:
                 if record.paired and self._in_grace:
                     self._claimed_paired.add(key)
+                elif late and record.paired and joined.partner is None:
+                    self._late_claims[key] = wait_until
                 if record.resume and self.resumes.enabled:
                     self.resumes.restore(key, record.room, record.resume)
         gone.update(refused)
@@ -653,6 +699,32 @@ class Router:
                 "refused": len(refused),
             },
         )
+
+    def _late_fits(self, record: wire.PeerRecord, partner: PeerKey | None) -> bool:
+        """Whether a peer of a late Hello may keep the slot it was just given (module docstring).
+
+        ``partner`` is whoever already held its room.  A peer that was alone fits
+        only an empty room; a paired one fits an empty room (it waits for its
+        partner) or the room of a paired peer of a late Hello waiting there, which
+        was told nothing (they are a pair again, and it stops waiting).
+        """
+        if partner is None:
+            return True
+        if record.paired and self._late_claims.pop(partner, None) is not None:
+            return True
+        return False
+
+    def _end_late_waits(self, now: float) -> None:
+        """Tell the paired peers of late Hellos whose partner did not come back in time."""
+        claims = self._late_claims
+        while claims:
+            key, due = next(iter(claims.items()))
+            if due > now:
+                return
+            del claims[key]
+            room = self.rooms.room_of(key)
+            if room is not None and self.rooms.partner(key) is None:
+                self._send(key[0], wire.PeerLeft(key[1], room, 1))
 
     def _over_cap(self, worker: bytes, peer: int) -> bool:
         """Whether a new slot for ``peer`` would take ``worker`` past its cap of peers.
@@ -707,8 +779,10 @@ class Router:
             for peer in self.rooms.peers_of_worker(worker):
                 away = self.resumes.suspend((worker, peer), now)
                 if away is not None:
-                    self.rooms.rebind((worker, peer), away)
+                    room = self.rooms.rebind((worker, peer), away)
                     suspended.append(away)
+                    if self._late_claims.pop((worker, peer), None) is not None:
+                        self._send(away[0], wire.PeerLeft(away[1], room, 1))  # (as in _lost)
         for departure in self.rooms.drop_worker(worker):
             self._depart(departure)
         for away in suspended:
@@ -716,6 +790,8 @@ class Router:
             room = self.rooms.room_of(away)
             if partner is not None and room is not None and partner[0] != SUSPENDED:
                 self._send(partner[0], wire.PeerReconnecting(partner[1], room))
+        if self._late_claims:  # its peers that were waiting are gone
+            self._late_claims = {k: due for k, due in self._late_claims.items() if k[0] != worker}
         if self._parked_peers:
             self._parked = [entry for entry in self._parked if entry[0] != worker]
             self._parked_peers = {key for key in self._parked_peers if key[0] != worker}

@@ -431,6 +431,122 @@ def test_a_dropped_worker_back_after_the_grace_gets_its_paired_peers_refused(
     assert w2.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2, 0)
 
 
+# --- late re-registrations: a worker's first Hello after the resync grace ------------------
+
+
+def after_the_grace(router: Router, worker: FakeWorker) -> None:
+    """Wait (heartbeating ``worker``) until ``router``'s resync grace is over."""
+    deadline = time.monotonic() + 5
+    while router._in_grace:
+        assert time.monotonic() < deadline, "the resync grace never ended"
+        worker._fill(0.02)
+
+
+def test_a_late_paired_peer_whose_partner_is_gone_is_told_after_its_wait(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    # w1 came back in time without its peer (it left while the router was away);
+    # w2 re-registers the partner late.
+    router, endpoint = start_router(resync_grace=0.3, heartbeat_liveness=100)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    w1.hello()
+    after_the_grace(router, w1)
+    welcome = w2.hello(wire.PeerRecord(1, "r", True))
+    assert (welcome.rejected, welcome.refused) == ([], [])
+    assert w2.expect(wire.PeerLeft, timeout=2) == wire.PeerLeft(1, "r", 1)
+    assert router.rooms.counts() == (1, 1)
+    w1.send(wire.Join(5, "r"))  # a newcomer finds it alone and is its partner now
+    assert w1.expect(wire.Joined) == wire.Joined(5, "r", 2, True)
+    assert w2.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2)
+    assert w1.quiet(0.4) and w2.quiet(0.1), "told once, nothing more"
+
+
+def test_a_late_peer_whose_partner_was_told_it_left_is_refused(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    router, endpoint = start_router(resync_grace=0.3, heartbeat_liveness=100)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    w1.hello(wire.PeerRecord(1, "r", True))
+    assert w1.expect(wire.PeerLeft, timeout=2) == wire.PeerLeft(1, "r", 1)  # the grace ended
+    welcome = w2.hello(wire.PeerRecord(1, "r", True), wire.PeerRecord(2, "s", True))
+    assert (welcome.rejected, welcome.refused) == ([], [1])  # 2 waits for its partner
+    w2.send(wire.Relay(1, b"ghost?"))
+    assert w1.quiet(0.3), "the refused peer is not w1's partner"
+    assert router.rooms.room_of((b"w2", 1)) is None
+    assert router.rooms.counts() == (2, 2)
+    assert w2.expect(wire.PeerLeft, timeout=2) == wire.PeerLeft(2, "s", 1)  # nobody came
+    w2.send(wire.Join(3, "r"))  # its client, reconnected as a newcomer
+    assert w2.expect(wire.Joined) == wire.Joined(3, "r", 2, True)
+    assert w1.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2)
+
+
+def test_both_halves_of_a_pair_late_together_stay_paired_and_nobody_is_told(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    # Both workers missed the grace (their reconnect backoff outlasted it), within
+    # one wait of each other: their split pair and a pair local to w2 are whole again.
+    router, endpoint = start_router(resync_grace=1.0, heartbeat_liveness=100)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    w0 = workers(endpoint, "w0")
+    w0.hello()
+    after_the_grace(router, w0)
+    assert w1.hello(wire.PeerRecord(1, "r", True)).refused == []
+    local = (wire.PeerRecord(2, "local", True), wire.PeerRecord(3, "local", True))
+    assert w2.hello(wire.PeerRecord(1, "r", True), *local).refused == []
+    assert router.rooms.partner((b"w1", 1)) == (b"w2", 1)
+    assert router.rooms.partner((b"w2", 2)) == (b"w2", 3)
+    w2.send(wire.Relay(1, b"together again"))
+    assert w1.expect(wire.Deliver) == wire.Deliver(1, b"together again")
+    assert w1.quiet(1.5) and w2.quiet(0.1), "a pair that is whole again is told nothing"
+
+
+def test_a_newcomer_ends_a_late_peers_wait_and_its_partner_is_then_refused(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    router, endpoint = start_router(resync_grace=5.0, expected_workers=1, heartbeat_liveness=100)
+    w1, w2, w3 = (workers(endpoint, name) for name in ("w1", "w2", "w3"))
+    w1.hello()  # the one expected worker: the grace ends at once
+    after_the_grace(router, w1)
+    w2.hello(wire.PeerRecord(1, "r", True))  # waits up to 5 s for its partner
+    w1.send(wire.Join(5, "r"))
+    assert w1.expect(wire.Joined) == wire.Joined(5, "r", 2, True)
+    assert w2.expect(wire.PeerLeft) == wire.PeerLeft(1, "r", 1)  # first: its partner is gone
+    assert w2.expect(wire.PeerJoined) == wire.PeerJoined(1, "r", 2)
+    assert w3.hello(wire.PeerRecord(1, "r", True)).rejected == [1]  # the old one: room full
+    assert router.rooms.counts() == (1, 2)
+    assert w2.quiet(0.3), "told once"
+
+
+def test_a_late_peer_that_was_alone_takes_only_an_empty_room(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    router, endpoint = start_router(resync_grace=0.3, heartbeat_liveness=100)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    w1.hello(wire.PeerRecord(1, "r", False))
+    after_the_grace(router, w1)
+    # Each client thinks it is alone: paired quietly, neither would make the offer.
+    welcome = w2.hello(wire.PeerRecord(1, "r", False), wire.PeerRecord(2, "s", False))
+    assert (welcome.rejected, welcome.refused) == ([], [1])
+    assert router.rooms.partner((b"w1", 1)) is None
+    assert router.rooms.room_of((b"w2", 2)) == "s"
+    assert w1.quiet(0.4) and w2.quiet(0.1)
+
+
+def test_a_late_peer_that_leaves_while_it_waits_is_not_told(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    router, endpoint = start_router(resync_grace=0.3, heartbeat_liveness=100)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    w1.hello()
+    after_the_grace(router, w1)
+    w2.hello(wire.PeerRecord(1, "r", True))
+    w2.send(wire.Leave(1))
+    assert w2.expect(wire.Left) == wire.Left(1)
+    w2.hello(wire.PeerRecord(1, "r", False))  # (the same id, alone: not a late Hello)
+    assert w2.quiet(0.6), "a peer that left stopped waiting"
+    assert router.rooms.counts() == (1, 1)
+
+
 # --- resume (mcp_tornado.router.suspended) ----------------------------------------------
 
 
