@@ -710,9 +710,7 @@ class Router:
         """
         if partner is None:
             return True
-        if record.paired and self._late_claims.pop(partner, None) is not None:
-            return True
-        return False
+        return record.paired and self._late_claims.pop(partner, None) is not None
 
     def _end_late_waits(self, now: float) -> None:
         """Tell the paired peers of late Hellos whose partner did not come back in time."""
