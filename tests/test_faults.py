@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Client, Cluster
+from mcp_tornado import status
+from tests.history import History
+from tests.support import Client, Cluster, ready, wait_until
 
 pytestmark = [pytest.mark.gen_test(timeout=60), pytest.mark.usefixtures("close_clients")]
 
@@ -24,8 +26,15 @@ MakeCluster = Callable[..., Cluster]
 def make_cluster(tmp_path: Path, io_loop: object) -> Iterator[MakeCluster]:
     made: list[Cluster] = []
 
-    def make(workers: int = 2, worker_args: tuple[str, ...] = ()) -> Cluster:
-        cluster = Cluster(tmp_path / f"c{len(made)}", workers=workers, worker_args=worker_args)
+    def make(
+        workers: int = 2, worker_args: tuple[str, ...] = (), router_args: tuple[str, ...] = ()
+    ) -> Cluster:
+        cluster = Cluster(
+            tmp_path / f"c{len(made)}",
+            workers=workers,
+            worker_args=worker_args,
+            router_args=router_args,
+        )
         cluster.tmp.mkdir()
         made.append(cluster)
         return cluster.start()
@@ -128,6 +137,63 @@ async def test_resync_conflict_never_puts_three_in_a_room(make_cluster: MakeClus
     assert (await d.recv_type("offer"))["sdp"] == "still ours"
     late = await Client.connect(cluster.url(name, 0))
     assert (await late.recv())["code"] == "room_full"
+
+
+async def test_a_worker_back_after_the_resync_grace_leaves_no_orphan_untold(
+    make_cluster: MakeCluster,
+) -> None:
+    # The router restarts while worker 0 is stopped: worker 1 re-registers within the
+    # grace, worker 0 only after it.  Worker 0's peers are judged then (router/broker.py).
+    grace = 0.5
+    cluster = make_cluster(workers=2, router_args=("--resync-grace", str(grace)))
+    assert cluster.router is not None
+    history = History()
+    told, gone, local = room(), room(), room()
+    a, b = await pair(cluster, told, 0, 1)  # b's partner comes back too late
+    c, d = await pair(cluster, gone, 0, 1)  # c's partner leaves while the router is away
+    e, f = await pair(cluster, local, 0, 0)  # a pair on worker 0 alone
+    for name, first, second in ((told, "a", "b"), (gone, "c", "d"), (local, "e", "f")):
+        history.joined(name, first)
+        history.joined(name, second)
+    cluster.router.send_signal(signal.SIGKILL)
+    cluster.router.wait(5)
+    cluster.workers[0].send_signal(signal.SIGSTOP)
+    try:
+        d.close()
+        await d.closed(5)  # (worker 1 forgets it: no router to tell)
+        history.left(gone, "d")
+        cluster.start_router()
+        # Worker 1 is back in time; at the end of the grace b's partner has not come back.
+        assert (await b.recv(timeout=10)) == {"type": "leave"}
+        assert (await b.recv()) == {"type": "peer-left", "room": told, "peers": 1}
+        await asyncio.sleep(grace)  # well past the grace
+    finally:
+        cluster.workers[0].send_signal(signal.SIGCONT)
+    # a's partner was told it left: a is refused (1013) and reconnects as a newcomer.
+    assert await a.closed(10) == 1013
+    history.left(told, "a")
+    # c's partner is gone: c is told, after waiting one grace for it.
+    assert (await c.recv(timeout=10)) == {"type": "leave"}
+    assert (await c.recv()) == {"type": "peer-left", "room": gone, "peers": 1}
+    # The pair on worker 0 is whole, and was told nothing.
+    wait_until(lambda: ready(cluster.ports[0]), 10, "worker 0 registered again")
+    for n in (1, 2):
+        e.send({"type": "offer", "sdp": str(n)})
+        history.sent(local, "e", n)
+    for _ in (1, 2):
+        history.delivered(local, "f", "e", int((await f.recv_type("offer"))["sdp"]))
+    assert await e.nothing_within(0.2), "a whole pair is told nothing"
+    # No ghosts: b and c alone, e and f together.
+    answer = status.query(cluster.endpoint)
+    assert (answer.rooms, answer.peers) == (3, 4)
+    again = await Client.connect(cluster.url(told, 0))
+    assert (await again.recv_type("joined"))["peers"] == 2
+    history.joined(told, "a again")
+    assert (await b.recv_type("peer-joined"))["peers"] == 2
+    third = await Client.connect(cluster.url(told, 1))
+    assert (await third.recv())["code"] == "room_full"
+    history.refused(told, "third", "room_full")
+    assert history.violations() == []
 
 
 async def test_vanished_client_is_detected_by_pings(make_cluster: MakeCluster) -> None:
