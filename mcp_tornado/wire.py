@@ -174,8 +174,10 @@ class Welcome(_Msg, tag=20):
     epoch: str
     rejected: list[int]
     # Peers the router will not take now, told apart from a full room: over the
-    # worker's cap, or paired when the router dropped their worker (their partners
-    # were told they left).  The worker closes them with 1013; their clients retry.
+    # worker's cap, paired when the router dropped their worker (their partners
+    # were told they left), or listed after the resync grace for a room someone
+    # else holds (router/broker.py).  The worker closes them with 1013; their
+    # clients retry.
     refused: list[int] = msgspec.field(default_factory=list)
 
 

@@ -48,9 +48,10 @@ class ShardCluster:
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def start_router(self, shard: int) -> None:
-        # The grace outlasts the workers' reconnect backoff (up to 1 s): a worker that
-        # re-registers after it would leave its orphans untold.  It ends as soon as
-        # both workers are back (--expected-workers).
+        # The grace outlasts the workers' reconnect backoff (up to 1 s), so both workers
+        # are back within it and every split pair survives the restart (a worker back
+        # after it has its split pairs broken: told they left, or refused).  It ends as
+        # soon as both workers are back (--expected-workers).
         self.routers[shard] = spawn(
             "router", "--bind", self.endpoints[shard], "--shard", str(shard),
             "--shards", str(self.shards), "--resync-grace", "3",
