@@ -78,7 +78,10 @@ async def test_worker_killed_mid_conversation(make_cluster: MakeCluster) -> None
 
 
 async def test_router_killed_and_brought_back(make_cluster: MakeCluster) -> None:
-    cluster = make_cluster(workers=2)
+    # A grace longer than the workers' reconnect backoff (as the README advises; it
+    # ends once both are back): a pair split between a worker back in time and a
+    # late one would be broken, not resumed (see the test below).
+    cluster = make_cluster(workers=2, router_args=("--resync-grace", "3"))
     assert cluster.router is not None
     a, b = await pair(cluster, room(), 0, 1)
     cluster.router.send_signal(signal.SIGKILL)
