@@ -777,10 +777,10 @@ class Router:
             for peer in self.rooms.peers_of_worker(worker):
                 away = self.resumes.suspend((worker, peer), now)
                 if away is not None:
-                    room = self.rooms.rebind((worker, peer), away)
+                    its_room = self.rooms.rebind((worker, peer), away)
                     suspended.append(away)
                     if self._late_claims.pop((worker, peer), None) is not None:
-                        self._send(away[0], wire.PeerLeft(away[1], room, 1))  # (as in _lost)
+                        self._send(away[0], wire.PeerLeft(away[1], its_room, 1))  # (as in _lost)
         for departure in self.rooms.drop_worker(worker):
             self._depart(departure)
         for away in suspended:

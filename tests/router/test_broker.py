@@ -547,6 +547,23 @@ def test_a_late_peer_that_leaves_while_it_waits_is_not_told(
     assert router.rooms.counts() == (1, 1)
 
 
+def test_a_late_resumable_peer_lost_while_it_waits_is_told_on_its_resume(
+    start_router: RouterFactory, workers: Callable[[str, str], FakeWorker]
+) -> None:
+    router, endpoint = start_router(resync_grace=0.3, resume_grace=5.0, heartbeat_liveness=100)
+    w1, w2 = workers(endpoint, "w1"), workers(endpoint, "w2")
+    w1.hello()
+    after_the_grace(router, w1)
+    w2.hello(wire.PeerRecord(1, "r", True, "a-token-from-the-old-router"))
+    w2.send(wire.Lost(1))  # its socket dropped while it waited for its partner
+    assert w2.expect(wire.Left) == wire.Left(1)
+    assert w2.quiet(0.5), "nobody to tell while it is away"
+    w1.send(wire.Resume(4, "r", "a-token-from-the-old-router"))
+    assert w1.expect(wire.Resumed).peers == 1
+    assert w1.expect(wire.PeerLeft) == wire.PeerLeft(4, "r", 1)  # held for it: its partner is gone
+    assert w1.quiet(0.5), "told once"
+
+
 # --- resume (mcp_tornado.router.suspended) ----------------------------------------------
 
 
