@@ -686,17 +686,19 @@ class Router:
         self._send(worker, wire.Welcome(self.epoch, rejected, refused))
         self.telemetry.hello(worker, msg.info, len(rejected))
         log.info(
-            "router: worker %s registered with %d peers (%d rejected, %d refused)",
+            "router: worker %s registered with %d peers (%d rejected, %d refused)%s",
             _name(worker),
             len(msg.peers),
             len(rejected),
             len(refused),
+            " after the resync grace" if late else "",
             extra={
                 "event": "worker_registered",
                 "worker": _name(worker),
                 "peers": len(msg.peers),
                 "rejected": len(rejected),
                 "refused": len(refused),
+                "late": late,
             },
         )
 
