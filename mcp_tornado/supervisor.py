@@ -223,9 +223,7 @@ class Supervisor:
                 break
             self._pending += data
         *lines, self._pending = self._pending.split(b"\n")
-        by_pid = {
-            c.process.pid: c for c in (*self.routers, *self.workers) if c.process is not None
-        }
+        by_pid = {c.process.pid: c for c in (*self.routers, *self.workers) if c.process is not None}
         for line in lines:
             kind, _, rest = line.decode(errors="replace").partition(" ")
             pid_text, _, reason = rest.partition(" ")

@@ -1,4 +1,4 @@
-"""``serve`` with routers it does not start (a worker host), with local router shards, per-shard keys.
+"""``serve`` against routers it did not start (a worker host), local router shards, shard keys.
 
 Real processes on 127.0.0.1: ``serve --router`` against a router started
 apart (over ipc://, and over tcp:// with CURVE where the two router shards
@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from mcp_tornado import cli, curve
-from mcp_tornado.settings import ServeSettings
+from mcp_tornado.settings import ServeSettings, WorkerSettings
 from tests.support import FAST, Client, free_port, ready, spawn, stop, wait_until
 from tests.test_shards_cluster import relays_again, rooms_of, shard_health
 
@@ -270,7 +270,8 @@ def test_each_shard_gets_its_key_and_one_key_serves_all(tmp_path: Path) -> None:
         keys.routers[0][0],
     ]
     one = cli.parse_settings(["worker", *routers, *keys.worker_flags((0,))])
-    assert [one.link.server_key_file(s) for s in (0, 1)] == [keys.routers[0][0]] * 2  # type: ignore[attr-defined]
+    assert isinstance(one, WorkerSettings)
+    assert [one.link.server_key_file(s) for s in (0, 1)] == [keys.routers[0][0]] * 2
 
 
 def test_local_shards_each_bind_their_own_endpoint_and_metrics_port() -> None:
