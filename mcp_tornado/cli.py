@@ -3,6 +3,10 @@
 Examples::
 
     mcp-tornado serve --workers 4 --host 0.0.0.0 --port 8000
+    mcp-tornado serve --shards 2                      # two router shards on this host
+    mcp-tornado serve --router tcp://10.0.0.5:5555 --router tcp://10.0.0.6:5555 \
+        --curve-secret-key-file keys/web1.key_secret \
+        --curve-server-key-file keys/router0.key --curve-server-key-file keys/router1.key
     mcp-tornado serve --config /etc/mcp-tornado/config.toml
     mcp-tornado config --config /etc/mcp-tornado/config.toml   # what serve would run with
     mcp-tornado keys /etc/mcp-tornado/keys --name router
@@ -97,7 +101,8 @@ def _parser() -> _Parser:
     parser.add_argument("--log-level", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Command)
     helps = {
-        "serve": "run a router and N workers, supervised",
+        "serve": "run N workers and their routers (one, --shards N, or remote: --router), "
+        "supervised",
         "router": "run the router alone",
         "worker": "run one worker alone",
         "config": "print the effective configuration of serve (or --for router/worker) as TOML, "
@@ -225,37 +230,62 @@ def _url(host: str, port: int, tls: bool = False) -> str:
     return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
 
 
+def _router_endpoints(settings: ServeSettings) -> tuple[str, ...]:
+    """The endpoints serve's workers link to, in shard order.
+
+    Its own routers get private ipc:// paths named after the port and serve's pid;
+    shard 0's is the one ``mcp-tornado status`` finds (``router-PORT-PID.ipc``).
+    """
+    if settings.remote_routers:
+        return settings.remote_routers
+    if settings.router_endpoint is not None:
+        return (settings.router_endpoint,)
+    base = f"ipc://{runtime_dir()}/router-{settings.worker.port}-{os.getpid()}"
+    return tuple(
+        f"{base}.ipc" if shard == 0 else f"{base}-shard{shard}.ipc"
+        for shard in range(settings.shards)
+    )
+
+
 def _serve(settings: ServeSettings) -> int:
     from mcp_tornado import ports
     from mcp_tornado.settings import encode, secrets_env
     from mcp_tornado.supervisor import CANNOT_START, Supervisor, python_command
 
     host, port = settings.worker.host, settings.worker.port
-    endpoint = settings.router_endpoint or f"ipc://{runtime_dir()}/router-{port}-{os.getpid()}.ipc"
+    endpoints = _router_endpoints(settings)
     try:  # a taken port stops serve here, before any child starts (each worker checks again)
         ports.check(host, port)
     except ports.CannotStart as exc:
         print(f"mcp-tornado: {exc}", file=sys.stderr)
         return CANNOT_START
-    router, worker = settings.children(endpoint)
+    routers, worker = settings.children(endpoints)
     # Each child gets its effective settings in its environment, never on its command
     # line; secrets are left out of them and travel each in its own variable.
     worker_env = {SETTINGS_ENV: encode(worker), **secrets_env(worker)}
     url = _url(host, port, tls=worker.certfile is not None)
+    if not routers:
+        where = f"remote router{'s' if len(endpoints) > 1 else ''} {', '.join(endpoints)}"
+    elif len(routers) == 1:
+        where = f"router {endpoints[0]}"
+    else:
+        where = f"{len(routers)} router shards {', '.join(endpoints)}"
     supervisor = Supervisor(
-        python_command("router"),
+        python_command("router") if routers else None,
         [python_command("worker")] * settings.workers,
         worker.shutdown_timeout + 2,
-        router_env={SETTINGS_ENV: encode(router), **secrets_env(router)},
+        router_env=secrets_env(routers[0]) if routers else None,
         worker_env=worker_env,
         ready_message=f"open {url} ({settings.workers} worker"
-        f"{'s' if settings.workers != 1 else ''}, router {endpoint})",
+        f"{'s' if settings.workers != 1 else ''}, {where})",
+        shard_envs=[{SETTINGS_ENV: encode(router)} for router in routers],
     )
     try:
         return supervisor.run()
     finally:
-        if endpoint.startswith("ipc://"):
-            Path(endpoint.removeprefix("ipc://")).unlink(missing_ok=True)
+        for endpoint in endpoints if routers else ():
+            if endpoint.startswith("ipc://"):
+                Path(endpoint.removeprefix("ipc://")).unlink(missing_ok=True)
 
 
 def _router(settings: RouterSettings) -> int:

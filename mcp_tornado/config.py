@@ -168,10 +168,6 @@ def _is_tuple(kind: Any) -> bool:
     return kind is tuple or typing.get_origin(kind) is tuple
 
 
-def _field_type(leaf: Leaf) -> Any:
-    return value_type(leaf.owner, leaf.name)
-
-
 def _input_type(leaf: Leaf) -> Any:
     """The type a key's value has before :attr:`Flag.load` (a secret's: its path)."""
     return leaf.flag.cli_type or value_type(leaf.owner, leaf.name)
@@ -436,12 +432,10 @@ def resolve(
             elif key in table:
                 origin = Origin("file", str(path))
                 raw = table[key]
-                if (
-                    _is_tuple(kind)
-                    and isinstance(raw, str)
-                    and not _is_tuple(_field_type(shared[0]))
-                ):
-                    value = _from_env(kind, raw)  # (the router list: one string, commas allowed)
+                if _is_tuple(kind) and isinstance(raw, str) and flag.load is not None:
+                    # A list its load joins (the routers, the routers' keys): one string
+                    # too, commas allowed, as a single router or key always was.
+                    value = _from_env(kind, raw)
                 else:
                     value = _from_toml(kind, raw)
             else:

@@ -181,7 +181,7 @@ class RouterLink:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         # CURVE on a tcp:// link (the settings checked the key files at start).
         curve.secure_dealer(
-            sock, *curve.link_keys(config.curve_secret_key_file, config.curve_server_key_file)
+            sock, *curve.link_keys(config.curve_secret_key_file, config.server_key_file(shard))
         )
         self._sock = sock
         self._handshake_log = curve.Throttle()

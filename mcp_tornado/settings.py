@@ -142,6 +142,14 @@ class Settings(msgspec.Struct, frozen=True):
     cli_group: ClassVar[str | None] = None  # the --help section of these flags
     derived: ClassVar[frozenset[str]] = frozenset()  # paths set by the program, not by flags
 
+    @classmethod
+    def derive(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` (by dotted path) with the derived settings :func:`build` can know.
+
+        So that a nested group checks itself with them rather than a placeholder.
+        """
+        return values
+
     def __post_init__(self) -> None:
         for name, flag in flags_of(type(self)).items():
             flag.check(getattr(self, name))
@@ -236,8 +244,28 @@ def _join_endpoints(value: tuple[str, ...] | str | None) -> str:
     """``--router`` as given (repeated, comma-separated, or absent) as ``LinkSettings.endpoint``."""
     if value is None:
         return default_endpoint()
+    return _joined(value)
+
+
+def _join_remote_routers(value: tuple[str, ...] | str | None) -> str | None:
+    """``serve --router`` as given as ``ServeSettings.routers``; absent: None (its own router)."""
+    return (_joined(value) or None) if value is not None else None
+
+
+def _joined(value: tuple[str, ...] | str) -> str:
     items = (value,) if isinstance(value, str) else value
     return ",".join(part.strip() for item in items for part in item.split(",") if part.strip())
+
+
+def _split(endpoints: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in endpoints.split(",") if item.strip())
+
+
+def _paths(value: tuple[str, ...] | str | None) -> tuple[Path, ...]:
+    """``--curve-server-key-file`` as given (repeated, comma-separated, or absent) as paths."""
+    if value is None:
+        return ()
+    return tuple(Path(item) for item in _split(_joined(value)))
 
 
 class LinkSettings(Settings, frozen=True):
@@ -268,15 +296,19 @@ class LinkSettings(Settings, frozen=True):
         ),
     ] = 200_000
     curve_secret_key_file: CurveSecretKeyFile = None
+    # One file for every shard, or one per shard in --router order (see server_key_file).
     curve_server_key_file: Annotated[
-        Path | None,
+        tuple[Path, ...],
         Flag(
             "--curve-server-key-file",
-            "the router's public CURVE certificate (its NAME.key), for a tcp:// router link",
+            "the router's public CURVE certificate (its NAME.key), for a tcp:// router link; "
+            "with router shards, one for all or one per shard in --router order (repeat)",
             shown_default="none",
             metavar="PATH",
+            cli_type=tuple[str, ...],
+            load=_paths,
         ),
-    ] = None
+    ] = ()
     insecure: Insecure = False
 
     def __post_init__(self) -> None:
@@ -288,15 +320,29 @@ class LinkSettings(Settings, frozen=True):
             raise ValueError(f"--router: an endpoint is listed twice in {self.endpoint!r}")
         if len(endpoints) > MAX_SHARDS:
             raise ValueError(f"--router: at most {MAX_SHARDS} router shards, not {len(endpoints)}")
-        for endpoint in endpoints:
+        keys = len(self.curve_server_key_file)
+        if keys > 1 and keys != len(endpoints):
+            raise ValueError(
+                f"--curve-server-key-file: {keys} given for {len(endpoints)} --router "
+                f"endpoint{'s' if len(endpoints) != 1 else ''}: give one for every shard, "
+                "or one per shard in --router order"
+            )
+        for shard, endpoint in enumerate(endpoints):
             curve.check_link(
-                endpoint, self.curve_secret_key_file, self.curve_server_key_file, self.insecure
+                endpoint, self.curve_secret_key_file, self.server_key_file(shard), self.insecure
             )
 
     @property
     def endpoints(self) -> tuple[str, ...]:
         """Every router shard's endpoint, in shard order (one without shards)."""
-        return tuple(item.strip() for item in self.endpoint.split(",") if item.strip())
+        return _split(self.endpoint)
+
+    def server_key_file(self, shard: int) -> Path | None:
+        """The public certificate of router shard ``shard``: its own, or the one for all."""
+        files = self.curve_server_key_file
+        if not files:
+            return None
+        return files[shard] if len(files) > 1 else files[0]
 
 
 class LimitSettings(Settings, frozen=True):
@@ -661,11 +707,27 @@ class RouterSettings(Settings, frozen=True):
         )
 
 
-class ServeSettings(Settings, frozen=True):
-    """``serve``: N workers and a router, supervised, with the workers' and router's settings."""
+_REMOTE_ALLOWED_DIR: Final = (
+    "--curve-allowed-dir: a router's setting, and serve --router runs no router "
+    "(give the workers --curve-secret-key-file and --curve-server-key-file)"
+)
 
-    # Set by serve itself (ServeSettings.children), from router_endpoint and workers;
-    # its one router is the only shard.
+
+class ServeSettings(Settings, frozen=True):
+    """``serve``: N workers and their routers, supervised, with the workers' and routers' settings.
+
+    Which routers, from two settings (a mix of them is refused, one line):
+
+    * neither: one router of its own, on a private ipc:// endpoint (or ``--router-endpoint``);
+    * ``--shards N``: N router shards of its own, shard ``I`` on a private ipc:// endpoint
+      of its own, each supervised and restarted; every worker links to all, in order;
+    * ``--router ENDPOINT`` (repeated: the shards, in order): no router of its own, the
+      workers link to routers elsewhere (a worker host), with the workers' CURVE flags.
+
+    :meth:`children` gives each router shard and every worker its settings.
+    """
+
+    # Set by serve itself (ServeSettings.children), from the endpoints it links.
     derived: ClassVar[frozenset[str]] = frozenset(
         {
             "worker.link.endpoint",
@@ -688,26 +750,122 @@ class ServeSettings(Settings, frozen=True):
             metavar="ENDPOINT",
         ),
     ] = None
+    # Comma-separated, like LinkSettings.endpoint; None: serve runs its own routers.
+    routers: Annotated[
+        str | None,
+        Flag(
+            "--router",
+            "router endpoint; with router shards, every shard's in shard order (repeat, or "
+            "comma-separate), the same list on every worker. serve: run no router, link the "
+            "workers to these (a worker host)",
+            shown_default="serve: its own router; worker: ipc in runtime dir",
+            metavar="ENDPOINT",
+            cli_type=tuple[str, ...],
+            load=_join_remote_routers,
+        ),
+    ] = None
+    shards: Annotated[
+        int,
+        Flag(
+            "--shards",
+            "how many router shards there are (a worker with another map is refused). serve: "
+            "runs them on this host, each on a private ipc:// endpoint, workers linked to all",
+            low=1,
+            high=MAX_SHARDS,
+        ),
+    ] = 1
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     router: RouterSettings = msgspec.field(default_factory=RouterSettings)
 
+    @classmethod
+    def derive(cls, values: dict[str, Any]) -> dict[str, Any]:
+        # With remote routers the workers' link is checked against them (keys per
+        # shard), and the router serve does not run takes no part in it: the shared
+        # --curve-secret-key-file is the workers' key, not a router's half pair.
+        routers = values.get("routers")
+        if not routers:
+            return values
+        if values.get("router.curve_allowed_dir") is not None:
+            raise ValueError(_REMOTE_ALLOWED_DIR)
+        return {**values, "worker.link.endpoint": routers, "router.curve_secret_key_file": None}
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.router_endpoint is not None:  # its link settings are checked with it
+        remote = self.remote_routers
+        if remote:
+            self._check_remote(remote)
+        elif self.shards > 1 and self.router_endpoint is not None:
+            raise ValueError(
+                "--router-endpoint: one router's endpoint, but --shards runs several: "
+                "serve gives each shard a private ipc:// endpoint"
+            )
+        metrics = self.router.metrics_port
+        if metrics and metrics + self.shards - 1 > 65535:
+            raise ValueError(
+                f"--metrics-port: shard I serves /metrics on {metrics}+I, past 65535 "
+                f"with --shards {self.shards}"
+            )
+        if remote or self.router_endpoint is not None:  # the link is checked with them
             try:
-                self.children(self.router_endpoint)
+                self.children(remote or (self.router_endpoint or "",))
             except ValueError as exc:  # named after the children's flags: name ours
                 problem = str(exc)
-                for flag in ("--bind", "--router"):
-                    if problem.startswith(flag + ":"):
-                        problem = "--router-endpoint" + problem[len(flag) :]
+                if not remote:
+                    for flag in ("--bind", "--router"):
+                        if problem.startswith(flag + ":"):
+                            problem = "--router-endpoint" + problem[len(flag) :]
                 raise ValueError(problem) from None
 
-    def children(self, endpoint: str) -> tuple[RouterSettings, WorkerSettings]:
-        """The router's and every worker's settings, meeting at ``endpoint``."""
-        router = msgspec.structs.replace(self.router, bind=endpoint, expected_workers=self.workers)
-        link = msgspec.structs.replace(self.worker.link, endpoint=endpoint)
-        return router, msgspec.structs.replace(self.worker, link=link)
+    def _check_remote(self, remote: tuple[str, ...]) -> None:
+        if self.router_endpoint is not None:
+            raise ValueError(
+                "--router-endpoint: the endpoint of serve's own router, but --router runs "
+                "none (the workers link to remote routers): give one or the other"
+            )
+        if self.shards not in (1, len(remote)):
+            raise ValueError(
+                f"--shards: {self.shards}, but --router lists {len(remote)} "
+                f"router{'s' if len(remote) != 1 else ''}"
+            )
+        # Router settings that could only matter to a router of its own: refused, not ignored.
+        if self.router.curve_allowed_dir is not None:
+            raise ValueError(_REMOTE_ALLOWED_DIR)
+        if self.router.metrics_port:
+            raise ValueError(
+                "--metrics-port: the routers serve /metrics, and serve --router runs none: "
+                "scrape the routers"
+            )
+
+    @property
+    def remote_routers(self) -> tuple[str, ...]:
+        """The remote routers' endpoints (``--router``), in shard order; empty: its own."""
+        return _split(self.routers or "")
+
+    def children(
+        self, endpoints: tuple[str, ...]
+    ) -> tuple[tuple[RouterSettings, ...], WorkerSettings]:
+        """Each router shard's settings (none with remote routers) and every worker's.
+
+        The workers link to ``endpoints`` in shard order; serve's own shard ``I``
+        binds ``endpoints[I]`` (and serves /metrics on ``--metrics-port`` + I).
+        """
+        link = msgspec.structs.replace(self.worker.link, endpoint=",".join(endpoints))
+        worker = msgspec.structs.replace(self.worker, link=link)
+        if self.remote_routers:
+            return (), worker
+        metrics = self.router.metrics_port
+        routers = tuple(
+            msgspec.structs.replace(
+                self.router,
+                bind=endpoint,
+                shard=shard,
+                shards=len(endpoints),
+                expected_workers=self.workers,
+                metrics_port=metrics + shard if metrics else 0,
+            )
+            for shard, endpoint in enumerate(endpoints)
+        )
+        return routers, worker
 
 
 # --- introspection --------------------------------------------------------------
@@ -795,6 +953,8 @@ def build(cls: type[S], values: dict[str, Any], prefix: str = "") -> S:
     Absent settings with a :attr:`Flag.load` are loaded (``load(None)``: the
     token secret from the environment).  Raises ``ValueError`` for a bad value.
     """
+    if not prefix:
+        values = cls.derive(values)
     kwargs: dict[str, Any] = {}
     groups = nested(cls)
     flags = flags_of(cls)

@@ -1,9 +1,12 @@
-"""``mcp-tornado serve``: start one router and N workers, keep them alive, stop them cleanly.
+"""``mcp-tornado serve``: start the routers and N workers, keep them alive, stop them cleanly.
+
+The routers: one, or one per shard (``router-0``...), or none on a worker host
+whose workers link to routers elsewhere.
 
 The supervisor is deliberately dumb: it does not speak ZeroMQ or know about
 rooms.  It restarts any child that exits (with exponential backoff while a
 child keeps dying soon after start), and on SIGTERM/SIGINT it stops the
-workers first (each closes its clients with 1001 and drains), then the router.
+workers first (each closes its clients with 1001 and drains), then the routers.
 SIGHUP is passed on to the workers that are ready (they reload their TLS
 certificate).
 Children get ``PR_SET_PDEATHSIG`` so that a supervisor killed with SIGKILL does
@@ -26,7 +29,7 @@ travel through a pipe that the supervisor passes to each child, its number in
 ``$MCP_TORNADO_STATUS_FD``; a child started by hand has none and prints its
 reason on stderr instead.
 
-Each child also finds its name (``router``, ``worker-0``...) in
+Each child also finds its name (``router`` or ``router-0``..., ``worker-0``...) in
 ``$MCP_TORNADO_CHILD``, for its log lines (:mod:`mcp_tornado.logs`).
 Each child also learns its place, for metrics and ``mcp-tornado status``
 (:mod:`mcp_tornado.telemetry`): a worker its slot (0 .. N-1) in
@@ -119,18 +122,36 @@ class Child:
 
 
 class Supervisor:
-    """Runs ``router`` then ``workers``, restarting whichever dies, until told to stop."""
+    """Runs the routers then ``workers``, restarting whichever dies, until told to stop.
+
+    ``router`` is the routers' command: one router (``router_env``), or with
+    ``shard_envs`` one router per shard, ``router-I`` (``router`` if only one)
+    started with ``router_env`` and ``shard_envs[I]``; ``None`` (a worker host): none.
+    """
 
     def __init__(
         self,
-        router: Sequence[str],
+        router: Sequence[str] | None,
         workers: Sequence[Sequence[str]],
         shutdown_timeout: float = 10.0,
         router_env: Mapping[str, str] | None = None,
         worker_env: Mapping[str, str] | None = None,
         ready_message: str | None = None,
+        shard_envs: Sequence[Mapping[str, str]] = (),
     ) -> None:
-        self.router = Child("router", list(router), router_env)
+        if router is None:
+            self.routers: list[Child] = []
+        elif not shard_envs:
+            self.routers = [Child("router", list(router), router_env)]
+        else:
+            self.routers = [
+                Child(
+                    f"router-{i}" if len(shard_envs) > 1 else "router",
+                    list(router),
+                    {**(router_env or {}), **env},
+                )
+                for i, env in enumerate(shard_envs)
+            ]
         self.workers = [
             Child(f"worker-{i}", list(argv), worker_env, slot=i) for i, argv in enumerate(workers)
         ]
@@ -142,6 +163,11 @@ class Supervisor:
         self._status_r = -1
         self._status_w = -1
         self._pending = b""
+
+    @property
+    def router(self) -> Child:
+        """The router, or shard 0's (there is none on a worker host)."""
+        return self.routers[0]
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info(
@@ -168,12 +194,11 @@ class Supervisor:
             pass
         self._status_r, self._status_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            self.router.start(self._status_w)
-            for worker in self.workers:
-                worker.start(self._status_w)
+            for child in (*self.routers, *self.workers):
+                child.start(self._status_w)
             while not self._stopping:
                 now = time.monotonic()
-                for child in (self.router, *self.workers):
+                for child in (*self.routers, *self.workers):
                     self._read_reports()  # before looking at exits: a reason precedes its exit
                     self._watch(child, now)
                 self._announce()
@@ -198,7 +223,7 @@ class Supervisor:
                 break
             self._pending += data
         *lines, self._pending = self._pending.split(b"\n")
-        by_pid = {c.process.pid: c for c in (self.router, *self.workers) if c.process is not None}
+        by_pid = {c.process.pid: c for c in (*self.routers, *self.workers) if c.process is not None}
         for line in lines:
             kind, _, rest = line.decode(errors="replace").partition(" ")
             pid_text, _, reason = rest.partition(" ")
@@ -252,7 +277,7 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         self._terminate(self.workers, self.shutdown_timeout)
-        self._terminate([self.router], 2.0)
+        self._terminate(self.routers, 2.0)
         log.info("supervisor: stopped", extra={"event": "stopped"})
 
     @staticmethod

@@ -30,7 +30,7 @@ def test_serve_passes_every_limit_to_its_workers() -> None:
     ]  # fmt: skip
     serve = cli.parse_settings(["serve", *flags])
     assert isinstance(serve, ServeSettings)
-    _, worker = serve.children("ipc:///unused")
+    _, worker = serve.children(("ipc:///unused",))
     handed = settings.decode(settings.encode(worker), WorkerSettings)
     assert handed.limits == limits_of(*flags)
     assert limits_of(*flags) == LimitSettings(

@@ -82,7 +82,7 @@ def test_a_tcp_link_needs_keys_or_insecure(keys: Keys) -> None:
     LinkSettings(
         "tcp://10.0.0.5:5555",
         curve_secret_key_file=keys.worker_secret,
-        curve_server_key_file=keys.router_public,
+        curve_server_key_file=(keys.router_public,),
     )
 
 
@@ -271,7 +271,7 @@ async def test_a_worker_with_the_wrong_server_key_says_so_and_stays_not_ready(
         curve_router,
         heartbeat_interval=0.1,
         curve_secret_key_file=keys.worker_secret,
-        curve_server_key_file=keys.worker_public,  # not the router's
+        curve_server_key_file=(keys.worker_public,),  # not the router's
     )
     link = RouterLink(settings, _Listener())  # type: ignore[arg-type]
     link.start()
@@ -303,7 +303,7 @@ def test_serve_hands_its_children_the_curve_settings(keys: Keys) -> None:
         ]
     )
     assert isinstance(settings, ServeSettings)
-    router, worker = settings.children("tcp://127.0.0.1:5555")
+    (router,), worker = settings.children(("tcp://127.0.0.1:5555",))
     assert router.curve_allowed_dir == keys.allowed
     assert worker.link.curve_secret_key_file == keys.router_secret
     assert msgspec.json.decode(encode(worker))["link"]["insecure"] is False

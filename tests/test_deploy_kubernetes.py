@@ -185,7 +185,7 @@ def test_each_router_pod_is_its_shard_and_the_workers_list_every_shard_in_order(
     assert worker.link.endpoints == tuple(
         f"tcp://{name}-{i}.{service}:{zmq_port}" for i in range(replicas)
     )
-    assert worker.link.curve_server_key_file is not None and not worker.link.insecure
+    assert worker.link.curve_server_key_file and not worker.link.insecure
     (http,) = [p["containerPort"] for p in container(WORKERS)["ports"] if p["name"] == "http"]
     assert (worker.host, worker.port) == ("0.0.0.0", http)
     # The grace period covers preStop and the graceful close of every client (1001).

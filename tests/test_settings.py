@@ -129,7 +129,7 @@ def test_every_flag_reaches_its_setting() -> None:
     assert serve.workers == 3 and serve.worker.port == 9
     assert serve.worker.link.heartbeat_interval == serve.router.heartbeat_interval == 0.25
     assert serve.worker.link.hwm == serve.router.hwm == 7
-    router, worker = serve.children("ipc:///x")
+    (router,), worker = serve.children(("ipc:///x",))
     assert router.bind == worker.link.endpoint == "ipc:///x"
     assert router.expected_workers == 3
 
@@ -138,7 +138,7 @@ def test_one_log_flag_sets_every_process() -> None:
     serve = cli.parse_settings(["serve", "--log-format", "json", "--log-payloads"])
     assert isinstance(serve, ServeSettings)
     assert serve.worker.log == serve.router.log == LogSettings(format="json", payloads=True)
-    router, worker = serve.children("ipc:///x")
+    (router,), worker = serve.children(("ipc:///x",))
     assert router.log == worker.log == serve.worker.log
     alone = cli.parse_settings(["worker", "--log-payloads", "--no-log-payloads"])
     assert isinstance(alone, WorkerSettings) and alone.log.payloads is False

@@ -148,3 +148,41 @@ def test_each_child_learns_its_slot_and_generation(tmp_path: Path) -> None:
     assert (tmp_path / "w0").read_text().splitlines()[:2] == ["0 0", "0 1"]
     assert (tmp_path / "w1").read_text().splitlines()[:2] == ["1 0", "1 1"]
     assert (tmp_path / "r").read_text() == "- 0\n"
+
+
+def test_one_router_per_shard_each_with_its_settings_or_none_on_a_worker_host(
+    tmp_path: Path,
+) -> None:
+    # Each child appends "NAME SHARD" (its shard env, "-" for a worker) to its file.
+    script = (
+        "import os, sys; env = os.environ; open(sys.argv[1], 'a').write("
+        "env['MCP_TORNADO_CHILD'] + ' ' + env.get('SHARD', '-') + '\\n'); "
+        "import time; time.sleep(60)"
+    )
+    routers = Supervisor(
+        [sys.executable, "-c", script, str(tmp_path / "routers")],
+        [[sys.executable, "-c", script, str(tmp_path / "workers")]],
+        shutdown_timeout=2,
+        router_env={"SHARD": "?"},
+        shard_envs=[{"SHARD": "0"}, {"SHARD": "1"}],
+    )
+    host = Supervisor(None, [[sys.executable, "-c", script, str(tmp_path / "host")]], 2)
+    threads = [threading.Thread(target=s.run) for s in (routers, host)]
+    for thread in threads:
+        thread.start()
+    try:
+
+        def lines(name: str, count: int) -> bool:
+            path = tmp_path / name
+            return path.exists() and len(path.read_text().splitlines()) >= count
+
+        wait_until(lambda: lines("routers", 2) and lines("workers", 1), 30, "the routers")
+        wait_until(lambda: lines("host", 1), 30, "the worker host's worker")
+    finally:
+        routers.stop()
+        host.stop()
+        for thread in threads:
+            thread.join(10)
+    assert sorted((tmp_path / "routers").read_text().splitlines()) == ["router-0 0", "router-1 1"]
+    assert (tmp_path / "workers").read_text() == "worker-0 -\n"
+    assert host.routers == [] and (tmp_path / "host").read_text() == "worker-0 -\n"

@@ -173,7 +173,7 @@ def test_the_metrics_port_is_a_setting_of_serve_for_its_router() -> None:
     port = free_port()
     settings = parse_settings(["serve", "--metrics-port", str(port), "--metrics-host", "::1"])
     assert isinstance(settings, ServeSettings)
-    router, _ = settings.children("ipc:///x")
+    (router,), _ = settings.children(("ipc:///x",))
     assert (router.metrics_port, router.metrics_host) == (port, "::1")
 
 
