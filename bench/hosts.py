@@ -1,0 +1,534 @@
+"""``python -m bench hosts``: the relay across emulated hosts vs one host, CURVE vs plain, 1 shard vs 2.
+
+Root only (it builds network namespaces, see bench/netns.py).  One run builds
+emulated hosts on a private bridge (``10.204.0.0/24``, addresses that exist
+only inside the namespaces it makes): two router hosts, two worker hosts and a
+client host.  It then measures four set-ups, each started fresh for its turn
+and stopped after it, in the order ``A B C D D C B A`` (``--rounds 1``: once,
+``A B C D``), so a drift of the machine during the run weighs on all alike:
+
+* ``hosts``: a router host and two worker hosts over ``tcp://`` with CURVE keys
+  made by ``mcp-tornado keys``;
+* ``plain``: the same with ``--insecure`` (plain tcp://);
+* ``one-host``: ``mcp-tornado serve --workers 2`` on the client host's own
+  127.0.0.1 (ipc:// router link), the single-host baseline;
+* ``shards2``: two router shards on two router hosts, CURVE on.
+
+In every set-up but ``one-host``, peer A of each pair connects to worker host 1
+and peer B to worker host 2 (``--url-b``), so every message crosses the router
+link; with ``serve`` on one port the kernel picks each socket's worker.  Per
+set-up and turn, from the client host: closed-loop relay at window 1 and 8
+(deliveries/s and p99), open loop at a fixed rate (p99), and call set-up at a
+fixed rate (calls/s, set-up p99), with the router's and the workers' CPU
+sampled (bench/procmon.py) over each measuring phase.
+
+Written to ``--out-dir``: ``hosts.json`` (every run, the summary and the
+ratios: across hosts / one host, CURVE / plain, 2 shards / 1 shard),
+``hosts.md`` (the tables) and ``logs/`` (every process's output).  Everything
+it made is removed afterwards, also on failure, Ctrl-C or SIGTERM: processes,
+namespaces, links, the keys.  Exit 0 when every run was clean (nothing lost,
+reordered, duplicated or failed), 1 otherwise, 2 when it cannot run here.
+
+``python -m bench.hosts client PLAN OUT`` is its internal half: the scenarios
+of one turn, run inside the client host's namespace (it refuses to run in the
+machine's own network namespace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import report
+from bench.netns import HostNet, why_unavailable
+
+REPO = Path(__file__).resolve().parent.parent
+PREFIX = "mcpb-"  # namespaces of the bench (the tests' are mcpt-)
+LINK_PREFIX = "mb"
+SUBNET = "10.204.0"  # /24; the tests use 10.203.0
+ADDRESSES = {"router0": 1, "wa": 2, "wb": 3, "client": 4, "router1": 5}
+PORT = 8000
+ROUTER_PORT = 5555
+SETUPS = ("hosts", "plain", "one-host", "shards2")
+DESCRIPTIONS = {
+    "hosts": "across hosts, CURVE",
+    "plain": "across hosts, --insecure",
+    "one-host": "one host, serve --workers 2 (ipc://)",
+    "shards2": "across hosts, 2 router shards, CURVE",
+}
+#: The ratios reported: (name, numerator set-up, denominator set-up).
+RATIOS = (
+    ("across hosts / one host", "hosts", "one-host"),
+    ("CURVE / plain", "hosts", "plain"),
+    ("2 shards / 1 shard", "shards2", "hosts"),
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each measurement is (``--quick``: a smoke run of about a minute)."""
+
+    relay_peers: int = 1000
+    relay_s: float = 4.0
+    open_pairs: int = 1000
+    open_rate: float = 5.0
+    open_s: float = 4.0
+    calls_rate: float = 100.0
+    calls_s: float = 4.0
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(relay_peers=40, relay_s=1.0, open_pairs=20, open_s=1.0, calls_rate=20, calls_s=1)
+
+
+def plan(sizes: Sizes) -> list[tuple[str, str, dict[str, Any]]]:
+    """The measurements of one turn: (name, scenario, parameters)."""
+    relay = {"peers": sizes.relay_peers, "duration": sizes.relay_s, "messages": 10**9}
+    return [
+        ("relay_w1", "relay", {**relay, "window": 1, "procs": 1}),
+        ("relay_w8", "relay", {**relay, "window": 8, "procs": 2}),
+        (
+            "openloop",
+            "openloop",
+            {"pairs": sizes.open_pairs, "rates": [sizes.open_rate], "duration": sizes.open_s},
+        ),
+        ("calls", "calls", {"rate": sizes.calls_rate, "duration": sizes.calls_s}),
+    ]
+
+
+def mcp(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mcp_tornado", "--log-level", "INFO", *args]
+
+
+class Emulation:
+    """The emulated hosts of one run and the set-up running on them (one at a time)."""
+
+    def __init__(self, net: HostNet, work: Path, logs: Path) -> None:
+        self.net = net
+        self.work = work
+        self.logs = logs
+        self.host = {name: net.add(name, f"{SUBNET}.{n}") for name, n in ADDRESSES.items()}
+        self.keys = work / "keys"
+        self.static = work / "static"  # the workers serve no client: an empty folder
+        self.static.mkdir(parents=True)
+        for name in ("router", "wa", "wb"):
+            done = subprocess.run(
+                mcp("keys", str(self.keys), "--name", name),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"mcp-tornado keys failed: {done.stderr.strip()}")
+        allowed = self.keys / "allowed"
+        allowed.mkdir()
+        for name in ("wa", "wb"):
+            shutil.copy(self.keys / f"{name}.key", allowed)
+        self.turn = 0
+
+    def _log(self, name: str) -> Path:
+        return self.logs / f"{self.turn:02d}-{name}.log"
+
+    def _wait_log(self, name: str, text: str, count: int, timeout: float = 60) -> None:
+        path = self._log(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = path.read_text(errors="replace") if path.exists() else ""
+            if seen.count(text) >= count:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {text!r} (x{count}) in {path} within {timeout:g} s")
+            time.sleep(0.05)
+
+    def start(self, setup: str) -> tuple[str, str, list[int]]:
+        """Start ``setup`` and wait until it serves: (URL of A, URL of B, server pids)."""
+        self.turn += 1
+        if setup == "one-host":
+            client = self.host["client"]
+            serve = client.spawn(
+                mcp(
+                    "serve", "--workers", "2", "--host", "127.0.0.1", "--port", str(PORT),
+                    "--router-endpoint", f"ipc://{self.work}/router.ipc",
+                    "--static-dir", str(self.static), "--rate-limit", "0",
+                    "--max-connections-per-ip", "0",
+                ),
+                self._log("serve"),
+            )  # fmt: skip
+            self._wait_log("serve", "(shard 0)", 2)  # both workers registered
+            self._wait_log("serve", "open http://", 1)  # and serving
+            url = f"ws://127.0.0.1:{PORT}/ws/signal/"
+            return url, "", [serve.pid]
+        secure = setup != "plain"
+        shards = 2 if setup == "shards2" else 1
+        routers = [self.host[f"router{shard}"] for shard in range(shards)]
+        endpoints = [f"tcp://{host.address}:{ROUTER_PORT}" for host in routers]
+        pids: list[int] = []
+        for shard, (host, endpoint) in enumerate(zip(routers, endpoints, strict=True)):
+            options = ["--bind", endpoint]
+            if shards > 1:
+                options += ["--shard", str(shard), "--shards", str(shards)]
+            if secure:
+                options += ["--curve-secret-key-file", str(self.keys / "router.key_secret")]
+                options += ["--curve-allowed-dir", str(self.keys / "allowed")]
+            else:
+                options += ["--insecure"]
+            pids.append(host.spawn(mcp("router", *options), self._log(f"router{shard}")).pid)
+        for shard in range(shards):
+            self._wait_log(f"router{shard}", "listening on", 1)
+        for name in ("wa", "wb"):
+            host = self.host[name]
+            options = [arg for endpoint in endpoints for arg in ("--router", endpoint)]
+            options += ["--host", host.address, "--port", str(PORT), "--static-dir"]
+            options += [str(self.static), "--rate-limit", "0", "--max-connections-per-ip", "0"]
+            if secure:
+                options += ["--curve-secret-key-file", str(self.keys / f"{name}.key_secret")]
+                options += ["--curve-server-key-file", str(self.keys / "router.key")]
+            else:
+                options += ["--insecure"]
+            pids.append(host.spawn(mcp("worker", *options), self._log(name)).pid)
+        for name in ("wa", "wb"):
+            self._wait_log(name, "serving on", 1)
+            for shard in range(shards):
+                self._wait_log(name, f"(shard {shard})", 1)
+        url_a, url_b = (f"ws://{self.host[n].address}:{PORT}/ws/signal/" for n in ("wa", "wb"))
+        return url_a, url_b, pids
+
+    def stop(self) -> None:
+        for host in self.host.values():
+            host.stop_all()
+
+    def measure(
+        self, setup: str, sizes: Sizes, timeout: float, progress: Callable[[str], None]
+    ) -> list[dict[str, Any]]:
+        """One turn of ``setup``: start it, run the plan from the client host, stop it."""
+        try:
+            url_a, url_b, pids = self.start(setup)
+            progress(f"turn {self.turn}: {setup} ({DESCRIPTIONS[setup]}) serving; measuring")
+            job = {"label": setup, "url": url_a, "url_b": url_b, "pids": pids}
+            job["outside"] = _network_namespace()  # the client refuses to run there
+            job["plan"] = plan(sizes)
+            job_file = self.work / f"turn{self.turn}.json"
+            out_file = self.work / f"turn{self.turn}-runs.json"
+            job_file.write_text(json.dumps(job))
+            client = self.host["client"].spawn(
+                [sys.executable, "-m", "bench.hosts", "client", str(job_file), str(out_file)],
+                self._log("client"),
+                env={"PYTHONPATH": str(REPO)},
+            )
+            try:
+                code = client.wait(timeout)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"turn {self.turn} ({setup}) took over {timeout:g} s") from None
+            if code != 0 or not out_file.exists():
+                raise RuntimeError(
+                    f"turn {self.turn} ({setup}): the client exited {code}, see "
+                    f"{self._log('client')}"
+                )
+            runs: list[dict[str, Any]] = json.loads(out_file.read_text())
+            for run in runs:
+                run["turn"] = self.turn
+            return runs
+        finally:
+            self.stop()
+
+
+def _network_namespace() -> int:
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def client_main(job_file: str, out_file: str) -> int:
+    """Inside the client host: run one turn's plan against its set-up, write the runs."""
+    job = json.loads(Path(job_file).read_text())
+    if _network_namespace() == job["outside"]:
+        print("bench.hosts client runs only inside an emulated host's namespace", file=sys.stderr)
+        return 2
+    from bench import drivers
+    from bench.wsclient import raise_nofile_limit
+
+    raise_nofile_limit()
+    target = drivers.Target(url=job["url"], label=job["label"], server_pid=job["pids"])
+    runs = []
+    for name, scenario, params in job["plan"]:
+        run = drivers.run(scenario, target, progress=False, url_b=job["url_b"], **params)
+        run["test"] = name
+        runs.append(run)
+        print(f"{job['label']} {name}: done", flush=True)
+    Path(out_file).write_text(json.dumps(runs))
+    return 0
+
+
+# ---------------------------------------------------------------------- figures
+@dataclass(frozen=True)
+class Figure:
+    """One figure of the table: which run, where in its metrics, and how to show it."""
+
+    name: str
+    test: str
+    path: tuple[str, ...]
+    unit: str
+    higher_is_better: bool = True
+
+
+FIGURES = (
+    Figure("relay w1 deliveries/s", "relay_w1", ("metrics", "deliveries_per_s"), "/s"),
+    Figure("relay w1 p99", "relay_w1", ("metrics", "latency_ms", "p99"), "ms", False),
+    Figure("relay w8 deliveries/s", "relay_w8", ("metrics", "deliveries_per_s"), "/s"),
+    Figure("relay w8 p99", "relay_w8", ("metrics", "latency_ms", "p99"), "ms", False),
+    Figure("open loop p99", "openloop", ("metrics", "latency_ms", "p99"), "ms", False),
+    Figure("calls set up/s", "calls", ("metrics", "calls_per_s"), "/s"),
+    Figure("call set-up p99", "calls", ("metrics", "setup_ms", "p99"), "ms", False),
+    Figure("w8: router CPU %", "relay_w8", ("server", "cpu_pct_by_label", "router"), "%", False),
+    Figure("w8: workers CPU %", "relay_w8", ("server", "cpu_pct_by_label", "worker"), "%", False),
+    Figure("calls: router CPU %", "calls", ("server", "cpu_pct_by_label", "router"), "%", False),
+    Figure("calls: workers CPU %", "calls", ("server", "cpu_pct_by_label", "worker"), "%", False),
+)
+
+
+def _dig(run: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    value: Any = run
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+@dataclass
+class Summary:
+    """Per set-up and figure, the mean over its turns (and each turn's value)."""
+
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, runs: list[dict[str, Any]]) -> Summary:
+        summary = cls()
+        for run in runs:
+            for figure in FIGURES:
+                if run["test"] != figure.test:
+                    continue
+                value = _dig(run, figure.path)
+                if value is not None and value == value:  # NaN: nothing measured
+                    by_setup = summary.values.setdefault(run["label"], {})
+                    by_setup.setdefault(figure.name, []).append(value)
+        return summary
+
+    def mean(self, setup: str, figure: str) -> float | None:
+        values = self.values.get(setup, {}).get(figure)
+        return statistics.fmean(values) if values else None
+
+    def ratios(self) -> dict[str, dict[str, float | None]]:
+        out: dict[str, dict[str, float | None]] = {}
+        for name, top, bottom in RATIOS:
+            out[name] = {}
+            for figure in FIGURES:
+                a, b = self.mean(top, figure.name), self.mean(bottom, figure.name)
+                out[name][figure.name] = a / b if a is not None and b else None
+        return out
+
+
+def capacity(summary: Summary, setup: str = "hosts") -> dict[str, float | None]:
+    """What one router shard and one worker carried in ``setup``, and their CPU for it.
+
+    Closed loop at window 8: every delivery crossed the router once and two
+    workers (received on A's, sent on B's), so a worker handled the deliveries
+    at half the workers' CPU.  Calls: per call set up, CPU milliseconds.
+    """
+    deliveries = summary.mean(setup, "relay w8 deliveries/s")
+    router_w8 = summary.mean(setup, "w8: router CPU %")
+    workers_w8 = summary.mean(setup, "w8: workers CPU %")
+    calls = summary.mean(setup, "calls set up/s")
+    router_calls = summary.mean(setup, "calls: router CPU %")
+    workers_calls = summary.mean(setup, "calls: workers CPU %")
+
+    def per(value: float | None, cpu: float | None, scale: float) -> float | None:
+        return value * scale / cpu if value and cpu else None
+
+    def ms_each(cpu: float | None, count: float | None, share: float) -> float | None:
+        return cpu / 100 * 1000 * share / count if cpu and count else None
+
+    return {
+        "messages_per_s": deliveries,
+        "router_cpu_pct": router_w8,
+        "worker_cpu_pct": workers_w8 / 2 if workers_w8 else None,
+        "router_us_per_message": ms_each(router_w8, deliveries, 1000.0),
+        "worker_us_per_message": ms_each(workers_w8, deliveries, 500.0),
+        "router_messages_per_core_s": per(deliveries, router_w8, 100.0),
+        "worker_messages_per_core_s": per(deliveries, workers_w8, 200.0),
+        "calls_per_s": calls,
+        "router_cpu_ms_per_call": ms_each(router_calls, calls, 1.0),
+        "worker_cpu_ms_per_call": ms_each(workers_calls, calls, 0.5),
+        "router_calls_per_core_s": per(calls, router_calls, 100.0),
+        "worker_calls_per_core_s": per(calls, workers_calls, 200.0),
+    }
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if unit in ("ms", "x"):
+        return f"{value:.2f}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
+def markdown(summary: Summary, runs: list[dict[str, Any]], order: list[str]) -> str:
+    """The result table (means over the turns), the ratios and the capacity arithmetic."""
+    present = [s for s in SETUPS if s in summary.values]
+    ratios = summary.ratios()
+    head = ["figure", *(f"{s}" for s in present), *ratios]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for figure in FIGURES:
+        cells = [f"{figure.name} ({figure.unit})"]
+        cells += [_fmt(summary.mean(s, figure.name), figure.unit) for s in present]
+        cells += [_fmt(ratios[r][figure.name], "x") for r in ratios]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Set-ups: " + "; ".join(f"{s}: {DESCRIPTIONS[s]}" for s in present) + ".")
+    lines.append(
+        f"Turns: {' '.join(order)}; each figure is the mean over its turns. Ratios are "
+        "left / right set-up (p99 and CPU: above 1 is worse). CPU: percent of one core "
+        "over the measuring phase, the client on the same cores."
+    )
+    lost = sum(int(run["metrics"].get("lost", 0)) for run in runs)
+    reordered = sum(int(run["metrics"].get("reordered", 0)) for run in runs)
+    failed = sum(int(run["metrics"].get("failed", 0)) for run in runs)
+    lines.append(f"Lost: {lost}, reordered: {reordered}, failed calls: {failed}.")
+    cap = capacity(summary)
+    if cap["messages_per_s"] is not None:
+        lines += [
+            "",
+            "Capacity (set-up `hosts`): one router shard carried "
+            f"{_fmt(cap['messages_per_s'])} messages/s at {_fmt(cap['router_cpu_pct'])} % CPU "
+            f"({_fmt(cap['router_us_per_message'], 'ms')} us each, "
+            f"{_fmt(cap['router_messages_per_core_s'])}/s per core); one worker "
+            f"{_fmt(cap['messages_per_s'])} messages/s in or out at "
+            f"{_fmt(cap['worker_cpu_pct'])} % ({_fmt(cap['worker_us_per_message'], 'ms')} us "
+            f"each, {_fmt(cap['worker_messages_per_core_s'])}/s per core). Calls: "
+            f"{_fmt(cap['calls_per_s'])}/s set up, router "
+            f"{_fmt(cap['router_cpu_ms_per_call'], 'ms')} ms CPU per call "
+            f"({_fmt(cap['router_calls_per_core_s'])}/s per core), a worker "
+            f"{_fmt(cap['worker_cpu_ms_per_call'], 'ms')} ms "
+            f"({_fmt(cap['worker_calls_per_core_s'])}/s per core).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------- the run
+def turn_order(rounds: int) -> list[str]:
+    """``A B C D`` then, for a second round, ``D C B A`` (and so on, alternating)."""
+    order: list[str] = []
+    for n in range(rounds):
+        order += list(SETUPS) if n % 2 == 0 else list(reversed(SETUPS))
+    return order
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run like Ctrl-C: through ``finally``, which cleans up."""
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(args: argparse.Namespace) -> int:
+    problem = why_unavailable()
+    if problem is not None:
+        print(f"bench hosts: {problem}", file=sys.stderr)
+        return 2
+    sizes = Sizes.quick() if args.quick else Sizes()
+    order = turn_order(args.rounds)
+    out_dir = Path(args.out_dir).resolve()
+    logs = out_dir / "logs"  # this run's only: a log of an earlier one would fake readiness
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    work = out_dir / "work"  # keys and sockets: removed at the end
+    shutil.rmtree(work, ignore_errors=True)
+    runs: list[dict[str, Any]] = []
+
+    def say(line: str) -> None:
+        if not args.no_progress:
+            print(f"bench hosts: {line}", file=sys.stderr, flush=True)
+
+    with _terminate_as_exit():
+        net = HostNet(prefix=PREFIX, link_prefix=LINK_PREFIX)
+        print(f"bench hosts: network {net.suffix}, work folder {work}", flush=True)
+        try:
+            emulation = Emulation(net, work, logs)
+            for setup in order:
+                runs += emulation.measure(setup, sizes, args.timeout, say)
+        except RuntimeError as exc:  # a set-up that did not start, a client that failed
+            print(f"bench hosts: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            net.close()
+            shutil.rmtree(work, ignore_errors=True)
+    summary = Summary.of(runs)
+    table = markdown(summary, runs, order)
+    result = {
+        "format": "mcp-bench-hosts/1",
+        "order": order,
+        "sizes": dataclasses.asdict(sizes),
+        "network": net.suffix,
+        "means": {s: {f: summary.mean(s, f) for f in summary.values[s]} for s in summary.values},
+        "turns": summary.values,
+        "ratios": summary.ratios(),
+        "capacity": capacity(summary),
+        "runs": runs,
+    }
+    (out_dir / "hosts.json").write_text(json.dumps(result, indent=1, default=str))
+    (out_dir / "hosts.md").write_text(table)
+    print(table, end="")
+    print(f"results: {out_dir / 'hosts.json'}, {out_dir / 'hosts.md'}")
+    failed = False
+    for run in runs:
+        for problem in report.problems(run):
+            failed = True
+            print(f"bench: FAILED [{run['label']} {run['test']}]: {problem}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    """The ``hosts`` subcommand of ``python -m bench``."""
+    p = sub.add_parser(
+        "hosts",
+        help="across emulated hosts vs one host, CURVE vs plain, 2 router shards vs 1 (root)",
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=formatter,
+    )
+    p.add_argument("--out-dir", default="bench/results/hosts", help="JSON, markdown, logs")
+    p.add_argument("--quick", action="store_true", help="small sizes (a smoke run, ~1-2 min)")
+    p.add_argument(
+        "--rounds", type=int, default=2, help="turns per set-up, alternating order (ABCD DCBA)"
+    )
+    p.add_argument("--timeout", type=float, default=600.0, help="limit per turn, seconds")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "client":
+        sys.exit(client_main(sys.argv[2], sys.argv[3]))
+    sys.exit("usage: python -m bench.hosts client JOB OUT (internal: use python -m bench hosts)")
