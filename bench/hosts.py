@@ -140,39 +140,55 @@ class Emulation:
         for name in ("wa", "wb"):
             shutil.copy(self.keys / f"{name}.key", allowed)
         self.turn = 0
+        self.servers: dict[str, subprocess.Popen[bytes]] = {}  # this turn's, by log name
 
     def _log(self, name: str) -> Path:
         return self.logs / f"{self.turn:02d}-{name}.log"
 
     def _wait_log(self, name: str, text: str, count: int, timeout: float = 60) -> None:
+        """Wait until ``text`` is ``count`` times in ``name``'s log, while all still run."""
         path = self._log(name)
         deadline = time.monotonic() + timeout
         while True:
             seen = path.read_text(errors="replace") if path.exists() else ""
             if seen.count(text) >= count:
                 return
+            for server, process in self.servers.items():
+                if process.poll() is not None:  # refused its settings, port taken ...
+                    said = self._log(server).read_text(errors="replace").strip().splitlines()
+                    raise RuntimeError(
+                        f"{server} exited {process.returncode} while starting: "
+                        f"{(said or ['(no output)'])[-1]}"
+                    )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no {text!r} (x{count}) in {path} within {timeout:g} s")
             time.sleep(0.05)
 
+    def _spawn(self, host: str, name: str, argv: list[str]) -> int:
+        """Start a server process on ``host`` (its log: ``name``); its pid."""
+        process = self.host[host].spawn(argv, self._log(name))
+        self.servers[name] = process
+        return process.pid
+
     def start(self, setup: str) -> tuple[str, str, list[int]]:
         """Start ``setup`` and wait until it serves: (URL of A, URL of B, server pids)."""
         self.turn += 1
+        self.servers = {}
         if setup == "one-host":
-            client = self.host["client"]
-            serve = client.spawn(
+            serve = self._spawn(
+                "client",
+                "serve",
                 mcp(
                     "serve", "--workers", "2", "--host", "127.0.0.1", "--port", str(PORT),
                     "--router-endpoint", f"ipc://{self.work}/router.ipc",
                     "--static-dir", str(self.static), "--rate-limit", "0",
                     "--max-connections-per-ip", "0",
                 ),
-                self._log("serve"),
             )  # fmt: skip
             self._wait_log("serve", "(shard 0)", 2)  # both workers registered
             self._wait_log("serve", "open http://", 1)  # and serving
             url = f"ws://127.0.0.1:{PORT}/ws/signal/"
-            return url, "", [serve.pid]
+            return url, "", [serve]
         secure = setup != "plain"
         shards = 2 if setup == "shards2" else 1
         routers = [self.host[f"router{shard}"] for shard in range(shards)]
@@ -187,7 +203,7 @@ class Emulation:
                 options += ["--curve-allowed-dir", str(self.keys / "allowed")]
             else:
                 options += ["--insecure"]
-            pids.append(host.spawn(mcp("router", *options), self._log(f"router{shard}")).pid)
+            pids.append(self._spawn(host.name, f"router{shard}", mcp("router", *options)))
         for shard in range(shards):
             self._wait_log(f"router{shard}", "listening on", 1)
         for name in ("wa", "wb"):
@@ -200,7 +216,7 @@ class Emulation:
                 options += ["--curve-server-key-file", str(self.keys / "router.key")]
             else:
                 options += ["--insecure"]
-            pids.append(host.spawn(mcp("worker", *options), self._log(name)).pid)
+            pids.append(self._spawn(name, name, mcp("worker", *options)))
         for name in ("wa", "wb"):
             self._wait_log(name, "serving on", 1)
             for shard in range(shards):

@@ -141,6 +141,22 @@ class Host:
             process.wait(10)
         self.processes.clear()
 
+    def kill_strays(self, timeout: float = 10) -> None:
+        """SIGKILL whatever still runs in this namespace (``ip netns pids``).
+
+        A process :meth:`stop_all` does not know: one whose ``spawn`` was cut
+        short by Ctrl-C or SIGTERM after it started, or a child that left its
+        process group.
+        """
+        deadline = time.monotonic() + timeout
+        while pids := _ip("netns", "pids", self.namespace, check=False).stdout.split():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+
 
 class HostNet:
     """A bridge and the hosts plugged into it; :meth:`close` removes all of it."""
@@ -221,6 +237,7 @@ class HostNet:
         for host in self.hosts:
             host.stop_all()
         for host in self.hosts:
+            host.kill_strays()
             _ip("netns", "del", host.namespace, check=False)
             _ip("link", "del", host.cable, check=False)  # gone with its namespace's end, usually
         _ip("link", "del", self.bridge, check=False)
