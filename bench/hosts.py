@@ -1,4 +1,4 @@
-"""``python -m bench hosts``: the relay across emulated hosts vs one host, CURVE vs plain, 1 shard vs 2.
+"""``python -m bench hosts``: across emulated hosts vs one host, CURVE vs plain, 2 shards vs 1.
 
 Root only (it builds network namespaces, see bench/netns.py).  One run builds
 emulated hosts on a private bridge (``10.204.0.0/24``, addresses that exist
@@ -347,6 +347,15 @@ class Summary:
         values = self.values.get(setup, {}).get(figure)
         return statistics.fmean(values) if values else None
 
+    def spread(self, figure: str) -> float | None:
+        """The widest max/min over one set-up's turns: how far to trust a ratio."""
+        spreads = [
+            max(values) / min(values)
+            for by_figure in self.values.values()
+            if len(values := by_figure.get(figure, [])) > 1 and min(values) > 0
+        ]
+        return max(spreads) if spreads else None
+
     def ratios(self) -> dict[str, dict[str, float | None]]:
         out: dict[str, dict[str, float | None]] = {}
         for name, top, bottom in RATIOS:
@@ -401,11 +410,13 @@ def _fmt(value: float | None, unit: str = "") -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
 
 
-def markdown(summary: Summary, runs: list[dict[str, Any]], order: list[str]) -> str:
+def markdown(
+    summary: Summary, runs: list[dict[str, Any]], order: list[str], load: tuple[float, float]
+) -> str:
     """The result table (means over the turns), the ratios and the capacity arithmetic."""
     present = [s for s in SETUPS if s in summary.values]
     ratios = summary.ratios()
-    head = ["figure", *(f"{s}" for s in present), *ratios]
+    head = ["figure", *present, *ratios, "turn spread"]
     lines = [
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -414,13 +425,17 @@ def markdown(summary: Summary, runs: list[dict[str, Any]], order: list[str]) -> 
         cells = [f"{figure.name} ({figure.unit})"]
         cells += [_fmt(summary.mean(s, figure.name), figure.unit) for s in present]
         cells += [_fmt(ratios[r][figure.name], "x") for r in ratios]
+        cells.append(_fmt(summary.spread(figure.name), "x"))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Set-ups: " + "; ".join(f"{s}: {DESCRIPTIONS[s]}" for s in present) + ".")
     lines.append(
         f"Turns: {' '.join(order)}; each figure is the mean over its turns. Ratios are "
-        "left / right set-up (p99 and CPU: above 1 is worse). CPU: percent of one core "
-        "over the measuring phase, the client on the same cores."
+        "left / right set-up (p99 and CPU: above 1 is worse); turn spread: the widest "
+        "max/min over one set-up's turns (a ratio closer to 1 than that is noise). CPU: "
+        "percent of one core over the measuring phase, the client on the same cores; "
+        f"1-minute load average {load[0]:.2f} at the start, {load[1]:.2f} at the end "
+        f"({os.cpu_count()} cores)."
     )
     lost = sum(int(run["metrics"].get("lost", 0)) for run in runs)
     reordered = sum(int(run["metrics"].get("reordered", 0)) for run in runs)
@@ -489,6 +504,7 @@ def main(args: argparse.Namespace) -> int:
         if not args.no_progress:
             print(f"bench hosts: {line}", file=sys.stderr, flush=True)
 
+    load_before = os.getloadavg()[0]  # other work on the machine skews every figure
     with _terminate_as_exit():
         net = HostNet(prefix=PREFIX, link_prefix=LINK_PREFIX)
         print(f"bench hosts: network {net.suffix}, work folder {work}", flush=True)
@@ -503,12 +519,14 @@ def main(args: argparse.Namespace) -> int:
             net.close()
             shutil.rmtree(work, ignore_errors=True)
     summary = Summary.of(runs)
-    table = markdown(summary, runs, order)
+    load = (load_before, os.getloadavg()[0])
+    table = markdown(summary, runs, order, load)
     result = {
         "format": "mcp-bench-hosts/1",
         "order": order,
         "sizes": dataclasses.asdict(sizes),
         "network": net.suffix,
+        "load_average_1min": load,
         "means": {s: {f: summary.mean(s, f) for f in summary.values[s]} for s in summary.values},
         "turns": summary.values,
         "ratios": summary.ratios(),
