@@ -235,9 +235,14 @@ class Emulation:
         try:
             url_a, url_b, pids = self.start(setup)
             progress(f"turn {self.turn}: {setup} ({DESCRIPTIONS[setup]}) serving; measuring")
-            job = {"label": setup, "url": url_a, "url_b": url_b, "pids": pids}
-            job["outside"] = _network_namespace()  # the client refuses to run there
-            job["plan"] = plan(sizes)
+            job = {
+                "label": setup,
+                "url": url_a,
+                "url_b": url_b,
+                "pids": pids,
+                "outside": _network_namespace(),  # the client refuses to run there
+                "plan": plan(sizes),
+            }
             job_file = self.work / f"turn{self.turn}.json"
             out_file = self.work / f"turn{self.turn}-runs.json"
             job_file.write_text(json.dumps(job))

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -270,7 +271,7 @@ def test_url_b_puts_every_b_on_the_other_worker(scenario: str, tmp_path: Path) -
     cluster = Cluster(tmp_path, workers=2, worker_args=("--rate-limit", "0")).start()
     try:
         split = drivers.Target(url=cluster.url(None, 0), label="split", server_pid=None)
-        params: dict[str, object] = {"pairs": 10, "duration": 1.0, "progress": False}
+        params: dict[str, Any] = {"pairs": 10, "duration": 1.0, "progress": False}
         if scenario == "relay":
             params |= {"messages": 50, "window": 2}
         else:
