@@ -294,39 +294,60 @@ def client_main(job_file: str, out_file: str) -> int:
 
 
 # ---------------------------------------------------------------------- figures
-@dataclass(frozen=True)
-class Figure:
-    """One figure of the table: which run, where in its metrics, and how to show it."""
-
-    name: str
-    test: str
-    path: tuple[str, ...]
-    unit: str
-    higher_is_better: bool = True
-
-
-FIGURES = (
-    Figure("relay w1 deliveries/s", "relay_w1", ("metrics", "deliveries_per_s"), "/s"),
-    Figure("relay w1 p99", "relay_w1", ("metrics", "latency_ms", "p99"), "ms", False),
-    Figure("relay w8 deliveries/s", "relay_w8", ("metrics", "deliveries_per_s"), "/s"),
-    Figure("relay w8 p99", "relay_w8", ("metrics", "latency_ms", "p99"), "ms", False),
-    Figure("open loop p99", "openloop", ("metrics", "latency_ms", "p99"), "ms", False),
-    Figure("calls set up/s", "calls", ("metrics", "calls_per_s"), "/s"),
-    Figure("call set-up p99", "calls", ("metrics", "setup_ms", "p99"), "ms", False),
-    Figure("w8: router CPU %", "relay_w8", ("server", "cpu_pct_by_label", "router"), "%", False),
-    Figure("w8: workers CPU %", "relay_w8", ("server", "cpu_pct_by_label", "worker"), "%", False),
-    Figure("calls: router CPU %", "calls", ("server", "cpu_pct_by_label", "router"), "%", False),
-    Figure("calls: workers CPU %", "calls", ("server", "cpu_pct_by_label", "worker"), "%", False),
-)
-
-
-def _dig(run: dict[str, Any], path: tuple[str, ...]) -> float | None:
+def _dig(run: dict[str, Any], *path: str) -> float | None:
     value: Any = run
     for key in path:
         if not isinstance(value, dict) or key not in value:
             return None
         value = value[key]
-    return float(value) if isinstance(value, (int, float)) else None
+    return float(value) if isinstance(value, (int, float)) and value == value else None
+
+
+def _cost(label: str, per: str, scale: float) -> Callable[[dict[str, Any]], float | None]:
+    """CPU of ``label`` processes per unit of ``per`` (a rate): less swayed by other load."""
+
+    def cost(run: dict[str, Any]) -> float | None:
+        cpu, rate = _dig(run, "server", "cpu_pct_by_label", label), _dig(run, "metrics", per)
+        return cpu / 100 * scale / rate if cpu is not None and rate else None
+
+    return cost
+
+
+def _at(*path: str) -> Callable[[dict[str, Any]], float | None]:
+    return lambda run: _dig(run, *path)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of the table: from which run of a turn, and how it is read from it."""
+
+    name: str
+    test: str
+    read: Callable[[dict[str, Any]], float | None]
+    unit: str
+
+
+FIGURES = (
+    Figure("relay w1 deliveries/s", "relay_w1", _at("metrics", "deliveries_per_s"), "/s"),
+    Figure("relay w1 p99", "relay_w1", _at("metrics", "latency_ms", "p99"), "ms"),
+    Figure("relay w8 deliveries/s", "relay_w8", _at("metrics", "deliveries_per_s"), "/s"),
+    Figure("relay w8 p99", "relay_w8", _at("metrics", "latency_ms", "p99"), "ms"),
+    Figure("open loop p99", "openloop", _at("metrics", "latency_ms", "p99"), "ms"),
+    Figure("calls set up/s", "calls", _at("metrics", "calls_per_s"), "/s"),
+    Figure("call set-up p99", "calls", _at("metrics", "setup_ms", "p99"), "ms"),
+    Figure("w8: router CPU %", "relay_w8", _at("server", "cpu_pct_by_label", "router"), "%"),
+    Figure("w8: workers CPU %", "relay_w8", _at("server", "cpu_pct_by_label", "worker"), "%"),
+    Figure(
+        "w8: router CPU per delivery", "relay_w8", _cost("router", "deliveries_per_s", 1e6), "us"
+    ),
+    Figure(
+        "w8: workers CPU per delivery", "relay_w8", _cost("worker", "deliveries_per_s", 1e6), "us"
+    ),
+    Figure("calls: router CPU %", "calls", _at("server", "cpu_pct_by_label", "router"), "%"),
+    Figure("calls: workers CPU %", "calls", _at("server", "cpu_pct_by_label", "worker"), "%"),
+    Figure("calls: router CPU per call", "calls", _cost("router", "calls_per_s", 1e3), "ms"),
+    Figure("calls: workers CPU per call", "calls", _cost("worker", "calls_per_s", 1e3), "ms"),
+)
 
 
 @dataclass
@@ -342,8 +363,8 @@ class Summary:
             for figure in FIGURES:
                 if run["test"] != figure.test:
                     continue
-                value = _dig(run, figure.path)
-                if value is not None and value == value:  # NaN: nothing measured
+                value = figure.read(run)
+                if value is not None:
                     by_setup = summary.values.setdefault(run["label"], {})
                     by_setup.setdefault(figure.name, []).append(value)
         return summary
@@ -375,42 +396,38 @@ def capacity(summary: Summary, setup: str = "hosts") -> dict[str, float | None]:
     """What one router shard and one worker carried in ``setup``, and their CPU for it.
 
     Closed loop at window 8: every delivery crossed the router once and two
-    workers (received on A's, sent on B's), so a worker handled the deliveries
-    at half the workers' CPU.  Calls: per call set up, CPU milliseconds.
+    workers (received on A's, sent on B's), so one worker spent half the
+    workers' CPU per delivery.  Calls (open loop, 2 joins, an offer, an answer,
+    16 candidates, 2 leaves each; every call touches both workers): CPU
+    milliseconds per call, the idle cost (heartbeats) included.  Per core: what
+    one fully busy core would carry at that cost.
     """
-    deliveries = summary.mean(setup, "relay w8 deliveries/s")
-    router_w8 = summary.mean(setup, "w8: router CPU %")
-    workers_w8 = summary.mean(setup, "w8: workers CPU %")
-    calls = summary.mean(setup, "calls set up/s")
-    router_calls = summary.mean(setup, "calls: router CPU %")
-    workers_calls = summary.mean(setup, "calls: workers CPU %")
-
-    def per(value: float | None, cpu: float | None, scale: float) -> float | None:
-        return value * scale / cpu if value and cpu else None
-
-    def ms_each(cpu: float | None, count: float | None, share: float) -> float | None:
-        return cpu / 100 * 1000 * share / count if cpu and count else None
-
+    router_us = summary.mean(setup, "w8: router CPU per delivery")
+    workers_us = summary.mean(setup, "w8: workers CPU per delivery")
+    router_ms = summary.mean(setup, "calls: router CPU per call")
+    workers_ms = summary.mean(setup, "calls: workers CPU per call")
+    worker_us = workers_us / 2 if workers_us else None
+    worker_ms = workers_ms / 2 if workers_ms else None
     return {
-        "messages_per_s": deliveries,
-        "router_cpu_pct": router_w8,
-        "worker_cpu_pct": workers_w8 / 2 if workers_w8 else None,
-        "router_us_per_message": ms_each(router_w8, deliveries, 1000.0),
-        "worker_us_per_message": ms_each(workers_w8, deliveries, 500.0),
-        "router_messages_per_core_s": per(deliveries, router_w8, 100.0),
-        "worker_messages_per_core_s": per(deliveries, workers_w8, 200.0),
-        "calls_per_s": calls,
-        "router_cpu_ms_per_call": ms_each(router_calls, calls, 1.0),
-        "worker_cpu_ms_per_call": ms_each(workers_calls, calls, 0.5),
-        "router_calls_per_core_s": per(calls, router_calls, 100.0),
-        "worker_calls_per_core_s": per(calls, workers_calls, 200.0),
+        "messages_per_s": summary.mean(setup, "relay w8 deliveries/s"),
+        "router_cpu_pct": summary.mean(setup, "w8: router CPU %"),
+        "worker_cpu_pct": (summary.mean(setup, "w8: workers CPU %") or 0) / 2 or None,
+        "router_us_per_message": router_us,
+        "worker_us_per_message": worker_us,
+        "router_messages_per_core_s": 1e6 / router_us if router_us else None,
+        "worker_messages_per_core_s": 1e6 / worker_us if worker_us else None,
+        "calls_per_s": summary.mean(setup, "calls set up/s"),
+        "router_cpu_ms_per_call": router_ms,
+        "worker_cpu_ms_per_call": worker_ms,
+        "router_calls_per_core_s": 1e3 / router_ms if router_ms else None,
+        "worker_calls_per_core_s": 1e3 / worker_ms if worker_ms else None,
     }
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
-    if unit in ("ms", "x"):
+    if unit in ("ms", "us", "x"):
         return f"{value:.2f}"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
 
