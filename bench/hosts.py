@@ -24,9 +24,10 @@ sampled (bench/procmon.py) over each measuring phase.
 
 Written to ``--out-dir``: ``hosts.json`` (every run, the summary and the
 ratios: across hosts / one host, CURVE / plain, 2 shards / 1 shard),
-``hosts.md`` (the tables) and ``logs/`` (every process's output).  Everything
-it made is removed afterwards, also on failure, Ctrl-C or SIGTERM: processes,
-namespaces, links, the keys.  Exit 0 when every run was clean (nothing lost,
+``hosts.md`` (the tables) and ``logs/`` (every process's output); keys and
+sockets live in a private temporary folder.  Everything it made is removed
+afterwards, also on failure, Ctrl-C or SIGTERM: processes, namespaces, links,
+the keys.  Exit 0 when every run was clean (nothing lost,
 reordered, duplicated or failed), 1 otherwise, 2 when it cannot run here.
 
 ``python -m bench.hosts client PLAN OUT`` is its internal half: the scenarios
@@ -46,6 +47,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -512,14 +514,18 @@ def main(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"bench hosts: {problem}", file=sys.stderr)
         return 2
+    if args.rounds < 1:
+        print("bench hosts: --rounds must be 1 or more", file=sys.stderr)
+        return 2
     sizes = Sizes.quick() if args.quick else Sizes()
     order = turn_order(args.rounds)
     out_dir = Path(args.out_dir).resolve()
     logs = out_dir / "logs"  # this run's only: a log of an earlier one would fake readiness
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
-    work = out_dir / "work"  # keys and sockets: removed at the end
-    shutil.rmtree(work, ignore_errors=True)
+    # Keys and the ipc:// socket: private (0700), short (a socket path has ~100 characters at
+    # most), removed at the end.
+    work = Path(tempfile.mkdtemp(prefix=PREFIX))
     runs: list[dict[str, Any]] = []
 
     def say(line: str) -> None:
@@ -537,6 +543,9 @@ def main(args: argparse.Namespace) -> int:
         except RuntimeError as exc:  # a set-up that did not start, a client that failed
             print(f"bench hosts: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("bench hosts: interrupted; everything it started is removed", file=sys.stderr)
+            return 130
         finally:
             net.close()
             shutil.rmtree(work, ignore_errors=True)

@@ -29,26 +29,23 @@ problem = why_unavailable()
 pytestmark = pytest.mark.skipif(problem is not None, reason=problem or "")
 
 
-def bench_hosts(out_dir: Path, *extra: str, env: dict[str, str] | None = None) -> list[str]:
+def bench_hosts(out_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "bench", "hosts", "--out-dir", str(out_dir), *extra]
 
 
-def network_of(stdout: str) -> str:
-    found = re.search(r"bench hosts: network ([0-9a-f]{6}),", stdout)
+def assert_nothing_left(stdout: str) -> None:
+    """No namespace, link or process of the run whose first line is in ``stdout``; no keys."""
+    found = re.search(r"bench hosts: network ([0-9a-f]{6}), work folder (\S+)", stdout)
     assert found, stdout
-    return found.group(1)
-
-
-def assert_nothing_left(network: str, out_dir: Path) -> None:
+    network, work = found.groups()
     left = leftovers({network}, prefix=hosts.PREFIX, link_prefix=hosts.LINK_PREFIX)
     assert not left, f"namespaces or links left: {left}"
-    mine = str(out_dir)
-    running = []
+    running = []  # every server and client names a file in the work folder
     for process in psutil.process_iter(["pid", "cmdline"]):
-        if any(mine in part for part in process.info["cmdline"] or []):
+        if any(work in part for part in process.info["cmdline"] or []):
             running.append(process.info)
     assert not running, f"processes left: {running}"
-    assert not (out_dir / "work").exists(), "the keys and sockets were not removed"
+    assert not Path(work).exists(), "the keys and sockets were not removed"
 
 
 def test_a_quick_run_measures_every_figure_of_every_set_up_and_leaves_nothing(
@@ -64,7 +61,7 @@ def test_a_quick_run_measures_every_figure_of_every_set_up_and_leaves_nothing(
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert_nothing_left(network_of(done.stdout), out_dir)
+    assert_nothing_left(done.stdout)
     result: dict[str, Any] = json.loads((out_dir / "hosts.json").read_text())
     assert result["order"] == ["hosts", "plain", "one-host", "shards2"]
     for setup in hosts.SETUPS:
@@ -106,7 +103,7 @@ def test_a_server_that_cannot_start_ends_the_run_with_one_line_and_leaves_nothin
     assert done.returncode == 1, done.stdout + done.stderr
     assert "router0 exited 2 while starting" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
-    assert_nothing_left(network_of(done.stdout), out_dir)
+    assert_nothing_left(done.stdout)
 
 
 def test_sigterm_in_the_middle_of_a_turn_removes_everything(tmp_path: Path) -> None:
@@ -133,4 +130,4 @@ def test_sigterm_in_the_middle_of_a_turn_removes_everything(tmp_path: Path) -> N
             run.kill()
             run.communicate()
     assert run.returncode == 128 + signal.SIGTERM, stderr
-    assert_nothing_left(network_of(stdout), out_dir)
+    assert_nothing_left(stdout)
