@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import drivers, plots, report
+from bench import drivers, hosts, plots, report
 from bench.compare import COMPARE_TESTS, also_option, resolve_command, skip_option, tests_option
 from bench.procmon import SpawnedServer, check_loopback
 from bench.wsclient import raise_nofile_limit, set_tls_trust
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     _tls_options(p)
 
+    hosts.add_parser(sub, HelpFormatter)
+
     p = sub.add_parser(
         "report",
         help="markdown tables (and plots) again from a compare.json",
@@ -357,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench import compare
 
         return compare.main(args)
+    if cmd == "hosts":
+        return hosts.main(args)
     if cmd == "report":
         from bench import compare
 

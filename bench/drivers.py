@@ -35,7 +35,7 @@ class Target:
 
     url: str
     label: str
-    server_pid: int | None = None
+    server_pid: int | list[int] | None = None  # several: processes on several (emulated) hosts
     metrics_url: str | None = None  # the server's Prometheus /metrics: its counts are checked
 
     def tree(self) -> ProcTree | None:
@@ -256,6 +256,12 @@ def _idle(out: RunOutput, params: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the table
+URL_B_HELP = (
+    "B's endpoint when it must not be --url's, e.g. another worker's port "
+    "(with serve --workers N on one port the kernel picks the worker); empty: --url"
+)
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One scenario. ``params``: every parameter with its default, in the order results
@@ -286,6 +292,7 @@ SCENARIOS: dict[str, Scenario] = {
             "concurrency": 200,
             "setup_timeout": 30.0,
             "drain_timeout": 5.0,
+            "url_b": "",
         },
         options={
             "peers": "peers, comma list (sweep)",
@@ -293,6 +300,7 @@ SCENARIOS: dict[str, Scenario] = {
             "messages": "max messages per pair",
             "duration": "seconds of sending",
             "concurrency": "connects in flight per proc",
+            "url_b": URL_B_HELP,
         },
         phases=lambda p: ["measure", "closing"],
         summarise=_relay,
@@ -310,6 +318,7 @@ SCENARIOS: dict[str, Scenario] = {
             "concurrency": 200,
             "setup_timeout": 30.0,
             "drain_timeout": 5.0,
+            "url_b": "",
         },
         options={
             "pairs": "pairs of peers",
@@ -317,6 +326,7 @@ SCENARIOS: dict[str, Scenario] = {
             "duration": "seconds per rate",
             "stop_p99_ms": "stop a sweep once p99 > 2x this (ms)",
             "concurrency": "connects in flight per proc",
+            "url_b": URL_B_HELP,
         },
         phases=lambda p: [f"{r:g}/s" for r in p["rates"]] + ["closing"],
         summarise=_openloop,
@@ -358,9 +368,7 @@ SCENARIOS: dict[str, Scenario] = {
             "rate": "calls started per second (all client processes together)",
             "duration": "seconds of starting calls",
             "call_timeout": "seconds a call may take to be set up (else it failed)",
-            "url_b": "B's endpoint when it must not be --url's, e.g. another worker's port "
-            "(with serve --workers N on one port the kernel picks the worker); "
-            "empty: --url",
+            "url_b": URL_B_HELP,
         },
         phases=lambda p: ["calls", "closing"],
         summarise=_calls,

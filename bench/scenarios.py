@@ -219,14 +219,16 @@ class Pair:
             self.exchanged.set_result(None)
 
     # ------------------------------------------------------------------ set-up
-    async def connect(self, base_url: str, timeout: float) -> None:
+    async def connect(self, base_url: str, timeout: float, base_url_b: str = "") -> None:
+        """A joins at ``base_url``, then B at ``base_url_b`` (another worker) or the same."""
         url = room_url(base_url, self.room)
         self.ready = self.loop.create_future()
         self.exchanged = self.loop.create_future()
         self._reset_exchange()
         self.room_full = False
         self.a = await connect_peer(url, self, 0, timeout)
-        self.b = await connect_peer(url, self, 1, timeout)
+        url_b = room_url(base_url_b, self.room) if base_url_b else url
+        self.b = await connect_peer(url_b, self, 1, timeout)
 
     async def handshake(self, timeout: float) -> bool:
         """Ping-pong until B answers A (both joined), then offer/answer/candidates."""
@@ -366,7 +368,7 @@ class PairSet:
         async def one(pair: Pair) -> None:
             async with sem:
                 try:
-                    await pair.connect(self.ctx.url, timeout)
+                    await pair.connect(self.ctx.url, timeout, self.ctx.params.get("url_b", ""))
                 except Exception as exc:
                     stats.errors[error_kind(exc)] += 1
                     return

@@ -7,12 +7,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bench import drivers
 from bench.compare import resolve_command
 from bench.procmon import SpawnedServer
+from tests.support import Cluster, free_port
 
 SERVERS = ["reference_relay", "mcp_server"]
 REPO = Path(__file__).resolve().parents[2]
@@ -261,3 +263,26 @@ def test_the_load_client_speaks_wss_with_ca_or_insecure(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "r.json").read_text())["runs"][0]["metrics"]["joined"] == 20
     untrusted = relay()  # the system's CAs do not know this one: never ready
     assert untrusted.returncode != 0
+
+
+@pytest.mark.parametrize("scenario", ["relay", "openloop"])
+def test_url_b_puts_every_b_on_the_other_worker(scenario: str, tmp_path: Path) -> None:
+    """``url_b``: A of each pair joins worker 0, B worker 1; a dead url_b refuses every B."""
+    cluster = Cluster(tmp_path, workers=2, worker_args=("--rate-limit", "0")).start()
+    try:
+        split = drivers.Target(url=cluster.url(None, 0), label="split", server_pid=None)
+        params: dict[str, Any] = {"pairs": 10, "duration": 1.0, "progress": False}
+        if scenario == "relay":
+            params |= {"messages": 50, "window": 2}
+        else:
+            params |= {"rates": [20.0]}
+        run = drivers.run(scenario, split, url_b=cluster.url(None, 1), **params)
+        m = run["metrics"]
+        assert m["ready_pairs"] == 10 and m["setup_errors"] == {}
+        assert (m["lost"], m["reordered"], m["duplicates"]) == (0, 0, 0) and m["deliveries"] > 0
+        dead = f"ws://127.0.0.1:{free_port()}/ws/signal/"
+        run = drivers.run(scenario, split, url_b=dead, setup_timeout=5.0, **params)
+        assert run["metrics"]["ready_pairs"] == 0
+        assert run["metrics"]["setup_errors"] == {"connect_refused": 10}
+    finally:
+        cluster.stop()

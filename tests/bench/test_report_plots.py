@@ -215,9 +215,9 @@ def test_scenario_params_keep_their_names_order_and_defaults() -> None:
 
     expected = {
         "relay": "pairs peers procs window messages duration concurrency setup_timeout "
-        "drain_timeout",
+        "drain_timeout url_b",
         "openloop": "pairs peers procs rates duration stop_p99_ms concurrency setup_timeout "
-        "drain_timeout",
+        "drain_timeout url_b",
         "churn": "pairs peers procs duration rejoin_delay setup_timeout",
         "connect": "peers pairs procs concurrency wait_joined setup_timeout",
         "idle": "peers pairs procs hold ping_interval settle concurrency setup_timeout",
@@ -267,6 +267,7 @@ def test_cli_scenario_options_and_defaults() -> None:
         "messages": 1_000_000,
         "duration": 10.0,
         "concurrency": 200,
+        "url_b": "",
     }
     assert opts(["openloop", "--rate", "5,10", "--stop-p99", "20", "--pairs", "7"]) == {
         **common,
@@ -275,6 +276,7 @@ def test_cli_scenario_options_and_defaults() -> None:
         "duration": 10.0,
         "stop_p99_ms": 20.0,
         "concurrency": 200,
+        "url_b": "",
     }
     assert opts(["churn", "--rejoin-delay", "0.5"]) == {
         **common,
