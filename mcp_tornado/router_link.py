@@ -126,6 +126,11 @@ class LinkListener(Protocol):
         """The peer's slot was resumed by a newer connection: close this one, without leaving."""
 
 
+# pyzmq's flags as plain ints: its enums make ``events & POLLIN`` and ``SNDMORE | NOBLOCK``
+# Python-level Flag operations, a few microseconds each, on every read and send.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
 _HELLO_RETRY = 0.05  # seconds before trying again a Hello that could not be sent
 
 
@@ -273,7 +278,7 @@ class RouterLink:
         if not self._outbox:
             return
         try:
-            self._sock.send(wire.encode_batch(self._outbox), zmq.NOBLOCK)
+            self._sock.send(wire.encode_batch(self._outbox), _NOBLOCK)
         except zmq.Again:
             # Router not connected, or its pipe is full: keep the batch, retry shortly.
             self._flush_scheduled = True
@@ -296,13 +301,13 @@ class RouterLink:
     def _check_input(self) -> None:
         # ZeroMQ's FD is edge-triggered, and a send can consume the wake-up for
         # input that is already waiting: after every send, look for ourselves.
-        if not self._sock.closed and cast(int, self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        if not self._sock.closed and cast(int, self._sock.getsockopt(_EVENTS)) & _POLLIN:
             self._loop.add_callback(self._on_readable)
 
     def _send_control(self, msg: wire.ToRouter) -> bool:
         """Send a control message now, outside the batch; ``False``: no router to take it."""
         try:
-            self._sock.send(wire.encode_batch([msg]), zmq.NOBLOCK)
+            self._sock.send(wire.encode_batch([msg]), _NOBLOCK)
         except zmq.Again:
             return False
         finally:
@@ -317,9 +322,9 @@ class RouterLink:
             return
         for _ in range(1000):
             # Asking EVENTS first is much cheaper than ending every read on zmq.Again.
-            if not cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            if not cast(int, sock.getsockopt(_EVENTS)) & _POLLIN:
                 return
-            frame = sock.recv(zmq.NOBLOCK, copy=True)
+            frame = sock.recv(_NOBLOCK)
             self._last_heard = time.monotonic()
             try:
                 batch = wire.decode_to_worker(frame)
