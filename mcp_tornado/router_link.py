@@ -47,6 +47,7 @@ from typing import Protocol, cast
 import msgspec
 import zmq
 from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.platform.asyncio import BaseAsyncIOLoop
 from zmq.utils.monitor import recv_monitor_message
 
 from mcp_tornado import curve, telemetry, wire
@@ -172,6 +173,9 @@ class RouterLink:
         self._hello_due = 0.0  # no new Hello before this (monotonic): one is out
         self._welcomed_once = asyncio.Event()
         self._loop = IOLoop.current()
+        # Callbacks of every loop turn go straight to asyncio: Tornado's add_callback
+        # costs a get_running_loop() (a getpid() system call), a partial and a wrapper.
+        self._asyncio_loop = cast(BaseAsyncIOLoop, self._loop).asyncio_loop
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
@@ -271,7 +275,7 @@ class RouterLink:
         self._outbox.append(msg)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.add_callback(self._flush)
+            self._asyncio_loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -302,7 +306,7 @@ class RouterLink:
         # ZeroMQ's FD is edge-triggered, and a send can consume the wake-up for
         # input that is already waiting: after every send, look for ourselves.
         if not self._sock.closed and cast(int, self._sock.getsockopt(_EVENTS)) & _POLLIN:
-            self._loop.add_callback(self._on_readable)
+            self._asyncio_loop.call_soon(self._on_readable)
 
     def _send_control(self, msg: wire.ToRouter) -> bool:
         """Send a control message now, outside the batch; ``False``: no router to take it."""
@@ -337,7 +341,7 @@ class RouterLink:
                 continue
             for msg in batch:
                 self._dispatch(msg)
-        self._loop.add_callback(self._on_readable)  # more waiting: let others run first
+        self._asyncio_loop.call_soon(self._on_readable)  # more waiting: let others run first
 
     def _on_monitor(self, fd: object = None, events: int = 0) -> None:
         # A dropped connection means the router died (or restarts): do not wait
