@@ -33,7 +33,7 @@ import time
 from typing import Protocol, cast
 
 from mcp_tornado import handshake, telemetry
-from mcp_tornado.access_log import log_access
+from mcp_tornado.access_log import access_logged, log_access
 from mcp_tornado.capacity import Slot
 from mcp_tornado.websocket import (
     BinaryMessage,
@@ -265,7 +265,8 @@ class Connection(asyncio.Protocol):
         # ``joined``): a connect storm pays one system call per peer, not two.
         # (What was queued is bounded: send_text checks the backlog cap.)
         transport.write(response + self._ws.data_to_send())
-        log_access(101, "GET", self.remote_ip())
+        if access_logged(101):  # (off by default: then no getpeername() either)
+            log_access(101, "GET", self.remote_ip())
 
     def _reject(self, rejection: handshake.Rejection) -> None:
         log_access(rejection.status, "GET", self.remote_ip())
