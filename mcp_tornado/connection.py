@@ -261,12 +261,10 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:  # the opening handshake's deadline
             self._timer.cancel()
             self._timer = None
-        # One write for the 101 and what the handler queued behind it (its
-        # ``joined``): a connect storm pays one system call per peer, not two.
-        # (What was queued is bounded: send_text checks the backlog cap.)
-        transport.write(response + self._ws.data_to_send())
+        transport.write(response)
         if access_logged(101):  # (off by default: then no getpeername() either)
             log_access(101, "GET", self.remote_ip())
+        self._write()
 
     def _reject(self, rejection: handshake.Rejection) -> None:
         log_access(rejection.status, "GET", self.remote_ip())

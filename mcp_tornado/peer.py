@@ -414,6 +414,7 @@ class Peer:
         counters.joins[telemetry.JOIN_OK] += 1
         if initiator:
             self.paired_at = time.monotonic()
+        self.connection.complete_upgrade()  # the socket opens now that it is in the room
         ice_servers = self.hub.ice.for_peer()  # fresh TURN credentials for each join
         if self.resume:
             event = protocol.Joined(
@@ -421,8 +422,7 @@ class Peer:
             )
         else:
             event = protocol.Joined(room, peers, initiator, ice_servers)
-        self.send(protocol.event_frame(event))  # queued: it leaves with the 101
-        self.connection.complete_upgrade()  # the socket opens now that it is in the room
+        self.send(protocol.event_frame(event))
         if local_partner is not None:
             self.pair_locally(local_partner)
 
@@ -465,10 +465,10 @@ class Peer:
         """It has its slot back; the messages held for it follow (as ``deliver``)."""
         self.resume, self.resume_grace = token, grace
         self.paired = peers > 1
+        self.connection.complete_upgrade()
         ice_servers = self.hub.ice.for_peer()  # fresh TURN credentials, as for a join
         event = protocol.Resumed(room, peers, initiator, token, grace, ice_servers)
-        self.send(protocol.event_frame(event))  # queued: it leaves with the 101
-        self.connection.complete_upgrade()
+        self.send(protocol.event_frame(event))
         if local_partner is not None:
             self.pair_locally(local_partner)
 
