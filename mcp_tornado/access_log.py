@@ -20,6 +20,15 @@ def log_request(handler: RequestHandler) -> None:
     log_access(handler.get_status(), request.method or "-", request.remote_ip or "-", request.path)
 
 
+def access_logged(status: int) -> bool:
+    """Whether a line for ``status`` would be logged (by default only refusals and errors are).
+
+    For callers whose fields cost something to get: a client's address is a
+    ``getpeername()`` system call, on every upgrade.
+    """
+    return access_log.isEnabledFor(logging.INFO if status < 400 else logging.WARNING)
+
+
 def log_access(status: int, method: str, remote_ip: str, path: str = "/ws/signal/") -> None:
     """One access log line (logger ``tornado.access``), in Tornado's format, no query string."""
     level = logging.INFO if status < 400 else logging.WARNING

@@ -295,6 +295,7 @@ def _router(settings: RouterSettings) -> int:
     # kill the router (the default action).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
+    from mcp_tornado import collector
     from mcp_tornado.router.broker import Router
 
     router = Router(settings)
@@ -311,6 +312,7 @@ def _router(settings: RouterSettings) -> int:
             where = f"{settings.metrics_host}:{settings.metrics_port}"
             cannot_start(f"router cannot serve metrics on {where}: {exc.strerror or exc}")
     report("ready")
+    collector.tune()
     router.run()
     return 0
 

@@ -33,7 +33,7 @@ import time
 from typing import Protocol, cast
 
 from mcp_tornado import handshake, telemetry
-from mcp_tornado.access_log import log_access
+from mcp_tornado.access_log import access_logged, log_access
 from mcp_tornado.capacity import Slot
 from mcp_tornado.websocket import (
     BinaryMessage,
@@ -139,7 +139,8 @@ class Connection(asyncio.Protocol):
         # The request head's deadline, then the close handshake's.
         self._timer: asyncio.TimerHandle | None = None
         if deadline is not None:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self.abort)
+            # (the endpoint's loop: asyncio.get_running_loop() costs a getpid() call)
+            self._timer = endpoint.writes.loop.call_at(deadline, self.abort)
         self.last_pong = time.monotonic()
 
     # --- asyncio.Protocol ---------------------------------------------------
@@ -261,7 +262,8 @@ class Connection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         transport.write(response)
-        log_access(101, "GET", self.remote_ip())
+        if access_logged(101):  # (off by default: then no getpeername() either)
+            log_access(101, "GET", self.remote_ip())
         self._write()
 
     def _reject(self, rejection: handshake.Rejection) -> None:
@@ -381,7 +383,7 @@ class Connection(asyncio.Protocol):
         if ws.state is State.CLOSED:
             transport.close()  # after the close frame is written
         elif self._timer is None:  # give the client a moment to answer, then hang up
-            self._timer = asyncio.get_running_loop().call_later(wait, self.abort)
+            self._timer = self._endpoint.writes.loop.call_later(wait, self.abort)
 
     def abort(self) -> None:
         """Drop the connection without a closing handshake (it cannot answer one)."""
@@ -396,15 +398,15 @@ class WriteScheduler:
     write per client, from one callback at the end of the turn.
     """
 
-    __slots__ = ("_dirty", "_loop")
+    __slots__ = ("_dirty", "loop")
 
     def __init__(self) -> None:
         self._dirty: list[Connection] = []
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()  # the connections' loop (see Connection)
 
     def mark(self, connection: Connection) -> None:
         if not self._dirty:
-            self._loop.call_soon(self._flush)
+            self.loop.call_soon(self._flush)
         self._dirty.append(connection)
 
     def _flush(self) -> None:

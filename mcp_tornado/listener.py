@@ -261,7 +261,7 @@ class Listener:
         if self._certificate is not None:
             self._start_tls(conn, address, deadline, slot)
             return
-        if self._sort(conn, address, deadline, slot):
+        if self._sort(conn, address, deadline, slot, lowat=False):
             return
         # Not readable until the bytes that decide have arrived (or the client
         # hung up): no polling a request line that arrives a byte at a time.
@@ -285,7 +285,7 @@ class Listener:
         if undecided is None:
             return
         undecided.retry = None
-        if self._sort(conn, address, deadline, undecided.slot):
+        if self._sort(conn, address, deadline, undecided.slot, lowat=True):
             del self._undecided[conn]
             if undecided.expiry is not None:
                 undecided.expiry.cancel()
@@ -306,8 +306,14 @@ class Listener:
         conn.close()
         undecided.slot.release()
 
-    def _sort(self, conn: socket.socket, address: Any, deadline: float | None, slot: Slot) -> bool:
-        """Hand ``conn`` on if its request line says where; ``False``: nothing to go by yet."""
+    def _sort(
+        self, conn: socket.socket, address: Any, deadline: float | None, slot: Slot, lowat: bool
+    ) -> bool:
+        """Hand ``conn`` on if its request line says where; ``False``: nothing to go by yet.
+
+        ``lowat``: its ``SO_RCVLOWAT`` was raised, and must come down before handing it on
+        (most connections are sorted at accept, before it is raised: no system call).
+        """
         try:
             start = conn.recv(_PEEK, socket.MSG_PEEK)
         except BlockingIOError:
@@ -324,7 +330,8 @@ class Listener:
         if verdict is None:
             return False
         try:
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+            if lowat:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
             if verdict:
                 self._to_signal(conn, deadline, slot)
             else:
@@ -340,7 +347,8 @@ class Listener:
     def _to_signal(self, conn: socket.socket, deadline: float | None, slot: Slot) -> None:
         connection = self._make_connection(deadline, slot)
         opening = self._loop.connect_accepted_socket(lambda: connection, conn)
-        asyncio.ensure_future(opening).add_done_callback(partial(_opened, conn, slot))
+        # (not asyncio.ensure_future: it looks the loop up, a getpid() call per connection)
+        self._loop.create_task(opening).add_done_callback(partial(_opened, conn, slot))
 
     def _to_tornado(
         self,
@@ -387,7 +395,7 @@ class Listener:
             ssl_handshake_timeout=timeout,
             ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
         )
-        asyncio.ensure_future(opening).add_done_callback(partial(_opened, conn, slot))
+        self._loop.create_task(opening).add_done_callback(partial(_opened, conn, slot))
 
     def _sorted_tls(
         self,

@@ -47,6 +47,7 @@ from typing import Protocol, cast
 import msgspec
 import zmq
 from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.platform.asyncio import BaseAsyncIOLoop
 from zmq.utils.monitor import recv_monitor_message
 
 from mcp_tornado import curve, telemetry, wire
@@ -126,6 +127,11 @@ class LinkListener(Protocol):
         """The peer's slot was resumed by a newer connection: close this one, without leaving."""
 
 
+# pyzmq's flags as plain ints: its enums make ``events & POLLIN`` and ``SNDMORE | NOBLOCK``
+# Python-level Flag operations, a few microseconds each, on every read and send.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
 _HELLO_RETRY = 0.05  # seconds before trying again a Hello that could not be sent
 
 
@@ -167,6 +173,9 @@ class RouterLink:
         self._hello_due = 0.0  # no new Hello before this (monotonic): one is out
         self._welcomed_once = asyncio.Event()
         self._loop = IOLoop.current()
+        # Callbacks of every loop turn go straight to asyncio: Tornado's add_callback
+        # costs a get_running_loop() (a getpid() system call), a partial and a wrapper.
+        self._asyncio_loop = cast(BaseAsyncIOLoop, self._loop).asyncio_loop
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
@@ -266,14 +275,14 @@ class RouterLink:
         self._outbox.append(msg)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.add_callback(self._flush)
+            self._asyncio_loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         if not self._outbox:
             return
         try:
-            self._sock.send(wire.encode_batch(self._outbox), zmq.NOBLOCK)
+            self._sock.send(wire.encode_batch(self._outbox), _NOBLOCK)
         except zmq.Again:
             # Router not connected, or its pipe is full: keep the batch, retry shortly.
             self._flush_scheduled = True
@@ -296,13 +305,13 @@ class RouterLink:
     def _check_input(self) -> None:
         # ZeroMQ's FD is edge-triggered, and a send can consume the wake-up for
         # input that is already waiting: after every send, look for ourselves.
-        if not self._sock.closed and cast(int, self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            self._loop.add_callback(self._on_readable)
+        if not self._sock.closed and cast(int, self._sock.getsockopt(_EVENTS)) & _POLLIN:
+            self._asyncio_loop.call_soon(self._on_readable)
 
     def _send_control(self, msg: wire.ToRouter) -> bool:
         """Send a control message now, outside the batch; ``False``: no router to take it."""
         try:
-            self._sock.send(wire.encode_batch([msg]), zmq.NOBLOCK)
+            self._sock.send(wire.encode_batch([msg]), _NOBLOCK)
         except zmq.Again:
             return False
         finally:
@@ -317,9 +326,9 @@ class RouterLink:
             return
         for _ in range(1000):
             # Asking EVENTS first is much cheaper than ending every read on zmq.Again.
-            if not cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            if not cast(int, sock.getsockopt(_EVENTS)) & _POLLIN:
                 return
-            frame = sock.recv(zmq.NOBLOCK, copy=True)
+            frame = sock.recv(_NOBLOCK)
             self._last_heard = time.monotonic()
             try:
                 batch = wire.decode_to_worker(frame)
@@ -332,7 +341,7 @@ class RouterLink:
                 continue
             for msg in batch:
                 self._dispatch(msg)
-        self._loop.add_callback(self._on_readable)  # more waiting: let others run first
+        self._asyncio_loop.call_soon(self._on_readable)  # more waiting: let others run first
 
     def _on_monitor(self, fd: object = None, events: int = 0) -> None:
         # A dropped connection means the router died (or restarts): do not wait

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import logging
 import os
 import signal
@@ -38,7 +37,7 @@ import uvloop
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
-from mcp_tornado import ports, protocol, supervisor, telemetry
+from mcp_tornado import collector, ports, protocol, supervisor, telemetry
 from mcp_tornado.admission import Gatekeeper, http_server_options
 from mcp_tornado.capacity import Capacity, NoBodies, Slot
 from mcp_tornado.connection import Connection
@@ -293,7 +292,7 @@ def run_worker(config: WorkerSettings) -> None:
     """
 
     async def main() -> None:
-        _tune_gc()
+        collector.tune()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -302,13 +301,3 @@ def run_worker(config: WorkerSettings) -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
-
-
-def _tune_gc() -> None:
-    # Connections are freed by reference counting: the cyclic collector found
-    # under 1,000 objects over 12,000 connections, yet at Python's default
-    # thresholds it took a tenth of a worker's time in a connect storm, mostly
-    # full collections walking every live connection.  Collect far less often,
-    # and never walk what start-up allocated.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)

@@ -104,6 +104,13 @@ from mcp_tornado.shards import ShardMap
 
 log = logging.getLogger(__name__)
 
+# pyzmq's flags as plain ints: its enums make ``events & POLLIN`` and ``SNDMORE | NOBLOCK``
+# Python-level Flag operations, a few microseconds each, on every read and send.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_RCVMORE = int(zmq.RCVMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 _MAX_BATCH = 512  # messages in one batch to a worker; more go in further batches
 _BIG_PAYLOAD = 8 * 1024  # a payload this large is sent at once instead of batched
 _FORGET_DROPPED = 3600.0  # seconds a dropped worker's name is remembered (see _hello)
@@ -325,9 +332,11 @@ class Router:
         # Asking EVENTS first is much cheaper than ending every read on zmq.Again.
         now = time.monotonic()
         for _ in range(10_000):
-            if not cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            if not cast(int, sock.getsockopt(_EVENTS)) & _POLLIN:
                 return
-            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            frames = [sock.recv(_NOBLOCK)]
+            while sock.getsockopt(_RCVMORE):
+                frames.append(sock.recv(_NOBLOCK))
             if len(frames) != 2:
                 log.warning(
                     "router: dropped a message of %d frames",
@@ -897,7 +906,9 @@ class Router:
     def _send_frame(self, sock: zmq.Socket[bytes], worker: bytes, frame: bytes) -> bool:
         """Send one batch; ``False`` if the worker's pipe is full (try again later)."""
         try:
-            sock.send_multipart([worker, frame], zmq.NOBLOCK)
+            # (two sends, not send_multipart: it ORs pyzmq's flag enums, in Python)
+            sock.send(worker, _SNDMORE_NOBLOCK)
+            sock.send(frame, _NOBLOCK)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:
