@@ -7,10 +7,10 @@ load, when every batch holds one message.  This runs a
 :class:`~mcp_tornado.router.broker.Router` in a thread on an ``ipc://``
 endpoint, pairs a peer of worker ``w1`` with one of ``w2`` (two DEALERs in
 this thread, on a ZeroMQ context of their own), and sends one relay at a
-time from ``w1``, waiting for ``w2`` to get it: every batch the router reads
-and sends holds one message.  It prints the router thread's CPU time per
+time, ``w1`` to ``w2`` and back, each waiting for the other's: every batch
+the router reads and sends holds one message.  It prints the router thread's CPU time per
 routed message (best of ``--repeat`` runs; thread CPU, so other load on the
-machine counts little) and the median round trip.
+machine counts little) and the median round trip (two routed messages).
 
 Run it like ``relay_timeit.py``, against either checkout::
 
@@ -83,12 +83,14 @@ def measure(messages: int, repeat: int) -> tuple[float, float]:
         trips: list[float] = []
         for _ in range(repeat):
             cpu = time.clock_gettime_ns(clock)
-            for _ in range(messages):
+            for _ in range(messages // 2):  # a round trip: both send (and stay alive)
                 sent = time.perf_counter()
                 w1.send(relay)
                 _until(w2, wire.Deliver)
+                w2.send(relay)
+                _until(w1, wire.Deliver)
                 trips.append(time.perf_counter() - sent)
-            best = min(best, (time.clock_gettime_ns(clock) - cpu) / messages)
+            best = min(best, (time.clock_gettime_ns(clock) - cpu) / (messages // 2 * 2))
         return best, statistics.median(trips) * 1e6
     finally:
         router.stop()
