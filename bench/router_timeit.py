@@ -58,8 +58,11 @@ def _until(sock: zmq.Socket[bytes], kind: type) -> object:
 
 def measure(messages: int, repeat: int) -> tuple[float, float]:
     """(router thread CPU ns per routed message, best run; median round trip in us)."""
-    folder = tempfile.mkdtemp(prefix="router-timeit-")
-    endpoint = f"ipc://{folder}/router.ipc"
+    with tempfile.TemporaryDirectory(prefix="router-timeit-") as folder:
+        return _measure(f"ipc://{folder}/router.ipc", messages, repeat)
+
+
+def _measure(endpoint: str, messages: int, repeat: int) -> tuple[float, float]:
     router = Router(RouterSettings(bind=endpoint, resync_grace=0.0))
     router.bind()
     thread = threading.Thread(target=router.run, daemon=True)
