@@ -83,6 +83,11 @@ class _Transport(asyncio.Transport):
 
 
 class _Socket:
+    """The router's socket, stubbed: it sends with ``send`` (``send_multipart`` before)."""
+
+    def send(self, frame: Any, flags: int = 0) -> None:
+        pass
+
     def send_multipart(self, frames: Any, flags: int = 0) -> None:
         pass
 
