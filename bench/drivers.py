@@ -352,12 +352,14 @@ SCENARIOS: dict[str, Scenario] = {
             "rate": 100.0,
             "duration": 5.0,
             "call_timeout": 5.0,
+            "arrivals": "poisson",
             "url_b": "",
         },
         options={
             "rate": "calls started per second (all client processes together)",
             "duration": "seconds of starting calls",
             "call_timeout": "seconds a call may take to be set up (else it failed)",
+            "arrivals": "when calls start: poisson (random gaps averaging 1/rate) or even",
             "url_b": "B's endpoint when it must not be --url's, e.g. another worker's port "
             "(with serve --workers N on one port the kernel picks the worker); "
             "empty: --url",
