@@ -179,6 +179,9 @@ def rows(runs: list[dict[str, Any]], pairs: list[AB]) -> list[list[str]]:
     f = report.fmt
     out = []
     for ab in pairs:
+        if not any(r.get("overhead_variant") == ab.b for r in runs):
+            out.append([ab.what, "-", "-", "-", f"not measured: {ab.b} did not run", "-"])
+            continue
         for name, test, path, higher in FIGURES:
             a, b = figure(_find(runs, ab.a, test), path), figure(_find(runs, ab.b, test), path)
             if a is None and b is None:
