@@ -217,11 +217,12 @@ def summary_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
                     + (f"; stop: {line['stop']}" if line.get("stop") else ""),
                 )
             )
+        from bench.callsweep import capacity_text  # (it runs drivers: imported on use)
+
         rows.append(
             (
                 f"call set-ups/s (p99 <= {fmt(m.get('p99_limit_ms'), 0)} ms, 0 failed)",
-                fmt(m.get("capacity_calls_per_s"))
-                + ("" if m.get("capacity_reached") else " (never stopped)"),
+                capacity_text(run),
             )
         )
     elif sc == "connect":
