@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -328,7 +329,9 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
 
 
-def _names(known: tuple[str, ...]) -> Any:
+def _names(known: tuple[str, ...]) -> Callable[[str], set[str]]:
+    """An option's parser: a comma list of ``known`` names (a typo is an error)."""
+
     def parse(text: str) -> set[str]:
         names = {s.strip() for s in text.split(",") if s.strip()}
         unknown = names - set(known)
