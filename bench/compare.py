@@ -34,6 +34,7 @@ import string
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -446,6 +447,7 @@ def beside_rows(runs: list[dict[str, Any]], specs: list[Spec]) -> list[list[str]
     return rows
 
 
+Run = dict[str, Any] | None  # one run of compare.json, or None where it did not run
 MCP2 = "mcp-tornado 2w"
 REFERENCE = "picows reference"
 
@@ -499,7 +501,14 @@ def target_rows(runs: list[dict[str, Any]], ours: str, ref: str) -> list[list[st
         verdict = "-" if value is None or ok is None else ("met" if ok else "NOT met")
         rows.append([f"{figure} ({ours})", shown, goal, verdict])
 
-    def ratio(figure: str, test: str, get: Any, goal: float, text: Any, bound: Any = None) -> None:
+    def ratio(
+        figure: str,
+        test: str,
+        get: Callable[[Run], Any],
+        goal: float,
+        text: Callable[[Run], str],
+        bound: Callable[[Run], bool] | None = None,
+    ) -> None:
         a, b = _get(runs, ours, test), _get(runs, ref, test)
         r = _ratio(get(a), get(b))
         lower = bound is not None and bound(a) and not bound(b)  # ours never hit its limit
