@@ -14,7 +14,7 @@ import pytest
 
 from bench import overheads
 from bench.cli import build_parser
-from bench.compare import resolve_command
+from bench.compare import Sizes, resolve_command
 
 
 def parse(*argv: str) -> Any:
@@ -66,7 +66,7 @@ def test_schedule_rotates_and_reverses() -> None:
 
 
 def test_steps_are_compares_and_can_be_chosen() -> None:
-    sz = overheads.compare.Sizes()
+    sz = Sizes()
     steps = overheads.steps(sz, None)
     assert [t for t, _, _ in steps] == list(overheads.TESTS)
     openloop = dict((t, p) for t, _, p in steps)["openloop"]
