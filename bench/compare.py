@@ -18,8 +18,12 @@ its runs:
   paths, measures that target over ``wss://`` and trusts that CA (unless ``--ca`` or
   ``--insecure`` says otherwise).
 
-Writes ``compare.json``, ``compare.md`` (machine info + results tables, ready to
-paste into bench/README.md) and PNG plots into ``--out-dir``.
+Each target gets the same suite (``suite``): idle hold, connect storm, relays, open loop
+and its sweep, churn, and the call set-up capacity sweep (bench/callsweep.py).
+
+Writes ``compare.json``, ``compare.md`` (machine info, the results table, the targets of
+issue 17 marked met / NOT met, ready to paste into bench/README.md) and PNG plots into
+``--out-dir``.
 """
 
 from __future__ import annotations

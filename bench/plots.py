@@ -156,7 +156,7 @@ def calls_sweep(
     for run, points in lines:
         xs = [p["offered_calls_per_s"] for p in points]
         ys = [p["p99_ms"] if p["p99_ms"] is not None else math.nan for p in points]
-        ax.plot(xs, ys, "o-", label=_name(run))
+        ax.plot(xs, ys, "o-", label=str(run.get("label")))
         bad = [(x, y) for x, y, p in zip(xs, ys, points, strict=True) if p.get("failed")]
         if bad:
             ax.plot(*zip(*bad, strict=True), "x", color="red", markersize=10)
