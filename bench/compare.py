@@ -456,25 +456,37 @@ MCP2 = "mcp-tornado 2w"
 REFERENCE = "picows reference"
 
 
-def _capacity(run: dict[str, Any] | None, figure: str) -> float | None:
+def _capacity(run: Run, figure: str) -> float | None:
     """A capacity for a ratio: the calls/s of a call sweep, the msg/s where open-loop p99
-    crossed 50 ms; a sweep that never got there counts its highest rate (a lower bound,
-    which :func:`target_rows` marks with ">=")."""
-    m = _m(run, "sweep") or []
-    if not m:
-        return None
+    crossed 50 ms. A sweep that never got there counts its highest rate, one that failed
+    at its first rate that rate: bounds, which :func:`_bound` tells apart."""
+    sweep = [s for s in _m(run, "sweep") or [] if isinstance(s, dict)]
     if figure == "calls":
+        if not sweep:
+            return None
         cap = _m(run, "capacity_calls_per_s")
-        return 0.0 if cap is None else float(cap)
+        return float(sweep[0]["offered_calls_per_s"] if cap is None else cap)
+    sweep = [s for s in sweep if s.get("p99_ms") is not None]
+    if not sweep:
+        return None
     cross = _m(run, "p99_crosses_50ms_at_msgs_per_s")
-    return float(cross) if cross is not None else float(max(s["offered_msgs_per_s"] for s in m))
+    if cross is None:
+        return float(max(s["offered_msgs_per_s"] for s in sweep))
+    return float(cross)
 
 
-def _bounded(run: dict[str, Any] | None, figure: str) -> bool:
-    """Whether a sweep's capacity is only a lower bound (it never reached its limit)."""
+def _bound(run: Run, figure: str) -> int:
+    """Whether a sweep's :func:`_capacity` is exact (0), only a lower bound (+1: it never
+    reached its limit) or an upper bound (-1: it was past its limit at the first rate)."""
+    sweep = [s for s in _m(run, "sweep") or [] if isinstance(s, dict)]
+    if not sweep:
+        return 0
     if figure == "calls":
-        return bool(_m(run, "sweep")) and not _m(run, "capacity_reached")
-    return bool(_m(run, "sweep")) and _m(run, "p99_crosses_50ms_at_msgs_per_s") is None
+        if _m(run, "capacity_calls_per_s") is None:
+            return -1
+        return 0 if _m(run, "capacity_reached") else 1
+    text = cross_text(run)
+    return 1 if text.startswith(">") else -1 if text.startswith("<=") else 0
 
 
 def _open_p99(run: dict[str, Any] | None) -> float | None:
@@ -511,19 +523,21 @@ def target_rows(runs: list[dict[str, Any]], ours: str, ref: str) -> list[list[st
         get: Callable[[Run], Any],
         goal: float,
         text: Callable[[Run], str],
-        bound: Callable[[Run], bool] | None = None,
+        bound: Callable[[Run], int] | None = None,
     ) -> None:
         a, b = _get(runs, ours, test), _get(runs, ref, test)
         r = _ratio(get(a), get(b))
-        lower = bound is not None and bound(a) and not bound(b)  # ours never hit its limit
-        upper = bound is not None and bound(b) and not bound(a)
         relay = test.startswith("relay") and a is not None and b is not None
         if relay and not (valid(a) and valid(b)):
             r = None
-        bound_text = ">= " if lower else "<= " if upper else ""
+        # +1: the true ratio is at least r (ours a lower bound, or theirs an upper one);
+        # -1: at most r; 0: exact. Bounds pulling both ways leave nothing to judge.
+        pulls = {bound(a), -bound(b)} - {0} if bound is not None else set()
+        way = pulls.pop() if len(pulls) == 1 else 0
+        bound_text = ">= " if way > 0 else "<= " if way < 0 else "~" if pulls else ""
         shown = "-" if r is None else f"{bound_text}{f(r, 2)}x ({text(a)} vs {text(b)})"
         ok = None if r is None else r >= goal
-        if (lower and ok is False) or (upper and ok):
+        if (way > 0 and ok is False) or (way < 0 and ok) or len(pulls) > 1:
             ok = None  # only a bound, on the side that does not decide
         row(figure, r, shown, f">= {goal:g}x", ok)
 
@@ -533,7 +547,7 @@ def target_rows(runs: list[dict[str, Any]], ours: str, ref: str) -> list[list[st
         lambda r: _capacity(r, "calls"),
         1.0,
         callsweep.capacity_text,
-        lambda r: _bounded(r, "calls"),
+        lambda r: _bound(r, "calls"),
     )
     ratio(
         "open-loop capacity (p99 crosses 50 ms), msg/s / reference",
@@ -541,7 +555,7 @@ def target_rows(runs: list[dict[str, Any]], ours: str, ref: str) -> list[list[st
         lambda r: _capacity(r, "openloop"),
         1.0,
         cross_text,
-        lambda r: _bounded(r, "openloop"),
+        lambda r: _bound(r, "openloop"),
     )
     a, b = _open_p99(_get(runs, ours, "openloop")), _open_p99(_get(runs, ref, "openloop"))
     r = _ratio(a, b)

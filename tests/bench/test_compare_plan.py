@@ -330,3 +330,29 @@ def test_issue17_targets_ratios_bounds_and_verdicts() -> None:
     runs[0] = calls_sweep(ours, 50.0, True, lost_message=1)
     rows = {r[0].removesuffix(f" ({ours})"): r[1:] for r in target_rows(runs, ours, ref)}
     assert rows["lost + reordered + duplicated, every run"] == ["4", "0", "NOT met"]
+
+
+def test_issue17_targets_when_the_reference_failed_at_its_first_rate() -> None:
+    """A capacity under the sweep's first rate is an upper bound: ours / it is at least."""
+    from bench.compare import target_rows
+
+    ours, ref = "mcp-tornado 2w", "picows reference"
+    runs = [
+        calls_sweep(ours, 100.0, True),
+        calls_sweep(ref, None, True),  # p99 over 100 ms already at 50 calls/s
+        openloop(ours, 5_023.0, 40.0),
+        openloop(ref, 5_000.0, 1_152.0),  # past 50 ms at the first rate (5,000 msg/s)
+    ]
+    rows = {r[0].removesuffix(f" ({ours})"): r[1:] for r in target_rows(runs, ours, ref)}
+    assert rows["call set-ups/s, p99 <= 100 ms, 0 failed / reference"] == [
+        ">= 2.00x (100 vs < 50)", ">= 1x", "met",
+    ]  # fmt: skip
+    assert rows["open-loop capacity (p99 crosses 50 ms), msg/s / reference"] == [
+        ">= 1.00x (5,023 vs <= 5,000)", ">= 1x", "met",
+    ]  # fmt: skip
+    # both failed at their first rate: bounds pulling both ways, nothing to judge
+    runs[0] = calls_sweep(ours, None, True)
+    rows = {r[0].removesuffix(f" ({ours})"): r[1:] for r in target_rows(runs, ours, ref)}
+    assert rows["call set-ups/s, p99 <= 100 ms, 0 failed / reference"] == [
+        "~1.00x (< 50 vs < 50)", ">= 1x", "-",
+    ]  # fmt: skip
