@@ -13,12 +13,15 @@ from typing import Any
 from bench import drivers, hosts, plots, report
 from bench.compare import COMPARE_TESTS, also_option, resolve_command, skip_option, tests_option
 from bench.procmon import SpawnedServer, check_loopback
+from bench.scenarios import CALL_ARRIVALS
 from bench.wsclient import raise_nofile_limit, set_tls_trust
 
 #: mcp-tornado's own default address (``mcp-tornado serve``, ``./serve.sh``).
 DEFAULT_URL = "ws://127.0.0.1:8000/ws/signal/"
 #: Options not spelled like their parameter (the others: rejoin_delay -> --rejoin-delay)
 FLAGS = {"rates": "--rate", "stop_p99_ms": "--stop-p99"}
+#: Options that take one of a few words.
+CHOICES = {"arrivals": CALL_ARRIVALS}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -126,7 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
                 kind = _float_list if isinstance(default, list) else type(default)
             flag = FLAGS.get(param, "--" + param.replace("_", "-"))
             metavar = flag[2:].replace("-", "_").upper()
-            p.add_argument(flag, dest=param, metavar=metavar, type=kind, default=default, help=text)
+            p.add_argument(
+                flag,
+                dest=param,
+                metavar=metavar,
+                type=kind,
+                default=default,
+                help=text,
+                choices=CHOICES.get(param),
+            )
 
     p = sub.add_parser(
         "libs", help="micro-measure WebSocket client libraries", formatter_class=HelpFormatter
@@ -192,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     _tls_options(p)
 
     hosts.add_parser(sub, HelpFormatter)
+    from bench import overheads
+
+    overheads.add_parser(sub, HelpFormatter)
 
     p = sub.add_parser(
         "report",
@@ -212,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8799, help="port to listen on")
+    p.add_argument("--certfile", help="PEM certificate chain: serve wss:// (with --keyfile)")
+    p.add_argument("--keyfile", help="PEM private key of --certfile")
     return parser
 
 
@@ -361,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         return compare.main(args)
     if cmd == "hosts":
         return hosts.main(args)
+    if cmd == "overheads":
+        from bench import overheads
+
+        return overheads.main(args)
     if cmd == "report":
         from bench import compare
 
@@ -379,7 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "reference-relay":
         from bench import reference_relay
 
-        reference_relay.main(["--host", args.host, "--port", str(args.port)])
+        tls = ["--certfile", args.certfile] if args.certfile else []
+        tls += ["--keyfile", args.keyfile] if args.keyfile else []
+        reference_relay.main(["--host", args.host, "--port", str(args.port), *tls])
         return 0
     raise SystemExit(f"unknown command {cmd}")
 

@@ -18,8 +18,12 @@ its runs:
   paths, measures that target over ``wss://`` and trusts that CA (unless ``--ca`` or
   ``--insecure`` says otherwise).
 
-Writes ``compare.json``, ``compare.md`` (machine info + results tables, ready to
-paste into bench/README.md) and PNG plots into ``--out-dir``.
+Each target gets the same suite (``suite``): idle hold, connect storm, relays, open loop
+and its sweep, churn, and the call set-up capacity sweep (bench/callsweep.py).
+
+Writes ``compare.json``, ``compare.md`` (machine info, the results table, the targets of
+issue 17 marked met / NOT met, ready to paste into bench/README.md) and PNG plots into
+``--out-dir``.
 """
 
 from __future__ import annotations
@@ -34,11 +38,12 @@ import string
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import drivers, plots, report
+from bench import callsweep, drivers, plots, report
 from bench.procmon import SpawnedServer, free_port
 from bench.wsclient import set_tls_trust
 
@@ -63,9 +68,11 @@ class Sizes:
     idle_hold: float = 10.0
     churn_pairs: int = 100
     churn_s: float = 8.0
-    calls_rate: float = 100.0  # call set-up, open loop: calls/s for calls_s seconds
-    baseline_calls_rate: float = 20.0
-    calls_s: float = 5.0
+    # call set-up capacity: open loop, Poisson arrivals, calls_s seconds per rate, rising
+    # in sqrt(2) steps until set-up p99 > 100 ms or a call fails (bench/callsweep.py)
+    calls_rates: list[float] = field(default_factory=lambda: list(callsweep.RATES))
+    baseline_calls_rates: list[float] = field(default_factory=lambda: [5, 7, 10, 14, 20, 28])
+    calls_s: float = 4.0
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -83,9 +90,9 @@ class Sizes:
             idle_hold=1.0,
             churn_pairs=10,
             churn_s=1.5,
-            calls_rate=20.0,
-            baseline_calls_rate=10.0,
-            calls_s=1.5,
+            calls_rates=[20, 40],
+            baseline_calls_rates=[5, 10],
+            calls_s=1.0,
         )
 
 
@@ -297,8 +304,8 @@ def suite(spec: Spec, sz: Sizes) -> list[Step]:
     add("churn", "churn", pairs=sz.churn_pairs, procs=1, duration=sz.churn_s)
     add(
         "calls",
-        "calls",
-        rate=sz.baseline_calls_rate if slow else sz.calls_rate,
+        "calls_sweep",
+        rates=sz.baseline_calls_rates if slow else sz.calls_rates,
         duration=sz.calls_s,
     )
     return steps
@@ -444,6 +451,155 @@ def beside_rows(runs: list[dict[str, Any]], specs: list[Spec]) -> list[list[str]
     return rows
 
 
+Run = dict[str, Any] | None  # one run of compare.json, or None where it did not run
+MCP2 = "mcp-tornado 2w"
+REFERENCE = "picows reference"
+
+
+def _capacity(run: Run, figure: str) -> float | None:
+    """A capacity for a ratio: the calls/s of a call sweep, the msg/s where open-loop p99
+    crossed 50 ms. A sweep that never got there counts its highest rate, one that failed
+    at its first rate that rate: bounds, which :func:`_bound` tells apart."""
+    sweep = [s for s in _m(run, "sweep") or [] if isinstance(s, dict)]
+    if figure == "calls":
+        if not sweep:
+            return None
+        cap = _m(run, "capacity_calls_per_s")
+        return float(sweep[0]["offered_calls_per_s"] if cap is None else cap)
+    sweep = [s for s in sweep if s.get("p99_ms") is not None]
+    if not sweep:
+        return None
+    cross = _m(run, "p99_crosses_50ms_at_msgs_per_s")
+    if cross is None:
+        return float(max(s["offered_msgs_per_s"] for s in sweep))
+    return float(cross)
+
+
+def _bound(run: Run, figure: str) -> int:
+    """Whether a sweep's :func:`_capacity` is exact (0), only a lower bound (+1: it never
+    reached its limit) or an upper bound (-1: it was past its limit at the first rate)."""
+    sweep = [s for s in _m(run, "sweep") or [] if isinstance(s, dict)]
+    if not sweep:
+        return 0
+    if figure == "calls":
+        if _m(run, "capacity_calls_per_s") is None:
+            return -1
+        return 0 if _m(run, "capacity_reached") else 1
+    text = cross_text(run)
+    return 1 if text.startswith(">") else -1 if text.startswith("<=") else 0
+
+
+def _open_p99(run: dict[str, Any] | None) -> float | None:
+    """Open-loop p99 at the first rate (1,000 pairs x 5 msg/s)."""
+    steps = (run or {}).get("steps") or []
+    return steps[0]["metrics"]["latency_ms"]["p99"] if steps else None
+
+
+def _lost(run: dict[str, Any] | None) -> int:
+    """Messages lost, reordered or duplicated in a run, and calls lost (``lost_message``:
+    both sockets open, something sent never arrived) in any step of a call sweep."""
+    if not run:
+        return 0
+    total = sum(int(_m(run, key) or 0) for key in ("lost", "reordered", "duplicates"))
+    for line in _m(run, "sweep") or []:
+        if isinstance(line, dict):
+            total += int((line.get("failures") or {}).get("lost_message", 0))
+    return total
+
+
+def target_rows(runs: list[dict[str, Any]], ours: str, ref: str) -> list[list[str]]:
+    """Issue 17's goals for target ``ours`` against ``ref``: figure, measured (the ratio and
+    both values), goal, met / NOT met ("-" when a run is missing)."""
+    f = report.fmt
+    rows: list[list[str]] = []
+
+    def row(figure: str, value: float | None, shown: str, goal: str, ok: bool | None) -> None:
+        verdict = "-" if value is None or ok is None else ("met" if ok else "NOT met")
+        rows.append([f"{figure} ({ours})", shown, goal, verdict])
+
+    def ratio(
+        figure: str,
+        test: str,
+        get: Callable[[Run], Any],
+        goal: float,
+        text: Callable[[Run], str],
+        bound: Callable[[Run], int] | None = None,
+    ) -> None:
+        a, b = _get(runs, ours, test), _get(runs, ref, test)
+        r = _ratio(get(a), get(b))
+        relay = test.startswith("relay") and a is not None and b is not None
+        if relay and not (valid(a) and valid(b)):
+            r = None
+        # +1: the true ratio is at least r (ours a lower bound, or theirs an upper one);
+        # -1: at most r; 0: exact. Bounds pulling both ways leave nothing to judge.
+        pulls = {bound(a), -bound(b)} - {0} if bound is not None else set()
+        way = pulls.pop() if len(pulls) == 1 else 0
+        bound_text = ">= " if way > 0 else "<= " if way < 0 else "~" if pulls else ""
+        shown = "-" if r is None else f"{bound_text}{f(r, 2)}x ({text(a)} vs {text(b)})"
+        ok = None if r is None else r >= goal
+        if (way > 0 and ok is False) or (way < 0 and ok) or len(pulls) > 1:
+            ok = None  # only a bound, on the side that does not decide
+        row(figure, r, shown, f">= {goal:g}x", ok)
+
+    ratio(
+        "call set-ups/s, p99 <= 100 ms, 0 failed / reference",
+        "calls",
+        lambda r: _capacity(r, "calls"),
+        1.0,
+        callsweep.capacity_text,
+        lambda r: _bound(r, "calls"),
+    )
+    ratio(
+        "open-loop capacity (p99 crosses 50 ms), msg/s / reference",
+        "openloop",
+        lambda r: _capacity(r, "openloop"),
+        1.0,
+        cross_text,
+        lambda r: _bound(r, "openloop"),
+    )
+    a, b = _open_p99(_get(runs, ours, "openloop")), _open_p99(_get(runs, ref, "openloop"))
+    r = _ratio(a, b)
+    row(
+        "open-loop p99 at 1,000 pairs x 5 msg/s / reference",
+        r,
+        "-" if r is None else f"{f(r, 2)}x ({f(a, 2)} vs {f(b, 2)} ms)",
+        "<= 1.2x",
+        None if r is None else r <= 1.2,
+    )
+    ratio(
+        "connect storm joins/s / reference",
+        "connect",
+        lambda r: _m(r, "joins_per_s"),
+        1.0,
+        lambda r: f(_m(r, "joins_per_s")),
+    )
+    ratio(
+        "relay w8 2 procs deliveries/s / reference",
+        "relay_w8_2procs",
+        lambda r: _m(r, "deliveries_per_s"),
+        1.2,
+        rate_text,
+    )
+    kib = _m(_get(runs, ours, "idle"), "server_kib_per_peer")
+    row(
+        "idle server KiB per peer",
+        kib,
+        f(kib, 2),
+        "<= 2.5 KiB",
+        None if kib is None else kib <= 2.5,
+    )
+    mine = [r for r in runs if r.get("compare_target") == ours]
+    lost = sum(_lost(r) for r in mine)
+    row(
+        "lost + reordered + duplicated, every run",
+        float(lost) if mine else None,
+        f(lost),
+        "0",
+        lost == 0,
+    )
+    return rows
+
+
 def markdown(
     runs: list[dict[str, Any]],
     specs: list[Spec],
@@ -502,17 +658,9 @@ def markdown(
                 f"{_m(ch, 'room_full_first_join') or 0}/{_m(ch, 'room_full_on_rejoin') or 0}"
                 if ch
                 else "-",
-                f(_m(ca, "setup_ms", "p99"), 2),
-                f"{_m(ca, 'failed')} of {_m(ca, 'calls')}"
-                + (
-                    " ("
-                    + ", ".join(f"{k} {v}" for k, v in (_m(ca, "failures") or {}).items())
-                    + ")"
-                    if _m(ca, "failed")
-                    else ""
-                )
-                if ca
-                else "-",
+                callsweep.capacity_text(ca),
+                "/".join(f(_m(ca, "setup_ms", q), 1) for q in ("p50", "p90", "p99")) if ca else "-",
+                _m(ca, "stop") or ("not reached" if ca else "-"),
                 str(lost),
                 str(sum(_errors(r) for r in (r1, r8, ol, cn, idle, ch, ca))),
             ]
@@ -531,8 +679,9 @@ def markdown(
                 "idle KiB/peer (peers)",
                 "churn cycles/s",
                 "room_full 1st/rejoin",
-                "call set-up p99 ms",
-                "calls failed",
+                "call set-ups/s (p99 <= 100 ms, 0 failed)",
+                "set-up ms p50/p90/p99 there",
+                "call sweep stopped",
                 "lost+reordered",
                 "errors",
             ],
@@ -564,108 +713,19 @@ def markdown(
             ["server", "run", "server CPU %", "by process", "client CPU %"], cpu_rows
         ),
     ]
-    # Targets from issue 4, as ratios.
-    mcp2 = "mcp-tornado 2w"
-    base = "channels baseline"
-    ref = "picows reference"
+    # Targets of issue 17: the 2-worker server (and its --also builds) against the reference.
     t_rows = []
-
-    def target_row(what: str, value: Any, goal: str, ok: bool | None) -> None:
-        t_rows.append(
-            [
-                what,
-                value if isinstance(value, str) else f(value, 2),
-                goal,
-                "-" if ok is None else ("met" if ok else "NOT met"),
-            ]
-        )
-
-    def ratio_row(
-        what: str, ours: str, theirs: str, test: str, goal: str, least: float | None = None
-    ) -> None:
-        """Deliveries/s of ``ours`` / ``theirs`` (met when >= ``least``); refused when
-        either run had too few pairs ready."""
-        a, b = _get(runs, ours, test), _get(runs, theirs, test)
-        if (a is None or b is None) and ours in also:
-            return  # an --also line only where both ran (the main line says what is missing)
-        ratio = _ratio(_m(a, "deliveries_per_s"), _m(b, "deliveries_per_s"))
-        value: Any = ratio
-        if a is not None and b is not None and not (valid(a) and valid(b)):
-            ratio, value = None, f"invalid: {ours} {ready_text(a)}, {theirs} {ready_text(b)}"
-        target_row(what, value, goal, None if ratio is None or least is None else ratio >= least)
-
-    also = {s.name for s in specs if s.beside}
-
-    def with_also(name: str) -> list[str]:
-        """``name`` and the --also targets measured beside it, in that order."""
-        return [name, *(s.name for s in specs if s.beside == name)]
-
-    for name in with_also(mcp2):
-        ratio_row(
-            f"relay 2,000 peers w1: {name} / Channels baseline",
-            name,
-            base,
-            "relay_w1",
-            ">= 50x",
-            50,
-        )
-    for name in with_also(mcp2) + with_also("mcp-tornado 1w"):
-        ratio_row(
-            f"relay w8 2 client procs: {name} / picows reference (same run)",
-            name,
-            ref,
-            "relay_w8_2procs",
-            ">= 0.5",
-            0.5,
-        )
-    for name in with_also(mcp2):
-        ratio_row(f"relay w1: {name} / picows reference", name, ref, "relay_w1", "ratio reported")
-    tags = {name: "2w" if name == mcp2 else name for name in with_also(mcp2)}
-    for name, tag in tags.items():
-        ol = _get(runs, name, "openloop")
-        ol_p99 = ol["steps"][0]["metrics"]["latency_ms"]["p99"] if ol and ol.get("steps") else None
-        target_row(
-            f"open loop 1,000 pairs x 5 msg/s p99 ms ({tag})",
-            ol_p99,
-            "< 20 ms",
-            None if ol_p99 is None else ol_p99 < 20,
-        )
-    for name, tag in tags.items():
-        target_row(
-            f"open loop rate where p99 crosses 50 ms ({tag}), msg/s",
-            cross_text(_get(runs, name, "openloop")),
-            "reported",
-            None,
-        )
-    for name, tag in tags.items():
-        kib = _m(_get(runs, name, "idle"), "server_kib_per_peer")
-        target_row(
-            f"idle 10,000 peers: server KiB per peer ({tag})",
-            kib,
-            "< 16 KiB",
-            None if kib is None else kib < 16,
-        )
-    for name, tag in tags.items():
-        joins = _m(_get(runs, name, "connect"), "joins_per_s")
-        target_row(
-            f"connect storm joins/s ({tag})",
-            joins,
-            "> 3,000/s",
-            None if joins is None else joins > 3000,
-        )
-    scale = []
-    for name in names:
-        if name.startswith("mcp-tornado") or any(s.beside for s in specs if s.name == name):
-            run = _get(runs, name, "relay_w8_2procs")
-            scale.append(f"{name}: {f(_m(run, 'deliveries_per_s'))} ({_cpu_split(run)})")
-    if scale:
-        target_row("relay w8 throughput by worker count", "; ".join(scale), "reported", None)
-    out += [
-        "",
-        "Targets of issue 4 (reported, not asserted):",
-        "",
-        report.markdown_table(["figure", "measured", "target", ""], t_rows),
-    ]
+    for name in [MCP2, *(s.name for s in specs if s.beside == MCP2)]:
+        if name in names:
+            t_rows += target_rows(runs, name, REFERENCE)
+    if t_rows:
+        out += [
+            "",
+            "Targets of issue 17 (2 workers against the picows reference relay, same run; "
+            "reported, not asserted):",
+            "",
+            report.markdown_table(["figure", "measured", "target", ""], t_rows),
+        ]
     beside = beside_rows(runs, specs)
     if beside:
         out += [
@@ -742,6 +802,15 @@ def start(
     return server.start(timeout=60), metrics_url
 
 
+def run_step(
+    scenario: str, target: drivers.Target, progress: bool, params: dict[str, Any]
+) -> dict[str, Any]:
+    """One step of a suite: a scenario of bench/drivers.py, or the call set-up sweep."""
+    if scenario == "calls_sweep":
+        return callsweep.sweep(target, progress=progress, **params)
+    return drivers.run(scenario, target, progress=progress, **params)
+
+
 def main(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -785,7 +854,7 @@ def main(args: argparse.Namespace) -> int:
                     metrics_url=metrics.get(spec.name),
                 )
                 try:
-                    run = drivers.run(scenario, target, progress=progress, **params)
+                    run = run_step(scenario, target, progress, params)
                 except Exception as exc:
                     notes.append(
                         f"{spec.name} failed: {type(exc).__name__}: {exc} "
@@ -858,5 +927,6 @@ def make_plots(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             "Relay throughput and p99 by server",
         ),
         plots.sweep(pick("openloop"), out_dir / "compare_openloop_sweep.png"),
+        plots.calls_sweep(pick("calls"), out_dir / "compare_calls_sweep.png"),
     ]
     return [p for p in made if p is not None]

@@ -141,6 +141,36 @@ def sweep(runs: list[dict[str, Any]], path: str | Path, threshold_ms: float = 50
     return _save(fig, path)
 
 
+def calls_sweep(
+    runs: list[dict[str, Any]], path: str | Path, threshold_ms: float = 100.0
+) -> Path | None:
+    """Call set-up p99 against offered calls/s, one line per call sweep, with the limit;
+    a step with failed calls is a red cross."""
+    lines = [
+        (r, r["metrics"].get("sweep") or []) for r in runs if r.get("scenario") == "calls_sweep"
+    ]
+    lines = [(r, s) for r, s in lines if s]
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run, points in lines:
+        xs = [p["offered_calls_per_s"] for p in points]
+        ys = [p["p99_ms"] if p["p99_ms"] is not None else math.nan for p in points]
+        ax.plot(xs, ys, "o-", label=str(run.get("label")))
+        bad = [(x, y) for x, y, p in zip(xs, ys, points, strict=True) if p.get("failed")]
+        if bad:
+            ax.plot(*zip(*bad, strict=True), "x", color="red", markersize=10)
+    ax.axhline(threshold_ms, color="red", linestyle=":", label=f"{threshold_ms:g} ms")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered calls/s (Poisson arrivals)")
+    ax.set_ylabel("p99 call set-up ms")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Call set-up: p99 vs offered calls/s (x: calls failed)")
+    return _save(fig, path)
+
+
 #: The distribution each scenario's ``cdf`` holds: (file, title, x axis label).
 CDF_KINDS = {
     "relay": ("latency_cdf.png", "Round-trip latency CDF", "round trip (ms, log scale)"),
@@ -149,6 +179,11 @@ CDF_KINDS = {
     "idle": ("connect_cdf.png", "Connect time CDF", "connect to open (ms, log scale)"),
     "churn": ("churn_cycle_cdf.png", "Churn cycle time CDF", "join to exchanged (ms, log scale)"),
     "calls": (
+        "calls_setup_cdf.png",
+        "Call set-up time CDF",
+        "A's connect to B has the answer (ms, log)",
+    ),
+    "calls_sweep": (
         "calls_setup_cdf.png",
         "Call set-up time CDF",
         "A's connect to B has the answer (ms, log)",
@@ -193,6 +228,7 @@ def all_plots(
         scaling(runs, out_dir / f"{prefix}scaling.png"),
         comparison(runs, out_dir / f"{prefix}comparison.png"),
         sweep(runs, out_dir / f"{prefix}openloop_sweep.png"),
+        calls_sweep(runs, out_dir / f"{prefix}calls_sweep.png"),
     ]
     return [p for p in made if p is not None]
 

@@ -9,7 +9,8 @@ an unknown type. Every message is parsed with ``json.loads`` (as a real server
 has to, to validate it), so the ratio "our server / this relay" compares like
 with like: what is left is the cost of the server's architecture.
 
-Run: ``python -m bench.reference_relay --port 8799``
+Run: ``python -m bench.reference_relay --port 8799``; with ``--certfile CERT --keyfile KEY``
+it serves ``wss://`` (the TLS row of ``bench overheads``: the reference doing the same work).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import ssl
 from urllib.parse import parse_qs, urlsplit
 
 from picows import (
@@ -128,9 +130,11 @@ class RelayPeer(WSListener):
             other.event(type="peer-left", room=self.room, peers=1)
 
 
-async def serve(host: str, port: int, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    host: str, port: int, ready: asyncio.Event | None = None, tls: ssl.SSLContext | None = None
+) -> None:
     relay = Relay()
-    server = await ws_create_server(relay.factory, host, port, backlog=4096)
+    server = await ws_create_server(relay.factory, host, port, backlog=4096, ssl=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -146,11 +150,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8799)
+    parser.add_argument("--certfile", help="PEM certificate chain: serve wss:// (with --keyfile)")
+    parser.add_argument("--keyfile", help="PEM private key of --certfile")
     args = parser.parse_args(argv)
+    if bool(args.certfile) != bool(args.keyfile):
+        parser.error("--certfile and --keyfile go together")
+    tls = None
+    if args.certfile:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            parser.error(f"--certfile/--keyfile: {exc}")
     raise_nofile_limit()
     loop = new_event_loop()
     try:
-        loop.run_until_complete(serve(args.host, args.port))
+        loop.run_until_complete(serve(args.host, args.port, tls=tls))
     finally:
         loop.close()
 

@@ -207,6 +207,24 @@ def summary_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
                 ", ".join(f"{k}={v}" for k, v in failures.items()) or "none",
             ),
         ]
+    elif sc == "calls_sweep":
+        for line in m.get("sweep", []):
+            rows.append(
+                (
+                    f"  offered {fmt(line['offered_calls_per_s'])} calls/s",
+                    f"set up {fmt(line['calls_per_s'])}/s, p50/p90/p99 "
+                    f"{fmt(line['p50_ms'], 1)}/{fmt(line['p90_ms'], 1)}/{fmt(line['p99_ms'], 1)} ms"
+                    + (f"; stop: {line['stop']}" if line.get("stop") else ""),
+                )
+            )
+        from bench.callsweep import capacity_text  # (it runs drivers: imported on use)
+
+        rows.append(
+            (
+                f"call set-ups/s (p99 <= {fmt(m.get('p99_limit_ms'), 0)} ms, 0 failed)",
+                capacity_text(run),
+            )
+        )
     elif sc == "connect":
         rows += [
             ("joined", fmt(m.get("joined"))),

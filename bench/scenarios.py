@@ -769,6 +769,25 @@ CALL_CANDIDATES = 8
 CALL_FAILURES = ("room_full", "no_peer", "lost_message", "closed", "timeout")
 
 
+#: ``--arrivals``: when the calls of an open loop start.
+CALL_ARRIVALS = ("poisson", "even")
+
+
+def call_arrivals(kind: str, calls: int, interval_ns: int, rng: random.Random) -> list[int]:
+    """Start offsets (ns from the first) of ``calls`` calls, ``interval_ns`` apart on
+    average: ``even`` exactly so, ``poisson`` with exponential gaps (independent callers,
+    the bursts a real service sees; the processes' streams add up to one Poisson stream)."""
+    if kind == "even":
+        return [n * interval_ns for n in range(calls)]
+    if kind != "poisson":
+        raise ValueError(f"arrivals: {kind!r} (choose from {', '.join(CALL_ARRIVALS)})")
+    out, at = [], 0.0
+    for _ in range(calls):
+        out.append(int(at))
+        at += rng.expovariate(1.0 / interval_ns)
+    return out
+
+
 class CallPeer(Peer):
     """A peer that tells its owner the moment its socket is open (B sends right then)."""
 
@@ -878,6 +897,7 @@ async def calls_worker(ctx: WorkerCtx) -> None:
     interval_ns = int(1e9 * ctx.procs / p["rate"])
     calls = ctx.pairs  # one "pair" per call: this process's share of rate x duration
     offset_ns = interval_ns * ctx.index // ctx.procs  # the processes take turns
+    arrivals = call_arrivals(p["arrivals"], len(calls), interval_ns, random.Random(ctx.index))
     setup_ns: array[int] = array("q")
     counts: Counter[str] = Counter()
     errors: Counter[str] = Counter()
@@ -919,8 +939,8 @@ async def calls_worker(ctx: WorkerCtx) -> None:
     await ctx.barrier(0)
     start_ns = monotonic_ns() + offset_ns
     tasks: list[asyncio.Task[None]] = []
-    for n, call_index in enumerate(calls):
-        delay = (start_ns + n * interval_ns - monotonic_ns()) / 1e9
+    for at_ns, call_index in zip(arrivals, calls, strict=True):
+        delay = (start_ns + at_ns - monotonic_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.ensure_future(one(call_index)))

@@ -243,12 +243,12 @@ def test_markdown_shows_also_targets_next_to_ours(tmp_path: Path) -> None:
     lines = md.splitlines()
     ours = next(i for i, line in enumerate(lines) if line.startswith("| mcp-tornado 2w | 40,000"))
     assert lines[ours + 1].startswith("| before-2w | 50,000 |")
-    w8 = "| relay w8 2 client procs: {} / picows reference (same run) |"
-    assert w8.format("mcp-tornado 2w") + " 1.25 | >= 0.5 | met |" in md
-    assert w8.format("before-2w") + " 1.23 | >= 0.5 | met |" in md
-    # no --also line where a run is missing (no baseline here, no 1w)
-    assert "before-2w / Channels baseline" not in md
-    assert "| connect storm joins/s (before-2w) | 4,000 |" in md
+    w8 = "| relay w8 2 procs deliveries/s / reference ({}) |"
+    assert w8.format("mcp-tornado 2w") + " 1.25x (100,000 vs 80,000) | >= 1.2x | met |" in md
+    assert w8.format("before-2w") + " 1.23x (98,000 vs 80,000) | >= 1.2x | met |" in md
+    # a goal whose runs are missing (no reference connect storm here) is not judged
+    assert "| connect storm joins/s / reference (before-2w) | - | >= 1x | - |" in md
+    assert "| idle server KiB per peer (mcp-tornado 2w) | 2.20 | <= 2.5 KiB | met |" in md
     assert "Beside the --also targets" in md
     assert "| idle server KiB per peer | mcp-tornado 2w | 2.20 | before-2w | 2.00 |" in md
     # re-rendered from the JSON, the --also target is still known as one
@@ -273,3 +273,86 @@ def test_also_commands_may_take_a_metrics_port() -> None:
         "m=mcp-tornado serve --workers {workers} --port {port} --metrics-port {metrics_port}"
     )
     assert "{metrics_port}" in also.command
+
+
+def calls_sweep(
+    name: str, capacity: float | None, reached: bool, **failures: int
+) -> dict[str, Any]:
+    lines = [{"offered_calls_per_s": 50.0, "failures": failures}]
+    metrics = {"capacity_calls_per_s": capacity, "capacity_reached": reached, "sweep": lines}
+    return {"compare_target": name, "compare_test": "calls", "metrics": metrics}
+
+
+def openloop(name: str, cross: float | None, p99: float) -> dict[str, Any]:
+    steps = [{"metrics": {"latency_ms": {"p99": p99}}}]
+    sweep = [
+        {"offered_msgs_per_s": 5000.0, "p99_ms": p99},
+        {"offered_msgs_per_s": 40_000.0, "p99_ms": 40.0},
+    ]
+    metrics = {"sweep": sweep, "p99_crosses_50ms_at_msgs_per_s": cross}
+    return {"compare_target": name, "compare_test": "openloop", "metrics": metrics, "steps": steps}
+
+
+def test_issue17_targets_ratios_bounds_and_verdicts() -> None:
+    from bench.compare import target_rows
+
+    ours, ref = "mcp-tornado 2w", "picows reference"
+    runs = [
+        calls_sweep(ours, 400.0, True),
+        calls_sweep(ref, 566.0, True),
+        openloop(ours, 30_000.0, 3.0),
+        openloop(ref, None, 2.0),  # never crossed up to 40,000: a lower bound
+        fake(ours, "connect", joins_per_s=6_000.0),
+        fake(ref, "connect", joins_per_s=5_000.0),
+        fake(ours, "idle", server_kib_per_peer=2.6),
+        fake(ours, "relay_w1", lost=1, reordered=2),
+    ]
+    rows = {r[0].removesuffix(f" ({ours})"): r[1:] for r in target_rows(runs, ours, ref)}
+    calls = rows["call set-ups/s, p99 <= 100 ms, 0 failed / reference"]
+    assert calls == ["0.71x (400 vs 566)", ">= 1x", "NOT met"]
+    # ours crossed at 30,000, the reference not even at 40,000: at most 0.75x, not met
+    cap = rows["open-loop capacity (p99 crosses 50 ms), msg/s / reference"]
+    assert cap == ["<= 0.75x (30,000 vs > 40,000)", ">= 1x", "NOT met"]
+    assert rows["open-loop p99 at 1,000 pairs x 5 msg/s / reference"] == [
+        "1.50x (3.00 vs 2.00 ms)", "<= 1.2x", "NOT met",
+    ]  # fmt: skip
+    assert rows["connect storm joins/s / reference"][1:] == [">= 1x", "met"]
+    assert rows["relay w8 2 procs deliveries/s / reference"] == ["-", ">= 1.2x", "-"]
+    assert rows["idle server KiB per peer"] == ["2.60", "<= 2.5 KiB", "NOT met"]
+    assert rows["lost + reordered + duplicated, every run"] == ["3", "0", "NOT met"]
+    # ours never stopped, the reference did: a lower bound that meets the goal
+    runs[0] = calls_sweep(ours, 800.0, False)
+    rows = {r[0].removesuffix(f" ({ours})"): r[1:] for r in target_rows(runs, ours, ref)}
+    assert rows["call set-ups/s, p99 <= 100 ms, 0 failed / reference"] == [
+        ">= 1.41x (> 800 vs 566)", ">= 1x", "met",
+    ]  # fmt: skip
+    # ... and a call lost in the step that stopped a sweep is a lost message
+    runs[0] = calls_sweep(ours, 50.0, True, lost_message=1)
+    rows = {r[0].removesuffix(f" ({ours})"): r[1:] for r in target_rows(runs, ours, ref)}
+    assert rows["lost + reordered + duplicated, every run"] == ["4", "0", "NOT met"]
+
+
+def test_issue17_targets_when_the_reference_failed_at_its_first_rate() -> None:
+    """A capacity under the sweep's first rate is an upper bound: ours / it is at least."""
+    from bench.compare import target_rows
+
+    ours, ref = "mcp-tornado 2w", "picows reference"
+    runs = [
+        calls_sweep(ours, 100.0, True),
+        calls_sweep(ref, None, True),  # p99 over 100 ms already at 50 calls/s
+        openloop(ours, 5_023.0, 40.0),
+        openloop(ref, 5_000.0, 1_152.0),  # past 50 ms at the first rate (5,000 msg/s)
+    ]
+    rows = {r[0].removesuffix(f" ({ours})"): r[1:] for r in target_rows(runs, ours, ref)}
+    assert rows["call set-ups/s, p99 <= 100 ms, 0 failed / reference"] == [
+        ">= 2.00x (100 vs < 50)", ">= 1x", "met",
+    ]  # fmt: skip
+    assert rows["open-loop capacity (p99 crosses 50 ms), msg/s / reference"] == [
+        ">= 1.00x (5,023 vs <= 5,000)", ">= 1x", "met",
+    ]  # fmt: skip
+    # both failed at their first rate: bounds pulling both ways, nothing to judge
+    runs[0] = calls_sweep(ours, None, True)
+    rows = {r[0].removesuffix(f" ({ours})"): r[1:] for r in target_rows(runs, ours, ref)}
+    assert rows["call set-ups/s, p99 <= 100 ms, 0 failed / reference"] == [
+        "~1.00x (< 50 vs < 50)", ">= 1x", "-",
+    ]  # fmt: skip
