@@ -85,12 +85,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import select
 import signal
 import time
 import uuid
 from types import FrameType
-from typing import TypeAlias, cast
+from typing import TypeAlias
 
 import msgspec
 import zmq
@@ -105,10 +104,8 @@ from mcp_tornado.shards import ShardMap
 
 log = logging.getLogger(__name__)
 
-# pyzmq's flags as plain ints: its enums make ``events & POLLIN`` and ``SNDMORE | NOBLOCK``
+# pyzmq's flags as plain ints: its enums make ``SNDMORE | NOBLOCK`` and the like
 # Python-level Flag operations, a few microseconds each, on every read and send.
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 _MAX_BATCH = 512  # messages in one batch to a worker; more go in further batches
@@ -257,13 +254,9 @@ class Router:
                 extra={"event": "insecure_link", "endpoint": self.bound_endpoint},
             )
         monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | curve.HANDSHAKE_FAILURES)
-        # The loop waits on the sockets' file descriptors with a plain poll(2), not
-        # zmq.Poller: zmq_poll costs two poll(2) and an EVENTS query per socket per
-        # call, where this costs one EVENTS query and one poll(2) (see _wait).
-        waiter = select.poll()
-        waiter.register(sock.FD, select.POLLIN)
-        waiter.register(monitor.FD, select.POLLIN)
-        monitor_fd = monitor.FD
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         while not self._stopping:
             now = time.monotonic()
             if self._pending:
@@ -285,9 +278,10 @@ class Router:
                 expiry = self.resumes.next_deadline()
                 if expiry is not None:
                     timeout_ms = min(timeout_ms, max(0, int((expiry - now) * 1000) + 1))
-                ready = self._wait(sock, waiter, timeout_ms)
-                self._read_all(sock)  # (when nothing waits: one zmq.Again)
-                if monitor_fd in ready and self._drain_monitor(monitor):
+                ready = dict(poller.poll(timeout_ms))
+                if sock in ready:
+                    self._read_all(sock)
+                if monitor in ready and self._drain_monitor(monitor):
                     # Ping everyone now, and twice more shortly: ZeroMQ may take
                     # a moment to forget the dead worker's routing id.
                     next_beat = now
@@ -312,19 +306,6 @@ class Router:
         sock.disable_monitor()
         monitor.close(linger=0)
         self._shutdown(sock)
-
-    @staticmethod
-    def _wait(sock: zmq.Socket[bytes], waiter: select.poll, timeout_ms: int) -> set[int]:
-        """Wait up to ``timeout_ms`` for input; the descriptors that became readable.
-
-        ZeroMQ's descriptors are edge-triggered: readable when ZeroMQ has news it
-        has not looked at yet, which any call on the socket (a send too) may look
-        at and consume.  So EVENTS is asked first, and if a batch is already
-        waiting, the poll only looks (timeout 0) for the monitor's news.
-        """
-        if cast(int, sock.getsockopt(_EVENTS)) & _POLLIN:
-            timeout_ms = 0
-        return {fd for fd, _ in waiter.poll(timeout_ms)}
 
     def _shutdown(self, sock: zmq.Socket[bytes]) -> None:
         for worker in self._workers:
