@@ -104,13 +104,19 @@ class Host:
     def spawn(
         self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        """Start ``argv`` on this host, in its own process group, output to ``log``."""
+        """Start ``argv`` on this host, in its own process group, output to ``log``.
+
+        A process group, not a session of its own: with Linux autogroup every session
+        gets an equal share of the CPU, so servers in sessions of their own would get
+        more of it the more processes a set-up has (a router and two worker hosts: three
+        shares against the load client's one; ``serve`` on one host: one).
+        """
         with open(log, "ab") as out:
             process = subprocess.Popen(
                 self.command(argv),
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                process_group=0,
                 env={**os.environ, **(env or {})},
             )
         self.processes.append(process)
