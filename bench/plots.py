@@ -130,15 +130,26 @@ def sweep(runs: list[dict[str, Any]], path: str | Path, threshold_ms: float = 50
             "o-",
             label=_name(run),
         )
+    _sweep_axes(
+        ax,
+        threshold_ms,
+        "offered messages/s (all pairs)",
+        "p99 round trip ms",
+        "Open loop: p99 vs offered rate",
+    )
+    return _save(fig, path)
+
+
+def _sweep_axes(ax: Any, threshold_ms: float, xlabel: str, ylabel: str, title: str) -> None:
+    """A sweep's axes: p99 against the offered rate, both logarithmic, with the limit."""
     ax.axhline(threshold_ms, color="red", linestyle=":", label=f"{threshold_ms:g} ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("offered messages/s (all pairs)")
-    ax.set_ylabel("p99 round trip ms")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("Open loop: p99 vs offered rate")
-    return _save(fig, path)
+    ax.set_title(title)
 
 
 def calls_sweep(
@@ -160,14 +171,13 @@ def calls_sweep(
         bad = [(x, y) for x, y, p in zip(xs, ys, points, strict=True) if p.get("failed")]
         if bad:
             ax.plot(*zip(*bad, strict=True), "x", color="red", markersize=10)
-    ax.axhline(threshold_ms, color="red", linestyle=":", label=f"{threshold_ms:g} ms")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("offered calls/s (Poisson arrivals)")
-    ax.set_ylabel("p99 call set-up ms")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Call set-up: p99 vs offered calls/s (x: calls failed)")
+    _sweep_axes(
+        ax,
+        threshold_ms,
+        "offered calls/s (Poisson arrivals)",
+        "p99 call set-up ms",
+        "Call set-up: p99 vs offered calls/s (x: calls failed)",
+    )
     return _save(fig, path)
 
 

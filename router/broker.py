@@ -491,9 +491,7 @@ class Router:
             joined.resume_grace = resumes.grace
         self._send(worker, joined)
         if partner is not None:
-            if self._late_claims.pop(partner, None) is not None:
-                # It was waiting for its old partner: that one is gone for good now.
-                self._send(partner[0], wire.PeerLeft(partner[1], msg.room, 1))
+            self._end_late_wait(partner, partner, msg.room)  # its old partner is gone for good
             arrived = wire.PeerJoined(partner[1], msg.room, result.peers, msg.peer if local else 0)
             self._send(partner[0], arrived)  # (held, if the partner is suspended)
             if len(resumes):
@@ -528,9 +526,7 @@ class Router:
             return
         room = self.rooms.rebind(key, away)
         self._claimed_paired.discard(key)
-        if self._late_claims.pop(key, None) is not None:
-            # It was waiting alone for its partner: stop waiting, tell it (held for its resume).
-            self._send(away[0], wire.PeerLeft(away[1], room, 1))
+        self._end_late_wait(key, away, room)  # (held for its resume)
         partner = self.rooms.partner(away)
         if partner is not None and partner[0] != SUSPENDED:
             self._send(partner[0], wire.PeerReconnecting(partner[1], room))
@@ -730,6 +726,12 @@ class Router:
             return True
         return record.paired and self._late_claims.pop(partner, None) is not None
 
+    def _end_late_wait(self, key: PeerKey, told: PeerKey, room: str) -> None:
+        """If ``key`` waits for its partner after a late Hello, stop: its partner is not
+        coming back, so ``told`` (its slot now: itself, or its suspended stand-in) is told."""
+        if self._late_claims.pop(key, None) is not None:
+            self._send(told[0], wire.PeerLeft(told[1], room, 1))
+
     def _end_late_waits(self, now: float) -> None:
         """Tell the paired peers of late Hellos whose partner did not come back in time."""
         claims = self._late_claims
@@ -797,8 +799,7 @@ class Router:
                 if away is not None:
                     its_room = self.rooms.rebind((worker, peer), away)
                     suspended.append(away)
-                    if self._late_claims.pop((worker, peer), None) is not None:
-                        self._send(away[0], wire.PeerLeft(away[1], its_room, 1))  # (as in _lost)
+                    self._end_late_wait((worker, peer), away, its_room)  # (as in _lost)
         for departure in self.rooms.drop_worker(worker):
             self._depart(departure)
         for away in suspended:
