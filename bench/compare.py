@@ -114,16 +114,27 @@ COMPARE_TESTS = ("idle", "connect", "relay_w1", "relay_w8_2procs", "relay_w1_N",
                  "churn", "calls")  # fmt: skip
 
 
-def tests_option(text: str) -> set[str]:
-    """``--tests``: a comma list of :data:`COMPARE_TESTS`."""
-    names = {s.strip() for s in text.split(",") if s.strip()}
-    unknown = names - set(COMPARE_TESTS)
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown run {', '.join(sorted(unknown)) or '(none)'} "
-            f"(choose from {', '.join(COMPARE_TESTS)})"
-        )
-    return names
+def names_option(
+    known: tuple[str, ...], what: str, required: bool = False
+) -> Callable[[str], set[str]]:
+    """An option's parser: a comma list of ``known`` names, each a ``what``; a typo (or,
+    if ``required``, an empty list) is an error, not a run of several minutes."""
+
+    def parse(text: str) -> set[str]:
+        names = {s.strip() for s in text.split(",") if s.strip()}
+        unknown = names - set(known)
+        if unknown or (required and not names):
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {', '.join(sorted(unknown)) or '(none)'} "
+                f"(choose from {', '.join(known)})"
+            )
+        return names
+
+    return parse
+
+
+#: ``--tests``: a comma list of :data:`COMPARE_TESTS`.
+tests_option = names_option(COMPARE_TESTS, "run", required=True)
 
 
 def selected(test: str, tests: set[str] | None) -> bool:
@@ -135,16 +146,8 @@ def selected(test: str, tests: set[str] | None) -> bool:
     )
 
 
-def skip_option(text: str) -> set[str]:
-    """``--skip``: a comma list of :data:`SKIPPABLE` names (a typo is an error, not a
-    baseline run of several minutes)."""
-    names = {s.strip() for s in text.split(",") if s.strip()}
-    unknown = names - set(SKIPPABLE)
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown target {', '.join(sorted(unknown))} (choose from {', '.join(SKIPPABLE)})"
-        )
-    return names
+#: ``--skip``: a comma list of :data:`SKIPPABLE` names.
+skip_option = names_option(SKIPPABLE, "target")
 
 
 @dataclass(frozen=True)

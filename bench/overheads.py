@@ -26,7 +26,6 @@ import contextlib
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -341,13 +340,13 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     p.add_argument(
         "--skip",
-        type=_names(OVERHEADS),
+        type=compare.names_option(OVERHEADS, "A/B"),
         default=set(),
         help="comma list of A/Bs to leave out: " + ", ".join(OVERHEADS),
     )
     p.add_argument(
         "--tests",
-        type=_names(TESTS),
+        type=compare.names_option(TESTS, "run"),
         default=None,
         help="comma list of the runs to do: " + ", ".join(TESTS) + " (default: all)",
     )
@@ -365,18 +364,3 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1: {text!r}")
     return value
-
-
-def _names(known: tuple[str, ...]) -> Callable[[str], set[str]]:
-    """An option's parser: a comma list of ``known`` names (a typo is an error)."""
-
-    def parse(text: str) -> set[str]:
-        names = {s.strip() for s in text.split(",") if s.strip()}
-        unknown = names - set(known)
-        if unknown:
-            raise argparse.ArgumentTypeError(
-                f"unknown {', '.join(sorted(unknown))} (choose from {', '.join(known)})"
-            )
-        return names
-
-    return parse
